@@ -1,0 +1,153 @@
+//! Command-line definitions only (clap derive). No work happens here: `app` turns these into settings and calls
+//! the stage modules.
+use crate::config::Fit;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "anime-pipe",
+    version,
+    about = "Turn messy anime image collections into clean, reproducible training data.",
+    long_about = "Turn messy anime image collections into clean, reproducible training data.\n\n\
+Each stage reads the previous stage's Parquet manifest under <workdir>/manifests/ and writes its own, so every step \
+is inspectable (polars, pandas, duckdb) and re-runnable:\n\n  \
+ingest -> dedup -> [crop -> upscale] -> clean -> pack\n\n\
+Typical session:\n  \
+anime-pipe ingest                 # sources from pipeline.yaml (or --source PATH)\n  \
+anime-pipe dedup                  # exact + near duplicates get `duplicate_of`, nothing is deleted\n  \
+anime-pipe clean --min-size 64    # quality filters; every reject has a reason\n  \
+anime-pipe pack --size 64         # safetensors shards + manifest, byte-identical on re-runs\n  \
+anime-pipe run                    # all stages in pipeline.yaml, skipping up-to-date ones\n  \
+anime-pipe stats                  # what each manifest holds",
+    after_help = "Config: pipeline.yaml in the current directory unless --config is given (see README.md for every key)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Pipeline config [default: ./pipeline.yaml if it exists, else built-in defaults]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where manifests/, cache/ and shards/ live [default: the config file's directory, else .]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Worker threads (results are identical for any value) [default: all cores]
+    #[arg(short = 'j', long = "threads", global = true, value_name = "N")]
+    pub threads: Option<usize>,
+    /// No progress bars and no summary table (errors are still printed)
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More log output (-v: info, -vv: debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print the stage summary as one JSON object on stdout (for scripts)
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scan sources (folders, .zip, .tar, .tar.gz) into the content-addressed cache and manifests/ingest.parquet
+    Ingest(IngestArgs),
+    /// Mark exact (bytes, pixels) and near (perceptual hash) duplicates in manifests/dedup.parquet
+    Dedup(DedupArgs),
+    /// Score sharpness, colourfulness, entropy and size; reject with reasons into manifests/clean.parquet
+    Clean(CleanArgs),
+    /// Resize to square training sizes and write safetensors shards + manifests/pack.parquet
+    Pack(PackArgs),
+    /// Run the stages listed in pipeline.yaml, skipping those whose inputs and settings did not change
+    Run(RunArgs),
+    /// Summarise every manifest: counts, rejects by reason, size histograms
+    Stats(StatsArgs),
+    /// Check cache objects and shards against the checksums in the manifests
+    Verify,
+    /// Write a small synthetic dataset (with duplicates and broken files) and a pipeline.yaml to try the tool on
+    SampleData(SampleDataArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct IngestArgs {
+    /// Ingest these folders/archives instead of the config's sources (name = file stem; repeatable)
+    #[arg(long = "source", value_name = "PATH")]
+    pub sources: Vec<PathBuf>,
+    /// Mark --source inputs as already-cropped faces (e.g. the Kaggle Anime Face Dataset)
+    #[arg(long, requires = "sources")]
+    pub already_cropped: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DedupArgs {
+    /// Near-duplicate threshold: max Hamming distance between 64-bit perceptual hashes [config: dedup.phash_threshold, default 6]
+    #[arg(long, value_name = "BITS")]
+    pub threshold: Option<u32>,
+    /// Only exact duplicates (bytes and pixels); skip the perceptual-hash search
+    #[arg(long)]
+    pub no_near: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct CleanArgs {
+    /// Reject images whose shorter side is below this many pixels [config: clean.min_size, default 64]
+    #[arg(long, value_name = "PX")]
+    pub min_size: Option<u32>,
+    /// Reject images whose longer/shorter side ratio exceeds this [config: clean.max_aspect, default 2.5]
+    #[arg(long, value_name = "RATIO")]
+    pub max_aspect: Option<f64>,
+    /// Reject blurry images: variance of the Laplacian below this [config: clean.min_sharpness, default 0 = off]
+    #[arg(long, value_name = "SCORE")]
+    pub min_sharpness: Option<f64>,
+    /// Reject grayscale/monochrome images: colourfulness below this [config: clean.min_colorfulness, default 0 = off]
+    #[arg(long, value_name = "SCORE")]
+    pub min_colorfulness: Option<f64>,
+    /// Reject low-information images: luma histogram entropy (bits) below this [config: clean.min_entropy, default 0 = off]
+    #[arg(long, value_name = "BITS")]
+    pub min_entropy: Option<f64>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct PackArgs {
+    /// Output size in pixels (square); repeat for several sizes [config: pack.sizes, default 64]
+    #[arg(long = "size", value_name = "PX")]
+    pub sizes: Vec<u32>,
+    /// How non-square images become square [config: pack.fit, default crop]
+    #[arg(long, value_enum)]
+    pub fit: Option<Fit>,
+    /// Samples per shard file [config: pack.shard_samples, default 4096]
+    #[arg(long, value_name = "N")]
+    pub shard_samples: Option<usize>,
+    /// Fraction of samples assigned to the validation split, by hash [config: pack.val_fraction, default 0.05]
+    #[arg(long, value_name = "F")]
+    pub val_fraction: Option<f64>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// Re-run every stage even if its inputs did not change
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct StatsArgs {
+    /// Only this stage's manifest (ingest, dedup, clean, pack)
+    #[arg(long)]
+    pub stage: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SampleDataArgs {
+    /// Directory to create (its pipeline.yaml points at the generated images)
+    pub dir: PathBuf,
+    /// Number of distinct synthetic faces
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    /// Seed for the generator (same seed, same bytes)
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
