@@ -25,19 +25,9 @@ pub fn run(cli: Cli) -> Result<()> {
     let (mut file, base_dir) = load_config(&cli.global)?;
     apply_overrides(&mut file, &cli.command)?;
     let settings = Settings::resolve(file, &base_dir)?;
-    let workdir = Workdir::open(
-        cli.global
-            .workdir
-            .clone()
-            .unwrap_or_else(|| base_dir.clone()),
-    )?;
+    let workdir = Workdir::open(cli.global.workdir.clone().unwrap_or_else(|| base_dir.clone()))?;
     let threads = init_threads(cli.global.threads)?;
-    let ctx = Ctx {
-        settings,
-        workdir,
-        threads,
-        reporter: reporter(&cli.global),
-    };
+    let ctx = Ctx { settings, workdir, threads, reporter: reporter(&cli.global) };
     let summary = match &cli.command {
         Command::Ingest(_) => stages::ingest::run(&ctx)?,
         Command::Dedup(_) => stages::dedup::run(&ctx)?,
@@ -53,10 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn reporter(global: &GlobalArgs) -> Reporter {
-    Reporter {
-        quiet: global.quiet,
-        json: global.json,
-    }
+    Reporter { quiet: global.quiet, json: global.json }
 }
 
 fn init_logging(global: &GlobalArgs) {
@@ -68,10 +55,7 @@ fn init_logging(global: &GlobalArgs) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ANIME_PIPE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// `--config FILE`, else `./pipeline.yaml` if present, else defaults. Returns the file and the directory that
@@ -85,11 +69,7 @@ fn load_config(global: &GlobalArgs) -> Result<(ConfigFile, PathBuf)> {
     };
     match path {
         Some(p) => {
-            let base = p
-                .parent()
-                .map(Path::to_path_buf)
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(cwd);
+            let base = p.parent().map(Path::to_path_buf).filter(|d| !d.as_os_str().is_empty()).unwrap_or(cwd);
             Ok((ConfigFile::load(&p)?, base))
         }
         None => Ok((ConfigFile::default(), cwd)),
@@ -138,41 +118,19 @@ fn sources_from_paths(paths: &[PathBuf], already_cropped: bool) -> Result<Vec<So
     paths
         .iter()
         .map(|p| {
-            let stem = p
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_else(|| "source".into());
-            let stem = stem
-                .trim_end_matches(".gz")
-                .trim_end_matches(".tar")
-                .trim_end_matches(".zip")
-                .trim_end_matches(".tgz");
-            let base: String = stem
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            let base = if base.is_empty() {
-                "source".to_string()
-            } else {
-                base
-            };
+            let stem = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "source".into());
+            let stem =
+                stem.trim_end_matches(".gz").trim_end_matches(".tar").trim_end_matches(".zip").trim_end_matches(".tgz");
+            let base: String =
+                stem.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+            let base = if base.is_empty() { "source".to_string() } else { base };
             let mut name = base.clone();
             let mut n = 2;
             while !used.insert(name.clone()) {
                 name = format!("{base}-{n}");
                 n += 1;
             }
-            Ok(SourceOptions {
-                name,
-                path: cwd.join(p),
-                already_cropped,
-            })
+            Ok(SourceOptions { name, path: cwd.join(p), already_cropped })
         })
         .collect()
 }
@@ -182,14 +140,10 @@ fn init_threads(requested: Option<usize>) -> Result<usize> {
     let threads = match requested {
         Some(0) => bail!("-j/--threads 0: expected at least 1 thread"),
         Some(n) => n,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
     // polars reads this once, when its pool first starts (after this point).
     std::env::set_var("POLARS_MAX_THREADS", threads.to_string());
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global();
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     Ok(threads)
 }

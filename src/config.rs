@@ -161,8 +161,7 @@ impl ConfigFile {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
         Self::parse(&text, path)
     }
 }
@@ -200,10 +199,7 @@ impl Settings {
             min_entropy: c.min_entropy.unwrap_or(0.0),
         };
         if clean.max_aspect < 1.0 {
-            bail!(
-                "clean.max_aspect = {}: expected a ratio >= 1.0 (longer side / shorter side)",
-                clean.max_aspect
-            );
+            bail!("clean.max_aspect = {}: expected a ratio >= 1.0 (longer side / shorter side)", clean.max_aspect);
         }
         let p = &file.pack;
         let pack = PackSettings {
@@ -213,30 +209,15 @@ impl Settings {
             val_fraction: p.val_fraction.unwrap_or(0.05),
         };
         if pack.sizes.is_empty() || pack.sizes.iter().any(|&s| !(8..=4096).contains(&s)) {
-            bail!(
-                "pack.sizes = {:?}: expected a non-empty list of sizes in 8..=4096, e.g. [64, 128]",
-                pack.sizes
-            );
+            bail!("pack.sizes = {:?}: expected a non-empty list of sizes in 8..=4096, e.g. [64, 128]", pack.sizes);
         }
         if pack.shard_samples == 0 {
             bail!("pack.shard_samples = 0: expected a positive number of samples per shard (default 4096)");
         }
         if !(0.0..1.0).contains(&pack.val_fraction) {
-            bail!(
-                "pack.val_fraction = {}: expected a fraction in [0, 1), e.g. 0.05",
-                pack.val_fraction
-            );
+            bail!("pack.val_fraction = {}: expected a fraction in [0, 1), e.g. 0.05", pack.val_fraction);
         }
-        Ok(Self {
-            base_dir: base_dir.to_path_buf(),
-            sources,
-            stages,
-            limits,
-            dedup,
-            clean,
-            pack,
-            file,
-        })
+        Ok(Self { base_dir: base_dir.to_path_buf(), sources, stages, limits, dedup, clean, pack, file })
     }
 }
 
@@ -254,7 +235,10 @@ fn resolve_sources(options: &[SourceOptions], base_dir: &Path) -> Result<Vec<Sou
         .enumerate()
         .map(|(i, s)| {
             if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                bail!("sources[{i}].name = {:?}: expected a non-empty name of letters, digits, '-', '_' or '.'", s.name);
+                bail!(
+                    "sources[{i}].name = {:?}: expected a non-empty name of letters, digits, '-', '_' or '.'",
+                    s.name
+                );
             }
             if !seen.insert(s.name.clone()) {
                 bail!("sources[{i}].name = {:?}: names must be unique", s.name);
@@ -271,18 +255,11 @@ fn resolve_stages(stages: Option<&[String]>) -> Result<Vec<String>> {
     };
     for (i, s) in stages.iter().enumerate() {
         if !ALL_STAGES.contains(&s.as_str()) {
-            bail!(
-                "stages[{i}] = {s:?}: expected one of {}",
-                ALL_STAGES.join(", ")
-            );
+            bail!("stages[{i}] = {s:?}: expected one of {}", ALL_STAGES.join(", "));
         }
     }
     // Stages always run in pipeline order, whatever order the user listed them in.
-    Ok(ALL_STAGES
-        .iter()
-        .filter(|s| stages.iter().any(|x| x == *s))
-        .map(|s| s.to_string())
-        .collect())
+    Ok(ALL_STAGES.iter().filter(|s| stages.iter().any(|x| x == *s)).map(|s| s.to_string()).collect())
 }
 
 #[cfg(test)]
@@ -290,10 +267,7 @@ mod tests {
     use super::*;
 
     fn resolve(yaml: &str) -> Result<Settings> {
-        Settings::resolve(
-            ConfigFile::parse(yaml, Path::new("pipeline.yaml"))?,
-            Path::new("/base"),
-        )
+        Settings::resolve(ConfigFile::parse(yaml, Path::new("pipeline.yaml"))?, Path::new("/base"))
     }
 
     #[test]
@@ -315,9 +289,7 @@ mod tests {
     fn bad_values_name_the_key() {
         let err = resolve("pack:\n  sizes: [2]\n").unwrap_err().to_string();
         assert!(err.contains("pack.sizes"), "{err}");
-        let err = resolve("sources:\n - {name: a, path: x}\n - {name: a, path: y}\n")
-            .unwrap_err()
-            .to_string();
+        let err = resolve("sources:\n - {name: a, path: x}\n - {name: a, path: y}\n").unwrap_err().to_string();
         assert!(err.contains("sources[1].name"), "{err}");
         let err = resolve("stages: [ingest, bake]\n").unwrap_err().to_string();
         assert!(err.contains("stages[1]"), "{err}");
@@ -325,8 +297,7 @@ mod tests {
 
     #[test]
     fn relative_source_paths_resolve_against_the_config_dir() {
-        let s =
-            resolve("sources:\n - {name: k, path: data/k.zip, already_cropped: true}\n").unwrap();
+        let s = resolve("sources:\n - {name: k, path: data/k.zip, already_cropped: true}\n").unwrap();
         assert_eq!(s.sources[0].path, Path::new("/base/data/k.zip"));
         assert!(s.sources[0].already_cropped);
     }

@@ -24,19 +24,14 @@ pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<()> {
 
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    ParquetReader::new(file)
-        .finish()
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+    ParquetReader::new(file).finish().map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
 }
 
 /// Reads a stage's manifest, with a hint naming the stage to run when it is missing.
 pub fn read_stage(workdir: &Workdir, stage: &str) -> Result<DataFrame> {
     let path = workdir.manifest_path(stage);
     if !path.exists() {
-        anyhow::bail!(
-            "{} does not exist: run `anime-pipe {stage}` first (or `anime-pipe run`)",
-            path.display()
-        );
+        anyhow::bail!("{} does not exist: run `anime-pipe {stage}` first (or `anime-pipe run`)", path.display());
     }
     read_parquet(&path)
 }
@@ -52,29 +47,16 @@ pub struct Stamp {
 
 pub fn file_blake3(path: &Path) -> Result<String> {
     let mut hasher = blake3::Hasher::new();
-    hasher
-        .update_mmap(path)
-        .with_context(|| format!("cannot hash {}", path.display()))?;
+    hasher.update_mmap(path).with_context(|| format!("cannot hash {}", path.display()))?;
     Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// Publishes `df` as the stage's manifest, then its stamp.
-pub fn publish_stage(
-    workdir: &Workdir,
-    stage: &str,
-    df: &mut DataFrame,
-    inputs: &str,
-) -> Result<()> {
+pub fn publish_stage(workdir: &Workdir, stage: &str, df: &mut DataFrame, inputs: &str) -> Result<()> {
     let path = workdir.manifest_path(stage);
     write_parquet(&path, df)?;
-    let stamp = Stamp {
-        inputs: inputs.to_string(),
-        manifest: file_blake3(&path)?,
-    };
-    atomic_write(
-        &workdir.stamp_path(stage),
-        serde_json::to_string_pretty(&stamp)?.as_bytes(),
-    )
+    let stamp = Stamp { inputs: inputs.to_string(), manifest: file_blake3(&path)? };
+    atomic_write(&workdir.stamp_path(stage), serde_json::to_string_pretty(&stamp)?.as_bytes())
 }
 
 /// True when the stage's manifest exists, is the one its stamp vouches for, and was computed from `inputs`.
@@ -112,11 +94,7 @@ mod tests {
         publish_stage(&wd, "ingest", &mut df, "in1").unwrap();
         assert!(is_up_to_date(&wd, "ingest", "in1"));
         assert!(!is_up_to_date(&wd, "ingest", "in2"));
-        write_parquet(
-            &wd.manifest_path("ingest"),
-            &mut df!("a" => [2u32]).unwrap(),
-        )
-        .unwrap();
+        write_parquet(&wd.manifest_path("ingest"), &mut df!("a" => [2u32]).unwrap()).unwrap();
         assert!(!is_up_to_date(&wd, "ingest", "in1"));
     }
 }

@@ -19,11 +19,9 @@ impl Reporter {
         }
         let bar = ProgressBar::new(len);
         bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>8.bold} [{bar:32}] {pos}/{len} {per_sec} eta {eta} {msg}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{prefix:>8.bold} [{bar:32}] {pos}/{len} {per_sec} eta {eta} {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
         );
         bar.set_prefix(what.to_string());
         bar
@@ -35,10 +33,7 @@ impl Reporter {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{prefix:>8.bold} {spinner} {pos} {msg}")
-                .expect("static template"),
-        );
+        bar.set_style(ProgressStyle::with_template("{prefix:>8.bold} {spinner} {pos} {msg}").expect("static template"));
         bar.set_prefix(what.to_string());
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
@@ -47,10 +42,7 @@ impl Reporter {
     /// Prints a stage summary: a table on stdout, or JSON on stdout with `--json`; nothing when quiet.
     pub fn emit(&self, summary: &Summary) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string(summary).expect("summary serialises")
-            );
+            println!("{}", serde_json::to_string(summary).expect("summary serialises"));
         } else if !self.quiet {
             print!("{}", summary.render_table());
         }
@@ -100,11 +92,7 @@ impl Summary {
     }
 
     pub fn render_table(&self) -> String {
-        let mut rows: Vec<(String, String)> = self
-            .counts
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect();
+        let mut rows: Vec<(String, String)> = self.counts.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
         for (reason, n) in &self.rejects {
             rows.push((format!("  rejected: {reason}"), n.to_string()));
         }
@@ -131,10 +119,7 @@ mod tests {
         s.reject("truncated");
         s.fact("digest", "abc");
         let t = s.finish().render_table();
-        assert!(
-            t.contains("files") && t.contains("rejected: truncated  2") && t.contains("digest"),
-            "{t}"
-        );
+        assert!(t.contains("files") && t.contains("rejected: truncated  2") && t.contains("digest"), "{t}");
     }
 
     #[test]

@@ -77,10 +77,7 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so"))
-        })
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so")))
         .collect();
     found.sort();
     found.pop()
@@ -91,26 +88,16 @@ pub fn environment() -> Result<&'static Environment> {
     if let Some(env) = ENVIRONMENT.get() {
         return Ok(env);
     }
-    let _guard = INIT_LOCK
-        .lock()
-        .map_err(|_| anyhow!("ONNX Runtime initialisation panicked earlier"))?;
+    let _guard = INIT_LOCK.lock().map_err(|_| anyhow!("ONNX Runtime initialisation panicked earlier"))?;
     if let Some(env) = ENVIRONMENT.get() {
         return Ok(env);
     }
     let path = find_library().ok_or_else(|| anyhow!(INSTALL_HINT))?;
     if !path.is_file() {
-        bail!(
-            "ORT_DYLIB_PATH={} is not a file.\n{INSTALL_HINT}",
-            path.display()
-        );
+        bail!("ORT_DYLIB_PATH={} is not a file.\n{INSTALL_HINT}", path.display());
     }
     let env = ort::init_from(&path)
-        .map_err(|e| {
-            anyhow!(
-                "cannot load ONNX Runtime from {}: {e}\n{INSTALL_HINT}",
-                path.display()
-            )
-        })?
+        .map_err(|e| anyhow!("cannot load ONNX Runtime from {}: {e}\n{INSTALL_HINT}", path.display()))?
         .with_name("anime-pipe")
         .with_telemetry(false)
         .build()
@@ -130,11 +117,7 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self {
-            device: Device::Auto,
-            threads: 0,
-            optimize: true,
-        }
+        Self { device: Device::Auto, threads: 0, optimize: true }
     }
 }
 
@@ -150,27 +133,23 @@ static AUTO_FALLBACK_SAID: OnceLock<()> = OnceLock::new();
 /// A session builder with threads, optimisation level and execution provider set per `options`.
 pub fn session_builder(options: &SessionOptions) -> Result<(SessionBuilder, Resolved)> {
     let env = environment()?;
-    let level = if options.optimize {
-        GraphOptimizationLevel::All
-    } else {
-        GraphOptimizationLevel::Disable
-    };
+    let level = if options.optimize { GraphOptimizationLevel::All } else { GraphOptimizationLevel::Disable };
     let mut builder = Session::builder(env)
         .map_err(|e| anyhow!("{e}"))?
         .with_optimization_level(level)
         .map_err(|e| anyhow!("{e}"))?;
     if options.threads > 0 {
-        builder = builder
-            .with_intra_threads(options.threads)
-            .map_err(|e| anyhow!("{e}"))?;
+        builder = builder.with_intra_threads(options.threads).map_err(|e| anyhow!("{e}"))?;
     }
     let resolved = match options.device {
         Device::Cpu => Resolved::Cpu,
         Device::Cuda(n) => {
             register_cuda(&mut builder, n).map_err(|e| {
-                anyhow!("--device cuda:{n}: ONNX Runtime could not register the CUDA execution provider: {e}\n  \
+                anyhow!(
+                    "--device cuda:{n}: ONNX Runtime could not register the CUDA execution provider: {e}\n  \
                  fix: install the GPU build (`scripts/install-ort.sh --gpu`, CUDA 13 + cuDNN 9 libraries on \
-                 LD_LIBRARY_PATH), or use --device cpu")
+                 LD_LIBRARY_PATH), or use --device cpu"
+                )
             })?;
             Resolved::Cuda(n)
         }
@@ -186,9 +165,7 @@ pub fn session_builder(options: &SessionOptions) -> Result<(SessionBuilder, Reso
         },
     };
     if resolved == Resolved::Cpu {
-        CPU::default()
-            .register(&mut builder)
-            .map_err(|e| anyhow!("{e}"))?;
+        CPU::default().register(&mut builder).map_err(|e| anyhow!("{e}"))?;
     }
     Ok((builder, resolved))
 }
@@ -197,33 +174,24 @@ fn register_cuda(builder: &mut SessionBuilder, device_id: i32) -> Result<()> {
     if !CUDA::is_available().unwrap_or(false) {
         bail!("this ONNX Runtime build has no CUDA execution provider (CPU-only wheel)");
     }
-    CUDA::default()
-        .with_device_id(device_id)
-        .register(builder)
-        .map_err(|e| anyhow!("{e}"))
+    CUDA::default().with_device_id(device_id).register(builder).map_err(|e| anyhow!("{e}"))
 }
 
 /// A session from an in-memory ONNX model (no temp files).
 pub fn session_from_bytes(model: &[u8], options: &SessionOptions) -> Result<(Session, Resolved)> {
     let (mut builder, resolved) = session_builder(options)?;
-    let session = builder
-        .commit_from_memory(model)
-        .map_err(|e| anyhow!("cannot load ONNX model: {e}"))?;
+    let session = builder.commit_from_memory(model).map_err(|e| anyhow!("cannot load ONNX model: {e}"))?;
     Ok((session, resolved))
 }
 
 /// A session from an `.onnx` file, with the file named in any error.
 pub fn session_from_file(path: &Path, options: &SessionOptions) -> Result<(Session, Resolved)> {
     let bytes = std::fs::read(path).with_context(|| {
-        format!(
-            "cannot read model {} (set its path under `models:` in pipeline.yaml)",
-            path.display()
-        )
+        format!("cannot read model {} (set its path under `models:` in pipeline.yaml)", path.display())
     })?;
     let (mut builder, resolved) = session_builder(options)?;
-    let session = builder
-        .commit_from_memory(&bytes)
-        .map_err(|e| anyhow!("cannot load ONNX model {}: {e}", path.display()))?;
+    let session =
+        builder.commit_from_memory(&bytes).map_err(|e| anyhow!("cannot load ONNX model {}: {e}", path.display()))?;
     Ok((session, resolved))
 }
 
@@ -245,15 +213,8 @@ mod tests {
         // The smallest valid model: Y = Identity(X), float [1]. Built by hand here to keep this module's test free of
         // the graph builder; it checks library discovery + session creation end to end.
         let model: &[u8] = include_bytes!("../tests/data/identity.onnx");
-        let (mut session, resolved) = session_from_bytes(
-            model,
-            &SessionOptions {
-                device: Device::Cpu,
-                threads: 1,
-                optimize: true,
-            },
-        )
-        .unwrap();
+        let (mut session, resolved) =
+            session_from_bytes(model, &SessionOptions { device: Device::Cpu, threads: 1, optimize: true }).unwrap();
         assert_eq!(resolved, Resolved::Cpu);
         let x = ort::value::Tensor::from_array(([1usize], vec![3.5f32])).unwrap();
         let out = session.run(ort::inputs!["X" => x]).unwrap();

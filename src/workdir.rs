@@ -22,9 +22,8 @@ impl Workdir {
         let root = root.into();
         for sub in ["manifests", "cache/objects", "shards"] {
             let dir = root.join(sub);
-            fs::create_dir_all(&dir).with_context(|| {
-                format!("cannot create {} (is the workdir writable?)", dir.display())
-            })?;
+            fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {} (is the workdir writable?)", dir.display()))?;
         }
         Ok(Self { root })
     }
@@ -64,20 +63,13 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Like [`atomic_write`] but lets the caller stream into the temp file.
-pub fn atomic_write_with(
-    path: &Path,
-    fill: impl FnOnce(&mut fs::File) -> Result<()>,
-) -> Result<()> {
+pub fn atomic_write_with(path: &Path, fill: impl FnOnce(&mut fs::File) -> Result<()>) -> Result<()> {
     let dir = path.parent().context("atomic_write: path has no parent")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .context("atomic_write: path has no file name")?
-        .to_string_lossy();
+    let name = path.file_name().context("atomic_write: path has no file name")?.to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut file =
-            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut file = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         fill(&mut file)?;
         file.sync_all()?;
         fs::rename(&tmp, path).with_context(|| format!("cannot publish {}", path.display()))
@@ -99,10 +91,7 @@ mod tests {
         atomic_write(&path, b"one").unwrap();
         atomic_write(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.bin")]);
     }
 

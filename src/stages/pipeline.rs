@@ -19,9 +19,7 @@ pub fn run(ctx: &Ctx, force: bool) -> Result<Summary> {
         summary.fact(&stage, format!("ran in {:.2} s", stage_summary.seconds));
         ran += 1;
     }
-    summary
-        .count("stages run", ran)
-        .count("stages skipped", skipped);
+    summary.count("stages run", ran).count("stages skipped", skipped);
     Ok(summary.finish())
 }
 
