@@ -5,8 +5,10 @@
 //! (Parquet I/O), `cache` (content-addressed objects), `imageio` (safe decoding), `report` (progress + summaries),
 //! `runtime` (ONNX Runtime environment). The ONNX autodiff engine is the separate crate `onnxgrad`.
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod imageio;
 pub mod manifest;
 pub mod report;
 pub mod runtime;
