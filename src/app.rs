@@ -34,7 +34,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Clean(_) => stages::clean::run(&ctx)?,
         Command::Pack(_) => stages::pack::run(&ctx)?,
         Command::Run(args) => stages::pipeline::run(&ctx, args.force)?,
-        Command::Stats(args) => stages::stats::run(&ctx, args.stage.as_deref())?,
+        Command::Stats(args) => {
+            let summary = stages::stats::run(&ctx, args.stage.as_deref())?;
+            if ctx.reporter.json {
+                return Ok(()); // stats printed its own, richer JSON object
+            }
+            summary
+        }
         Command::Verify => stages::verify::run(&ctx)?,
         Command::SampleData(_) => unreachable!("handled above"),
     };

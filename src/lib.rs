@@ -8,6 +8,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod digest;
 pub mod imageio;
 pub mod manifest;
 pub mod report;

@@ -1,12 +1,454 @@
-//! `anime-pipe pack` (stub: being implemented).
+//! `anime-pipe pack`: the accepted clean images, made square and resized to each training size, as safetensors
+//! shards plus `manifests/pack.parquet`.
+//!
+//! ## Samples, split and order
+//! Input: the rows of `clean.parquet` with status "ok". Each item goes to the validation split when
+//! `u < ceil(val_fraction * 2^64)`, where `u` is the first 8 bytes, read big-endian, of blake3 of the item's
+//! `object` string (the 64-char hex, as UTF-8); in Python: `int(blake3(obj.encode()).hexdigest()[:16], 16) / 2**64
+//! < val_fraction` (see [`split_of`]). The split therefore depends only on image content: adding or removing other
+//! images never moves an image between train and val. Within a split, samples are ordered by (object, key) and fill
+//! shards of `pack.shard_samples` samples in that order; every size uses the same order, so index i of
+//! `shards/64/train-00003.safetensors` and of `shards/128/train-00003.safetensors` is the same image.
+//!
+//! ## Pixels
+//! Square: `crop` takes the centred square of side min(w, h) (offsets `(w - s) / 2`, `(h - s) / 2`, rounded
+//! down, like `PIL.Image.crop` in bench/pipeline_reference.py); `pad` extends the shorter side to max(w, h) by
+//! replicating edge pixels (the extra `(s - w) / 2`, rounded down, goes before). Then Lanczos3 convolution
+//! (fast_image_resize, a port of Pillow's resampler with the kernel widened by the scale factor, so downscaling
+//! is antialiased) to size x size, in sRGB values like Pillow's `Image.LANCZOS`. Lanczos3 rather than an
+//! area/box filter because anime line art lives in thin dark strokes: box averaging smears them over neighbouring
+//! pixels, Lanczos keeps them crisp at the cost of faint ringing; it is also what the usual Python preprocessing
+//! does, so packs match a PIL-based reference closely. Upscaling (images smaller than the size) also uses
+//! Lanczos3. An image already at the target size is copied unchanged.
+//!
+//! ## Shards
+//! `shards/<size>/<split>-<NNNNN>.safetensors` (NNNNN from 00000), one tensor `images`, dtype U8, shape
+//! [N, size, size, 3] (NHWC, RGB), N = shard_samples except in a split's last shard. `__metadata__` (all values
+//! strings, as safetensors requires): `format` = "anime-pipe-shard/1", `size`, `split`, `fit`, `count` (N),
+//! `layout` = "NHWC RGB uint8", `keys` = JSON array of the N sample keys in index order. The header is written
+//! with sorted metadata keys (the safetensors crate's own writer orders `__metadata__` by HashMap iteration, which
+//! would break byte-identical output) and padded with spaces to a multiple of 8 bytes, as that crate does; every
+//! shard is checked to parse with `safetensors::SafeTensors` in the tests and by `anime-pipe verify`.
+//!
+//! ## Manifest `pack.parquet`
+//! One row per (accepted clean item, size), sorted by (size, split ["train" < "val"], object, key), so accepted
+//! rows appear in (shard, index) order:
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `key` | str | item key (from clean) |
+//! | `object` | str | blake3 of the source image bytes in the cache |
+//! | `size` | u32 | output side in pixels |
+//! | `split` | str | "train" or "val" |
+//! | `shard` | str | shard path relative to the workdir; null when rejected |
+//! | `index` | u32 | row of the sample in the shard's `images` tensor; null when rejected |
+//! | `shard_blake3` | str | blake3 of the whole shard file, checked by `verify`; null when rejected |
+//! | `status` | str | "ok" or "rejected" |
+//! | `reason` | str | "decode_failed" when the image could not be decoded; null when ok |
+//! | `error` | str | the decoder's message for rejected rows |
+//!
+//! ## Crash safety (order of writes)
+//! 1. Delete the old `pack.stamp.json`, then the old `pack.parquet`: no manifest ever describes shards that are
+//!    being rewritten, and `run` sees pack as not done.
+//! 2. Write each shard atomically (temp file, fsync, rename) under its final name.
+//! 3. Publish `pack.parquet` (atomic), then its stamp.
+//! 4. Only then delete shard files the new manifest does not list (extra shards of a previous run with more
+//!    samples, sizes no longer packed) and temp files left by killed runs, so `shards/` mirrors the manifest.
+//!
+//! Killed in 1-2: there is no pack manifest (consumers and `run` redo pack). Killed in 3: the manifest is either
+//! absent or complete. Killed in 4: the manifest and every shard it lists are complete and correct; leftover files
+//! are unlisted, excluded from the dataset digest and removed by the next pack.
+//!
+//! Memory: one shard buffer per size (shard_samples x size^2 x 3 bytes) plus one decoded image per thread.
 use crate::app::Ctx;
+use crate::config::Fit;
+use crate::manifest::{file_blake3, publish_stage, read_stage};
 use crate::report::Summary;
-use anyhow::Result;
+use crate::stages::columns::{self, col, frame};
+use crate::workdir::{atomic_write_with, Workdir};
+use anyhow::{Context, Result};
+use fast_image_resize as fir;
+use image::RgbImage;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 
-pub fn fingerprint(_ctx: &Ctx) -> Result<String> {
-    anyhow::bail!("pack: not implemented yet")
+pub const STAGE: &str = "pack";
+/// Bumped when the pixels or the shard layout change, so stamps made by older code no longer match.
+const ALGORITHM: &str = "pack/1";
+pub const SHARD_FORMAT: &str = "anime-pipe-shard/1";
+pub const TENSOR_NAME: &str = "images";
+pub const SPLITS: [&str; 2] = ["train", "val"];
+/// Items decoded in parallel before their results are appended, in order, to the shard buffers.
+const BATCH: usize = 256;
+
+/// One accepted clean item.
+#[derive(Debug, Clone)]
+struct Sample {
+    key: String,
+    object: String,
+    split: &'static str,
 }
 
-pub fn run(_ctx: &Ctx) -> Result<Summary> {
-    anyhow::bail!("pack: not implemented yet")
+/// One pack.parquet row before assembly.
+#[derive(Debug, Clone)]
+struct PackRow {
+    key: String,
+    object: String,
+    size: u32,
+    split: &'static str,
+    shard: Option<String>,
+    index: Option<u32>,
+    shard_blake3: Option<String>,
+    error: Option<String>,
+}
+
+/// The samples of one (size, split) shard being filled.
+struct ShardBuffer {
+    size: u32,
+    pixels: Vec<u8>,
+    keys: Vec<String>,
+    /// Positions in the row list of the samples in this buffer, in index order.
+    rows: Vec<usize>,
+}
+
+pub fn fingerprint(ctx: &Ctx) -> Result<String> {
+    let clean = file_blake3(&ctx.workdir.manifest_path("clean"))
+        .context("pack needs manifests/clean.parquet: run `anime-pipe clean` first")?;
+    let mut hasher = blake3::Hasher::new();
+    for part in [
+        ALGORITHM.to_string(),
+        clean,
+        serde_json::to_string(&ctx.settings.pack)?,
+        // Decode limits decide which images are `decode_failed`.
+        serde_json::to_string(&ctx.settings.limits)?,
+    ] {
+        hasher.update(part.as_bytes()).update(b"\0");
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+pub fn run(ctx: &Ctx) -> Result<Summary> {
+    let mut summary = Summary::start(STAGE);
+    let fingerprint = fingerprint(ctx)?;
+    let samples = accepted_samples(ctx)?;
+    invalidate_previous(&ctx.workdir)?;
+
+    let bar = ctx.reporter.bar(samples.len() as u64, STAGE);
+    let mut rows = Vec::new();
+    for split in SPLITS {
+        let in_split: Vec<&Sample> = samples.iter().filter(|s| s.split == split).collect();
+        pack_split(ctx, split, &in_split, &mut rows, &bar)?;
+    }
+    bar.finish_and_clear();
+    rows.sort_by_key(|r| (r.size, SPLITS.iter().position(|s| *s == r.split)));
+
+    let mut df = manifest(&rows)?;
+    publish_stage(&ctx.workdir, STAGE, &mut df, &fingerprint)?;
+    let shards: BTreeSet<String> = rows.iter().filter_map(|r| r.shard.clone()).collect();
+    let removed = remove_unlisted_shards(&ctx.workdir, &shards)?;
+
+    let sizes = &ctx.settings.pack.sizes;
+    let rejected = rows.iter().filter(|r| r.shard.is_none()).count() / sizes.len();
+    summary
+        .count("input items", samples.len() as u64)
+        .count("packed", (samples.len() - rejected) as u64)
+        .count("rejected", rejected as u64);
+    for _ in 0..rejected {
+        summary.reject("decode_failed");
+    }
+    for split in SPLITS {
+        let n = rows.iter().filter(|r| r.split == split && r.shard.is_some() && r.size == sizes[0]).count();
+        summary.count(&format!("{split} samples"), n as u64);
+    }
+    summary.count("shards written", shards.len() as u64).count("stale files removed", removed as u64);
+    let sizes_text: Vec<String> = sizes.iter().map(|s| format!("{s}x{s}")).collect();
+    summary.fact("sizes", sizes_text.join(", ")).fact("manifest", ctx.workdir.manifest_path(STAGE).display());
+    summary.fact("dataset digest", crate::digest::dataset_digest(&ctx.workdir)?);
+    Ok(summary.finish())
+}
+
+/// Accepted clean rows with their split, in canonical order: (split, object, key).
+fn accepted_samples(ctx: &Ctx) -> Result<Vec<Sample>> {
+    let df = read_stage(&ctx.workdir, "clean")?;
+    let (keys, objects, status) =
+        (columns::strings(&df, "key")?, columns::opt_strings(&df, "object")?, columns::strings(&df, "status")?);
+    let mut samples = Vec::new();
+    for ((key, object), status) in keys.into_iter().zip(objects).zip(status) {
+        if status != "ok" {
+            continue;
+        }
+        let object = object.with_context(|| format!("clean.parquet: accepted row {key:?} has no object"))?;
+        let split = split_of(&object, ctx.settings.pack.val_fraction);
+        samples.push(Sample { key, object, split });
+    }
+    samples.sort_by(|a, b| (a.split, &a.object, &a.key).cmp(&(b.split, &b.object, &b.key)));
+    Ok(samples)
+}
+
+/// "val" when the first 8 bytes of blake3(object hex string), big-endian, are below `val_fraction * 2^64`.
+/// Exact: `val_fraction * 2^64` is exact in f64 and its ceiling is an integer, so no rounding enters the test.
+pub fn split_of(object: &str, val_fraction: f64) -> &'static str {
+    let digest = blake3::hash(object.as_bytes());
+    let u = u64::from_be_bytes(digest.as_bytes()[..8].try_into().expect("blake3 has 32 bytes"));
+    let threshold = (val_fraction * 2f64.powi(64)).ceil() as u128;
+    if u128::from(u) < threshold {
+        "val"
+    } else {
+        "train"
+    }
+}
+
+/// Crash-safety step 1: no old manifest may describe shards that are about to be overwritten.
+fn invalidate_previous(workdir: &Workdir) -> Result<()> {
+    for path in [workdir.stamp_path(STAGE), workdir.manifest_path(STAGE)] {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", path.display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Decodes and resizes one split's samples in parallel batches and appends them, in canonical order, to shards.
+fn pack_split(
+    ctx: &Ctx,
+    split: &'static str,
+    samples: &[&Sample],
+    rows: &mut Vec<PackRow>,
+    bar: &indicatif::ProgressBar,
+) -> Result<()> {
+    let settings = &ctx.settings.pack;
+    let mut buffers: Vec<ShardBuffer> = settings
+        .sizes
+        .iter()
+        .map(|&size| ShardBuffer { size, pixels: Vec::new(), keys: Vec::new(), rows: Vec::new() })
+        .collect();
+    let mut shard_number = 0;
+    for batch in samples.chunks(BATCH) {
+        let rendered: Vec<Result<Vec<Vec<u8>>, String>> = batch
+            .par_iter()
+            .map_init(fir::Resizer::new, |resizer, sample| {
+                let result = render(ctx, sample, resizer);
+                bar.inc(1);
+                result
+            })
+            .collect::<Result<_>>()?;
+        for (sample, result) in batch.iter().zip(rendered) {
+            let row = |size, error| PackRow {
+                key: sample.key.clone(),
+                object: sample.object.clone(),
+                size,
+                split,
+                shard: None,
+                index: None,
+                shard_blake3: None,
+                error,
+            };
+            match result {
+                Ok(images) => {
+                    for (buffer, pixels) in buffers.iter_mut().zip(images) {
+                        buffer.pixels.extend_from_slice(&pixels);
+                        buffer.keys.push(sample.key.clone());
+                        buffer.rows.push(rows.len());
+                        rows.push(row(buffer.size, None));
+                    }
+                    if buffers[0].keys.len() == settings.shard_samples {
+                        flush(ctx, split, shard_number, &mut buffers, rows)?;
+                        shard_number += 1;
+                    }
+                }
+                Err(error) => rows.extend(settings.sizes.iter().map(|&size| row(size, Some(error.clone())))),
+            }
+        }
+    }
+    if !buffers[0].keys.is_empty() {
+        flush(ctx, split, shard_number, &mut buffers, rows)?;
+    }
+    Ok(())
+}
+
+/// The sample at every configured size, or the decode error. A missing cache object is a hard error.
+fn render(ctx: &Ctx, sample: &Sample, resizer: &mut fir::Resizer) -> Result<Result<Vec<Vec<u8>>, String>> {
+    let bytes = crate::cache::read_object(&ctx.workdir, &sample.object)
+        .with_context(|| format!("pack: cannot read the image of {}", sample.key))?;
+    let decoded = match crate::imageio::decode_rgb8(&bytes, &ctx.settings.limits) {
+        Ok(decoded) => decoded,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let pack = &ctx.settings.pack;
+    Ok(Ok(pack.sizes.iter().map(|&size| square_resize(&decoded.image, size, pack.fit, resizer)).collect()))
+}
+
+/// Makes `image` square per `fit` and resizes it to size x size; returns packed RGB bytes (row-major).
+pub fn square_resize(image: &RgbImage, size: u32, fit: Fit, resizer: &mut fir::Resizer) -> Vec<u8> {
+    let padded;
+    let (source, side, left, top) = match fit {
+        Fit::Crop => {
+            let (w, h) = image.dimensions();
+            let side = w.min(h);
+            (image, side, (w - side) / 2, (h - side) / 2)
+        }
+        Fit::Pad => {
+            padded = pad_to_square(image);
+            (&padded, padded.width(), 0, 0)
+        }
+    };
+    let src = fir::images::ImageRef::new(source.width(), source.height(), source.as_raw(), fir::PixelType::U8x3)
+        .expect("RgbImage buffer matches its dimensions");
+    let mut dst = fir::images::Image::new(size, size, fir::PixelType::U8x3);
+    let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3)).crop(
+        f64::from(left),
+        f64::from(top),
+        f64::from(side),
+        f64::from(side),
+    );
+    resizer.resize(&src, &mut dst, &options).expect("same pixel type, crop inside the image");
+    dst.into_vec()
+}
+
+/// Extends the shorter side to the longer by replicating edge pixels; the odd extra pixel goes after.
+pub fn pad_to_square(image: &RgbImage) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let side = w.max(h);
+    let (left, top) = ((side - w) / 2, (side - h) / 2);
+    RgbImage::from_fn(side, side, |x, y| {
+        let sx = x.saturating_sub(left).min(w - 1);
+        let sy = y.saturating_sub(top).min(h - 1);
+        *image.get_pixel(sx, sy)
+    })
+}
+
+/// Writes the current buffers as shard `shard_number` of `split` (one file per size) and records shard, index and
+/// checksum in their rows.
+fn flush(
+    ctx: &Ctx,
+    split: &'static str,
+    shard_number: usize,
+    buffers: &mut [ShardBuffer],
+    rows: &mut [PackRow],
+) -> Result<()> {
+    for buffer in buffers.iter_mut() {
+        let relative = format!("shards/{}/{split}-{shard_number:05}.safetensors", buffer.size);
+        let header = shard_header(buffer.size, split, ctx.settings.pack.fit, &buffer.keys)?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&header).update(&buffer.pixels);
+        let checksum = hasher.finalize().to_hex().to_string();
+        atomic_write_with(&ctx.workdir.root().join(&relative), |file| {
+            file.write_all(&header)?;
+            file.write_all(&buffer.pixels)?;
+            Ok(())
+        })?;
+        for (index, &row) in buffer.rows.iter().enumerate() {
+            rows[row].shard = Some(relative.clone());
+            rows[row].index = Some(index as u32);
+            rows[row].shard_blake3 = Some(checksum.clone());
+        }
+        buffer.pixels.clear();
+        buffer.keys.clear();
+        buffer.rows.clear();
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    #[serde(rename = "__metadata__")]
+    metadata: BTreeMap<&'static str, String>,
+    #[serde(rename = "images")]
+    images: TensorInfo<'a>,
+}
+
+#[derive(Serialize)]
+struct TensorInfo<'a> {
+    dtype: &'a str,
+    shape: [usize; 4],
+    data_offsets: [usize; 2],
+}
+
+/// The safetensors prefix of a shard of `keys.len()` samples: 8-byte little-endian header length, then the JSON
+/// header padded with spaces to a multiple of 8. The pixel bytes follow it directly.
+pub fn shard_header(size: u32, split: &str, fit: Fit, keys: &[String]) -> Result<Vec<u8>> {
+    let n = keys.len();
+    let side = size as usize;
+    let metadata = BTreeMap::from([
+        ("format", SHARD_FORMAT.to_string()),
+        ("size", size.to_string()),
+        ("split", split.to_string()),
+        ("fit", fit_name(fit).to_string()),
+        ("count", n.to_string()),
+        ("layout", "NHWC RGB uint8".to_string()),
+        ("keys", serde_json::to_string(keys)?),
+    ]);
+    let images = TensorInfo { dtype: "U8", shape: [n, side, side, 3], data_offsets: [0, n * side * side * 3] };
+    let mut json = serde_json::to_vec(&Header { metadata, images })?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut header = (json.len() as u64).to_le_bytes().to_vec();
+    header.extend_from_slice(&json);
+    Ok(header)
+}
+
+pub fn fit_name(fit: Fit) -> &'static str {
+    match fit {
+        Fit::Crop => "crop",
+        Fit::Pad => "pad",
+    }
+}
+
+fn manifest(rows: &[PackRow]) -> Result<polars::prelude::DataFrame> {
+    frame(
+        rows.len(),
+        vec![
+            col("key", rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>()),
+            col("object", rows.iter().map(|r| r.object.as_str()).collect::<Vec<_>>()),
+            col("size", rows.iter().map(|r| r.size).collect::<Vec<_>>()),
+            col("split", rows.iter().map(|r| r.split).collect::<Vec<_>>()),
+            col("shard", rows.iter().map(|r| r.shard.as_deref()).collect::<Vec<_>>()),
+            col("index", rows.iter().map(|r| r.index).collect::<Vec<_>>()),
+            col("shard_blake3", rows.iter().map(|r| r.shard_blake3.as_deref()).collect::<Vec<_>>()),
+            col("status", rows.iter().map(|r| if r.shard.is_some() { "ok" } else { "rejected" }).collect::<Vec<_>>()),
+            col("reason", rows.iter().map(|r| r.shard.is_none().then_some("decode_failed")).collect::<Vec<_>>()),
+            col("error", rows.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>()),
+        ],
+    )
+}
+
+/// Is `name` a shard file name pack writes (`train-00000.safetensors`) or a temp file of an interrupted write?
+fn is_pack_file(name: &str) -> bool {
+    let shard = SPLITS.iter().any(|split| {
+        name.strip_prefix(split)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.strip_suffix(".safetensors"))
+            .is_some_and(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    let temp = name.starts_with('.') && name.ends_with(".tmp") && name.contains(".safetensors.");
+    shard || temp
+}
+
+/// Crash-safety step 4: deletes pack's files under `shards/<size>/` that `listed` does not contain, and size
+/// directories left empty. Other files are left alone. Returns how many files were removed.
+fn remove_unlisted_shards(workdir: &Workdir, listed: &BTreeSet<String>) -> Result<usize> {
+    let root = workdir.root().join("shards");
+    let mut removed = 0;
+    for dir in std::fs::read_dir(&root).with_context(|| format!("cannot list {}", root.display()))? {
+        let dir = dir?;
+        let size = dir.file_name().to_string_lossy().to_string();
+        if !dir.file_type()?.is_dir() || !size.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        for file in std::fs::read_dir(dir.path())? {
+            let name = file?.file_name().to_string_lossy().to_string();
+            if is_pack_file(&name) && !listed.contains(&format!("shards/{size}/{name}")) {
+                let path = dir.path().join(&name);
+                std::fs::remove_file(&path).with_context(|| format!("cannot remove stale {}", path.display()))?;
+                removed += 1;
+            }
+        }
+        // Only succeeds when empty, which is the point.
+        let _ = std::fs::remove_dir(dir.path());
+    }
+    Ok(removed)
 }

@@ -20,6 +20,7 @@ pub fn run(ctx: &Ctx, force: bool) -> Result<Summary> {
         ran += 1;
     }
     summary.count("stages run", ran).count("stages skipped", skipped);
+    summary.fact("dataset digest", crate::digest::dataset_digest(&ctx.workdir)?);
     Ok(summary.finish())
 }
 
