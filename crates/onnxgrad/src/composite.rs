@@ -1,0 +1,97 @@
+//! Operators built from primitives: training-mode batch normalisation and dropout with an explicit mask.
+//!
+//! Training-mode batch norm is written with `ReduceMean`/`Sub`/`Mul`/`Sqrt` rather than as
+//! `BatchNormalization(training_mode=1)`: stock ONNX Runtime 1.31 accepts that node only with all three outputs
+//! declared and defines its running-variance update with the biased batch variance, while this form needs no
+//! hand-written backward (autodiff differentiates the primitives, including through the batch statistics), uses
+//! PyTorch's running-statistics convention, and runs on any execution provider.
+use crate::error::{invalid, Result};
+use crate::ir::{Graph, ValueId};
+
+/// The values of a training-mode batch normalisation.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchNormTrain {
+    /// The normalised, scaled and shifted output.
+    pub y: ValueId,
+    /// `[C]` batch mean.
+    pub batch_mean: ValueId,
+    /// `[C]` biased batch variance (the one used to normalise).
+    pub batch_var: ValueId,
+    /// `[C]` updated running mean, gradient-free.
+    pub running_mean: ValueId,
+    /// `[C]` updated running variance (unbiased batch variance blended in), gradient-free.
+    pub running_var: ValueId,
+}
+
+impl Graph {
+    /// Batch normalisation with batch statistics over every axis but 1 (the channel axis), as PyTorch's
+    /// `BatchNorm` in training mode: `y = (x - mean) / sqrt(var + eps) * scale + bias` with the biased variance,
+    /// and running statistics `r' = (1 - momentum) * r + momentum * s` where `s` is the batch mean or the
+    /// *unbiased* batch variance (`momentum` = PyTorch's, 0.1 by default; ONNX's attribute is `1 - momentum`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm_train(
+        &mut self,
+        x: ValueId,
+        scale: ValueId,
+        bias: ValueId,
+        running_mean: ValueId,
+        running_var: ValueId,
+        epsilon: f32,
+        momentum: f32,
+    ) -> Result<BatchNormTrain> {
+        let shape = self.shape(x).to_vec();
+        let count: usize = shape.iter().enumerate().filter(|&(i, _)| i != 1).map(|(_, &d)| d).product();
+        if shape.len() < 2 || count < 2 {
+            return Err(invalid("batch_norm_train", format!("input {shape:?} needs a channel axis and 2+ samples")));
+        }
+        let channels = shape[1];
+        for p in [scale, bias, running_mean, running_var] {
+            if self.shape(p) != [channels] || self.dtype(p) != self.dtype(x) {
+                return Err(invalid("batch_norm_train", format!("{:?} should be [{channels}]", self.value_name(p))));
+            }
+        }
+        let mut per_channel = vec![1; shape.len()];
+        per_channel[1] = channels;
+        let axes: Vec<i64> = (0..shape.len() as i64).filter(|&a| a != 1).collect();
+
+        let mean = self.reduce_mean(x, &axes, true)?;
+        let xc = self.sub(x, mean)?;
+        let sq = self.mul(xc, xc)?;
+        let var = self.reduce_mean(sq, &axes, true)?;
+        let ve = self.add_scalar(var, epsilon as f64)?;
+        let sd = self.sqrt(ve)?;
+        let inv = self.reciprocal(sd)?;
+        let xhat = self.mul(xc, inv)?;
+        let scale_b = self.reshape_to(scale, &per_channel)?;
+        let bias_b = self.reshape_to(bias, &per_channel)?;
+        let scaled = self.mul(xhat, scale_b)?;
+        let y = self.add(scaled, bias_b)?;
+
+        let batch_mean = self.reshape_to(mean, &[channels])?;
+        let batch_var = self.reshape_to(var, &[channels])?;
+        let mean_sg = self.stop_gradient(batch_mean)?;
+        let var_sg = self.stop_gradient(batch_var)?;
+        let unbiased = self.scale(var_sg, count as f64 / (count - 1) as f64)?;
+        let new_mean = self.blend(running_mean, mean_sg, momentum)?;
+        let new_var = self.blend(running_var, unbiased, momentum)?;
+        Ok(BatchNormTrain { y, batch_mean, batch_var, running_mean: new_mean, running_var: new_var })
+    }
+
+    /// `(1 - w) * old + w * new`.
+    fn blend(&mut self, old: ValueId, new: ValueId, w: f32) -> Result<ValueId> {
+        let a = self.scale(old, 1.0 - w as f64)?;
+        let b = self.scale(new, w as f64)?;
+        self.add(a, b)
+    }
+
+    /// Inverted dropout with an explicit mask: `x * mask / (1 - p)`. `mask` holds 0/1 in `x`'s dtype and
+    /// broadcasts to `x`; it is a graph input so each step feeds a fresh one (ONNX's random operators take only a
+    /// fixed `seed` attribute, so in-graph masks would not be reproducible per step).
+    pub fn dropout(&mut self, x: ValueId, mask: ValueId, p: f32) -> Result<ValueId> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(invalid("dropout", format!("p = {p} must be in [0, 1)")));
+        }
+        let kept = self.mul(x, mask)?;
+        self.scale(kept, 1.0 / (1.0 - p as f64))
+    }
+}
