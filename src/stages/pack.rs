@@ -19,7 +19,11 @@
 //! area/box filter because anime line art lives in thin dark strokes: box averaging smears them over neighbouring
 //! pixels, Lanczos keeps them crisp at the cost of faint ringing; it is also what the usual Python preprocessing
 //! does, so packs match a PIL-based reference closely. Upscaling (images smaller than the size) also uses
-//! Lanczos3. An image already at the target size is copied unchanged.
+//! Lanczos3. An image already at the target size is copied unchanged. The two separable passes run vertical
+//! first, each rounded and clamped to 8 bits (on the m x m square, PIL's
+//! `.resize((m, size)).resize((size, size))` with LANCZOS is within 2 levels, mean difference < 0.05; see
+//! tests/pack.rs). The arithmetic is integer fixed point, so the pixels are identical on every CPU whatever SIMD
+//! extensions it has.
 //!
 //! ## Shards
 //! `shards/<size>/<split>-<NNNNN>.safetensors` (NNNNN from 00000), one tensor `images`, dtype U8, shape
@@ -285,29 +289,25 @@ fn render(ctx: &Ctx, sample: &Sample, resizer: &mut fir::Resizer) -> Result<Resu
 
 /// Makes `image` square per `fit` and resizes it to size x size; returns packed RGB bytes (row-major).
 pub fn square_resize(image: &RgbImage, size: u32, fit: Fit, resizer: &mut fir::Resizer) -> Vec<u8> {
-    let padded;
-    let (source, side, left, top) = match fit {
-        Fit::Crop => {
-            let (w, h) = image.dimensions();
-            let side = w.min(h);
-            (image, side, (w - side) / 2, (h - side) / 2)
-        }
-        Fit::Pad => {
-            padded = pad_to_square(image);
-            (&padded, padded.width(), 0, 0)
-        }
+    // Crop by copying rather than with fast_image_resize's crop box: the box lets the kernel read pixels beyond
+    // the square's edges, and the documented (and PIL-reference) semantics are "crop, then resize".
+    let square = match fit {
+        Fit::Crop => center_crop(image),
+        Fit::Pad => pad_to_square(image),
     };
-    let src = fir::images::ImageRef::new(source.width(), source.height(), source.as_raw(), fir::PixelType::U8x3)
+    let src = fir::images::ImageRef::new(square.width(), square.height(), square.as_raw(), fir::PixelType::U8x3)
         .expect("RgbImage buffer matches its dimensions");
     let mut dst = fir::images::Image::new(size, size, fir::PixelType::U8x3);
-    let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3)).crop(
-        f64::from(left),
-        f64::from(top),
-        f64::from(side),
-        f64::from(side),
-    );
-    resizer.resize(&src, &mut dst, &options).expect("same pixel type, crop inside the image");
+    let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3));
+    resizer.resize(&src, &mut dst, &options).expect("same pixel type, non-empty sizes");
     dst.into_vec()
+}
+
+/// The centred square of side min(w, h); offsets rounded down.
+pub fn center_crop(image: &RgbImage) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let side = w.min(h);
+    image::imageops::crop_imm(image, (w - side) / 2, (h - side) / 2, side, side).to_image()
 }
 
 /// Extends the shorter side to the longer by replicating edge pixels; the odd extra pixel goes after.
