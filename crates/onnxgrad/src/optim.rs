@@ -126,8 +126,9 @@ pub fn build_train_step(g: &mut Graph, loss: ValueId, params: &[ValueId], opts: 
         let name = g.value_name(p).to_string();
         let grad =
             grads.get(p).ok_or_else(|| Error::Autodiff(format!("parameter {name:?} does not affect the loss")))?;
-        let m = g.input(&format!("{name}.adam_m"), dtype, &g.shape(p).to_vec())?;
-        let v = g.input(&format!("{name}.adam_v"), dtype, &g.shape(p).to_vec())?;
+        let shape = g.shape(p).to_vec();
+        let m = g.input(&format!("{name}.adam_m"), dtype, &shape)?;
+        let v = g.input(&format!("{name}.adam_v"), dtype, &shape)?;
         let scopes = vec![format!("{name}.adam")];
         let (p_new, m_new, v_new) = g.with_scopes(scopes, |g| adam_update(g, &coeffs, opts, p, grad, m, v))?;
         params_out.push(declare_state(g, p, p_new, StateRole::Parameter)?);
