@@ -1,6 +1,10 @@
 //! `pipeline.yaml`: the on-disk options (`*Options`, every field optional) and their resolution, with command-line
 //! overrides, into the settings the stages use (`Settings`). Modelled on ruff's options -> resolved settings split:
 //! stages never see an `Option` that has a documented default.
+pub use crate::faces::detector::{DetectorParams, Family};
+pub use crate::faces::geometry::{Border, CropGeometry};
+pub use crate::faces::upscale::{Method as UpscaleMethod, Tiling};
+use crate::runtime::Device;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -21,18 +25,21 @@ pub struct ConfigFile {
     pub clean: CleanOptions,
     #[serde(default)]
     pub pack: PackOptions,
-    /// Sections owned by later stages (crop, upscale, train, eval, models) are kept as raw YAML until their
-    /// modules parse them, so this file format can grow without breaking older configs.
     #[serde(default)]
-    pub crop: Option<serde_norway::Value>,
+    pub crop: CropOptions,
     #[serde(default)]
-    pub upscale: Option<serde_norway::Value>,
+    pub upscale: UpscaleOptions,
+    /// Sections owned by later stages (train, eval) are kept as raw YAML until their modules parse them, so this
+    /// file format can grow without breaking older configs.
     #[serde(default)]
     pub train: Option<serde_norway::Value>,
     #[serde(default)]
     pub eval: Option<serde_norway::Value>,
     #[serde(default)]
-    pub models: Option<serde_norway::Value>,
+    pub models: ModelsOptions,
+    /// Where ONNX graphs run: auto, cpu, cuda or cuda:N (`--device` overrides).
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -91,6 +98,46 @@ pub enum Fit {
     Pad,
 }
 
+/// `crop:` face detection and cropping (see `stages::crop` and `faces::detector` for the exact semantics).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CropOptions {
+    pub detector: Option<Family>,
+    pub scales: Option<Vec<f64>>,
+    pub max_side: Option<u32>,
+    pub yolo_input_size: Option<u32>,
+    pub score_threshold: Option<f64>,
+    pub low_score_floor: Option<f64>,
+    pub nms_iou: Option<f64>,
+    pub min_face_size: Option<u32>,
+    pub max_faces: Option<u32>,
+    pub margin: Option<f64>,
+    pub shift_up: Option<f64>,
+    pub border: Option<Border>,
+    pub pad_color: Option<[u8; 3]>,
+}
+
+/// `upscale:` super-resolution of items smaller than the training size (see `stages::upscale`).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpscaleOptions {
+    pub method: Option<UpscaleMethod>,
+    pub target: Option<u32>,
+    pub tile: Option<u32>,
+    pub tile_overlap: Option<u32>,
+    pub tile_batch: Option<usize>,
+}
+
+/// `models:` ONNX model files; relative paths resolve against the config file's directory.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsOptions {
+    pub face_detector: Option<PathBuf>,
+    pub waifu2x: Option<PathBuf>,
+    pub realesrgan: Option<PathBuf>,
+    pub fid_inception: Option<PathBuf>,
+}
+
 /// Resolved settings: every value present, validated.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
@@ -102,6 +149,13 @@ pub struct Settings {
     pub dedup: DedupSettings,
     pub clean: CleanSettings,
     pub pack: PackSettings,
+    pub crop: CropSettings,
+    pub upscale: UpscaleSettings,
+    pub models: ModelPaths,
+    /// Where ONNX graphs run (`device:` / `--device`). Not part of any stage fingerprint: results agree across
+    /// devices up to float rounding.
+    #[serde(skip)]
+    pub device: Device,
     /// The raw file, for sections other modules resolve themselves.
     #[serde(skip)]
     pub file: ConfigFile,
@@ -145,6 +199,35 @@ pub struct PackSettings {
     pub fit: Fit,
     pub shard_samples: usize,
     pub val_fraction: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CropSettings {
+    pub detector: DetectorParams,
+    /// Faces scoring at least this are cropped; those between `low_score_floor` and it are `low_score` rows.
+    pub score_threshold: f32,
+    /// Faces whose box's shorter side (source pixels) is below this are `face_too_small`.
+    pub min_face_size: u32,
+    /// Per image, the best faces by score; the rest are `too_many_faces`.
+    pub max_faces: u32,
+    pub geometry: CropGeometry,
+    pub pad_color: [u8; 3],
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpscaleSettings {
+    pub method: UpscaleMethod,
+    /// Items whose shorter side is below this are upscaled to it (default: the largest of `pack.sizes`).
+    pub target: u32,
+    pub tiling: Tiling,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelPaths {
+    pub face_detector: PathBuf,
+    pub waifu2x: PathBuf,
+    pub realesrgan: PathBuf,
+    pub fid_inception: PathBuf,
 }
 
 pub const ALL_STAGES: &[&str] = &["ingest", "dedup", "crop", "upscale", "clean", "pack"];
@@ -217,8 +300,129 @@ impl Settings {
         if !(0.0..1.0).contains(&pack.val_fraction) {
             bail!("pack.val_fraction = {}: expected a fraction in [0, 1), e.g. 0.05", pack.val_fraction);
         }
-        Ok(Self { base_dir: base_dir.to_path_buf(), sources, stages, limits, dedup, clean, pack, file })
+        let crop = resolve_crop(&file.crop)?;
+        let upscale = resolve_upscale(&file.upscale, &pack)?;
+        let models = resolve_models(&file.models, base_dir);
+        let device = match &file.device {
+            None => Device::Auto,
+            Some(d) => d.parse().map_err(|e| anyhow::anyhow!("device = {d:?}: {e}"))?,
+        };
+        Ok(Self {
+            base_dir: base_dir.to_path_buf(),
+            sources,
+            stages,
+            limits,
+            dedup,
+            clean,
+            pack,
+            crop,
+            upscale,
+            models,
+            device,
+            file,
+        })
     }
+}
+
+fn resolve_crop(c: &CropOptions) -> Result<CropSettings> {
+    let scales = c.scales.clone().unwrap_or_else(|| vec![1.0, 2.0]);
+    if scales.is_empty() || scales.iter().any(|&s| !(0.25..=4.0).contains(&s)) {
+        bail!("crop.scales = {scales:?}: expected a non-empty list of factors in 0.25..=4, e.g. [1.0, 2.0]");
+    }
+    let score_threshold = c.score_threshold.unwrap_or(0.5);
+    let floor = c.low_score_floor.unwrap_or(0.3_f64.min(score_threshold));
+    let nms_iou = c.nms_iou.unwrap_or(0.3);
+    fraction("crop.score_threshold", score_threshold)?;
+    fraction("crop.low_score_floor", floor)?;
+    fraction("crop.nms_iou", nms_iou)?;
+    if floor > score_threshold {
+        bail!("crop.low_score_floor = {floor}: expected at most crop.score_threshold = {score_threshold}");
+    }
+    let max_side = c.max_side.unwrap_or(2048);
+    if !(64..=16384).contains(&max_side) {
+        bail!("crop.max_side = {max_side}: expected 64..=16384 pixels (default 2048)");
+    }
+    let yolo_input_size = c.yolo_input_size.unwrap_or(640);
+    if yolo_input_size < 32 || yolo_input_size % 32 != 0 {
+        bail!("crop.yolo_input_size = {yolo_input_size}: expected a positive multiple of 32 (default 640)");
+    }
+    let max_faces = c.max_faces.unwrap_or(64);
+    if max_faces == 0 {
+        bail!("crop.max_faces = 0: expected at least 1 face per image (default 64)");
+    }
+    let margin = c.margin.unwrap_or(0.5);
+    if !(0.0..=4.0).contains(&margin) {
+        bail!("crop.margin = {margin}: expected 0..=4 (fraction of the face box added in total; default 0.5)");
+    }
+    let shift_up = c.shift_up.unwrap_or(0.1);
+    if !(-1.0..=1.0).contains(&shift_up) {
+        bail!("crop.shift_up = {shift_up}: expected -1..=1 (fraction of the face box height; default 0.1)");
+    }
+    Ok(CropSettings {
+        detector: DetectorParams {
+            family: c.detector.unwrap_or_default(),
+            scales: scales.iter().map(|&s| s as f32).collect(),
+            max_side,
+            yolo_input_size,
+            candidate_threshold: floor as f32,
+            nms_iou: nms_iou as f32,
+            top_k: 5000,
+        },
+        score_threshold: score_threshold as f32,
+        min_face_size: c.min_face_size.unwrap_or(32),
+        max_faces,
+        geometry: CropGeometry {
+            margin: margin as f32,
+            shift_up: shift_up as f32,
+            border: c.border.unwrap_or_default(),
+        },
+        pad_color: c.pad_color.unwrap_or([255, 255, 255]),
+    })
+}
+
+fn resolve_upscale(u: &UpscaleOptions, pack: &PackSettings) -> Result<UpscaleSettings> {
+    let target = u.target.unwrap_or_else(|| pack.sizes.iter().copied().max().unwrap_or(64));
+    if !(8..=4096).contains(&target) {
+        bail!("upscale.target = {target}: expected 8..=4096 pixels (default: the largest of pack.sizes)");
+    }
+    let tiling =
+        Tiling { tile: u.tile.unwrap_or(256), overlap: u.tile_overlap.unwrap_or(16), batch: u.tile_batch.unwrap_or(4) };
+    if tiling.tile < 32 {
+        bail!("upscale.tile = {}: expected at least 32 pixels (default 256)", tiling.tile);
+    }
+    if tiling.overlap * 2 >= tiling.tile {
+        bail!("upscale.tile_overlap = {}: expected less than half of upscale.tile = {}", tiling.overlap, tiling.tile);
+    }
+    if tiling.batch == 0 {
+        bail!("upscale.tile_batch = 0: expected at least 1 tile per model run (default 4)");
+    }
+    Ok(UpscaleSettings { method: u.method.unwrap_or_default(), target, tiling })
+}
+
+/// Model paths; the defaults point at the shared models beside the checkout (`../shared/models/`). Existence is
+/// checked when a stage loads one, so configs that never use a model need not provide it.
+fn resolve_models(m: &ModelsOptions, base_dir: &Path) -> ModelPaths {
+    let path = |p: &Option<PathBuf>, default: &str| {
+        let p = p.clone().unwrap_or_else(|| PathBuf::from("../shared/models").join(default));
+        if p.is_absolute() {
+            p
+        } else {
+            base_dir.join(p)
+        }
+    };
+    ModelPaths {
+        face_detector: path(&m.face_detector, "anime_faceboxes.onnx"),
+        waifu2x: path(&m.waifu2x, "waifu2x_upconv7_anime_scale2x.onnx"),
+        realesrgan: path(&m.realesrgan, "realesr_animevideov3_x4.onnx"),
+        fid_inception: path(&m.fid_inception, "fid_inception_v3_pool3.onnx"),
+    }
+}
+
+fn fraction(key: &str, value: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&value) {
+        bail!("{key} = {value}: expected a value in 0..=1");
+    }
+    Ok(())
 }
 
 fn positive(key: &str, value: f64) -> Result<()> {
@@ -300,6 +504,44 @@ mod tests {
         let s = resolve("sources:\n - {name: k, path: data/k.zip, already_cropped: true}\n").unwrap();
         assert_eq!(s.sources[0].path, Path::new("/base/data/k.zip"));
         assert!(s.sources[0].already_cropped);
+    }
+
+    #[test]
+    fn crop_upscale_and_models_defaults() {
+        let s = resolve("pack:\n  sizes: [64, 128]\n").unwrap();
+        assert_eq!(s.crop.detector.scales, vec![1.0, 2.0]);
+        assert_eq!((s.crop.score_threshold, s.crop.detector.nms_iou, s.crop.detector.max_side), (0.5, 0.3, 2048));
+        assert_eq!(s.crop.geometry.border, Border::Clamp);
+        assert_eq!(s.upscale.target, 128, "largest pack size");
+        assert_eq!(s.upscale.method, UpscaleMethod::Lanczos);
+        assert_eq!(s.models.face_detector, Path::new("/base/../shared/models/anime_faceboxes.onnx"));
+        assert_eq!(s.device, Device::Auto);
+        let s = resolve("crop: {detector: yolo, border: constant, pad_color: [1, 2, 3]}\nupscale: {method: waifu2x}\n")
+            .unwrap();
+        assert_eq!((s.crop.detector.family, s.crop.pad_color), (Family::Yolo, [1, 2, 3]));
+        assert_eq!(s.upscale.method, UpscaleMethod::Waifu2x);
+    }
+
+    #[test]
+    fn crop_upscale_and_device_errors_name_the_key() {
+        for (yaml, key) in [
+            ("crop: {scales: []}", "crop.scales"),
+            ("crop: {score_threshold: 1.5}", "crop.score_threshold"),
+            ("crop: {score_threshold: 0.4, low_score_floor: 0.45}", "crop.low_score_floor"),
+            ("crop: {margin: -1}", "crop.margin"),
+            ("crop: {max_faces: 0}", "crop.max_faces"),
+            ("crop: {yolo_input_size: 100}", "crop.yolo_input_size"),
+            ("crop: {bordr: edge}", "bordr"),
+            ("crop: {border: wrap}", "wrap"),
+            ("upscale: {tile: 64, tile_overlap: 32}", "upscale.tile_overlap"),
+            ("upscale: {method: bicubic}", "bicubic"),
+            ("upscale: {target: 4}", "upscale.target"),
+            ("models: {detector: x.onnx}", "detector"),
+            ("device: gpu", "device"),
+        ] {
+            let err = format!("{:#}", resolve(yaml).unwrap_err());
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -1,0 +1,1 @@
+//! `anime-pipe stats --contact-sheet PATH` (being implemented).
