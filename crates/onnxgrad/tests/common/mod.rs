@@ -255,3 +255,70 @@ fn run_owned(session: &mut Session, feeds: &[(&str, Tensor)]) -> Result<HashMap<
     let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (*n, t)).collect();
     run(session, &refs)
 }
+
+/// Adam hyperparameters for one step.
+#[derive(Clone, Copy, Debug)]
+pub struct Hyper {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for Hyper {
+    fn default() -> Self {
+        Hyper { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+    }
+}
+
+/// Runs a training-step graph repeatedly, feeding each step's `X.new` outputs back as the next step's `X`, the way
+/// a trainer with I/O binding swaps device buffers.
+pub struct StepRunner {
+    session: Session,
+    pub step: onnxgrad::optim::TrainStep,
+    pub state: HashMap<String, Tensor>,
+    pub t: i64,
+    dtype: DType,
+}
+
+impl StepRunner {
+    /// `initial` gives the starting value of parameters and buffers by name; moments start at zero.
+    pub fn new(g: &Graph, step: onnxgrad::optim::TrainStep, initial: &HashMap<String, Tensor>) -> Result<StepRunner> {
+        use onnxgrad::optim::StateRole;
+        let mut state = HashMap::new();
+        for s in &step.state {
+            let t = match s.role {
+                StateRole::FirstMoment | StateRole::SecondMoment => Tensor::full(s.dtype, &s.shape, 0.0),
+                _ => initial.get(&s.input).cloned().ok_or_else(|| anyhow!("no initial value for {}", s.input))?,
+            };
+            state.insert(s.input.clone(), t);
+        }
+        let dtype = state.values().next().map(|t| t.dtype()).unwrap_or(DType::F32);
+        Ok(StepRunner { session: session(g)?, step, state, t: 0, dtype })
+    }
+
+    /// One step with `data` inputs; returns the loss (computed before the update).
+    pub fn run(&mut self, h: Hyper, data: &[(&str, Tensor)]) -> Result<f64> {
+        self.t += 1;
+        let hy = &self.step.hyper;
+        let scalar = |v: f64| tensor(self.dtype, &[], &[v]);
+        let mut feeds: Vec<(String, Tensor)> = vec![
+            (hy.lr.clone(), scalar(h.lr)),
+            (hy.beta1.clone(), scalar(h.beta1)),
+            (hy.beta2.clone(), scalar(h.beta2)),
+            (hy.eps.clone(), scalar(h.eps)),
+            (hy.weight_decay.clone(), scalar(h.weight_decay)),
+            (hy.step.clone(), Tensor::i64(&[], vec![self.t])?),
+        ];
+        feeds.extend(self.state.iter().map(|(n, t)| (n.clone(), t.clone())));
+        feeds.extend(data.iter().map(|(n, t)| (n.to_string(), t.clone())));
+        let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut out = run(&mut self.session, &refs)?;
+        for s in &self.step.state {
+            let new = out.remove(&s.output).ok_or_else(|| anyhow!("missing output {}", s.output))?;
+            self.state.insert(s.input.clone(), new);
+        }
+        Ok(values(&out[&self.step.loss])[0])
+    }
+}
