@@ -159,7 +159,7 @@ impl Accumulator {
             }
             [single] => single,
             _ => {
-                let sum = g.with_scopes(vec![], |g| g.sum(&parts))?;
+                let sum = g.with_scopes(vec![name.clone()], |g| g.sum(&parts))?;
                 g.rename(sum, &name)?;
                 sum
             }

@@ -237,7 +237,7 @@ pub struct Graph {
     scopes: Vec<String>,
     value_names: HashMap<String, ValueId>,
     node_names: HashSet<String>,
-    scalar_cache: HashMap<(DType, u64), ValueId>,
+    scalar_cache: HashMap<(DType, String), ValueId>,
     state_updates: Vec<(ValueId, ValueId)>,
 }
 
@@ -352,14 +352,23 @@ impl Graph {
         self.push_value(name, dtype, shape, Source::Initializer(tensor))
     }
 
-    /// A rank-0 constant, shared by every use of the same (dtype, value) in the graph.
+    /// A rank-0 constant, shared by every use of the same (dtype, value) in the graph, named after its value as
+    /// stored (`const.f32.0.5`).
     pub fn scalar(&mut self, dtype: DType, value: f64) -> ValueId {
-        let key = (dtype, value.to_bits());
+        let tensor = Tensor::scalar(dtype, value);
+        let shown = match &tensor.data {
+            TensorData::F32(v) => v[0].to_string(),
+            TensorData::F64(v) => v[0].to_string(),
+            TensorData::I64(v) => v[0].to_string(),
+            TensorData::Bool(v) => v[0].to_string(),
+            TensorData::U8(v) => v[0].to_string(),
+        };
+        let key = (dtype, shown);
         if let Some(&v) = self.scalar_cache.get(&key) {
             return v;
         }
-        let name = self.fresh_value_name(&format!("const.{}.{value}", dtype.short_name()));
-        let v = self.push_value(name, dtype, vec![], Source::Initializer(Tensor::scalar(dtype, value)));
+        let name = self.fresh_value_name(&format!("const.{}.{}", dtype.short_name(), key.1));
+        let v = self.push_value(name, dtype, vec![], Source::Initializer(tensor));
         self.scalar_cache.insert(key, v);
         v
     }

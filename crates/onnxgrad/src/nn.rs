@@ -292,6 +292,11 @@ impl<'a> Net<'a> {
     /// Batch norm over axis 1: batch statistics and running-statistic updates in [`Mode::Train`], running
     /// statistics in [`Mode::Eval`]. Scale ~ N(1, 0.02), shift 0.
     pub fn batch_norm(&mut self, name: &str, x: ValueId) -> Result<ValueId> {
+        self.batch_norm_with(name, x, BN_EPSILON, BN_MOMENTUM)
+    }
+
+    /// [`Net::batch_norm`] with a chosen epsilon and (PyTorch-convention) momentum.
+    pub fn batch_norm_with(&mut self, name: &str, x: ValueId, epsilon: f32, momentum: f32) -> Result<ValueId> {
         let c = self.channels(x)?;
         self.scoped(name, |n| {
             let scale = n.param("weight", &[c], BN_SCALE_INIT)?;
@@ -299,9 +304,9 @@ impl<'a> Net<'a> {
             let mean = n.buffer("running_mean", c, 0.0)?;
             let var = n.buffer("running_var", c, 1.0)?;
             match n.mode {
-                Mode::Eval => n.graph.batch_norm_inference(x, scale, shift, mean, var, BN_EPSILON),
+                Mode::Eval => n.graph.batch_norm_inference(x, scale, shift, mean, var, epsilon),
                 Mode::Train => {
-                    let bn = n.graph.batch_norm_train(x, scale, shift, mean, var, BN_EPSILON, BN_MOMENTUM)?;
+                    let bn = n.graph.batch_norm_train(x, scale, shift, mean, var, epsilon, momentum)?;
                     n.advance_buffers(&bn)?;
                     Ok(bn.y)
                 }

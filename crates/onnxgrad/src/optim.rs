@@ -90,6 +90,8 @@ pub struct TrainStep {
     pub hyper: HyperInputs,
     /// (parameter, gradient output) pairs when [`AdamOptions::output_gradients`] is set.
     pub gradients: Vec<(String, String)>,
+    /// Every other graph input (data, labels, noise, dropout masks, a frozen network's weights), in graph order.
+    pub other_inputs: Vec<(String, DType, Vec<usize>)>,
 }
 
 impl TrainStep {
@@ -145,7 +147,18 @@ pub fn build_train_step(g: &mut Graph, loss: ValueId, params: &[ValueId], opts: 
     for (input, new_value) in g.state_updates().to_vec() {
         state.push(declare_state(g, input, new_value, StateRole::Buffer)?);
     }
-    Ok(TrainStep { loss: loss_name, state, hyper, gradients: gradient_outputs })
+    let other_inputs = other_inputs(g, &state, &hyper);
+    Ok(TrainStep { loss: loss_name, state, hyper, gradients: gradient_outputs, other_inputs })
+}
+
+fn other_inputs(g: &Graph, state: &[StateSlot], h: &HyperInputs) -> Vec<(String, DType, Vec<usize>)> {
+    let hyper = [&h.lr, &h.beta1, &h.beta2, &h.eps, &h.weight_decay, &h.step];
+    let known = |n: &str| state.iter().any(|s| s.input == n) || hyper.iter().any(|h| *h == n);
+    g.inputs()
+        .iter()
+        .map(|&v| (g.value_name(v).to_string(), g.dtype(v), g.shape(v).to_vec()))
+        .filter(|(n, _, _)| !known(n))
+        .collect()
 }
 
 fn check_params(g: &Graph, params: &[ValueId]) -> Result<DType> {

@@ -135,6 +135,7 @@ fn gradients_can_be_output_and_params_must_be_inputs() -> Result<()> {
     let opts = AdamOptions { output_gradients: true, ..AdamOptions::adam() };
     let step = build_train_step(&mut g, loss, &[p], &opts)?;
     assert_eq!(step.gradients, [("p".to_string(), "p.grad".to_string())]);
+    assert!(step.other_inputs.is_empty());
     let model = onnxgrad::decode_model(&g.to_onnx_bytes())?;
     let outputs: Vec<String> = model.graph.unwrap().output.iter().map(|o| o.name.clone()).collect();
     assert_eq!(outputs, ["loss", "p.new", "p.adam_m.new", "p.adam_v.new", "p.grad"]);

@@ -113,6 +113,8 @@ fn mlp_learns_a_nonlinear_boundary_and_eval_graph_agrees() -> Result<()> {
     let l = loss::bce_with_logits(&mut g, logits, t)?;
     let step = build_train_step(&mut g, l, &params, &AdamOptions::adam())?;
     assert_eq!(step.state.iter().filter(|s| s.role == onnxgrad::optim::StateRole::Buffer).count(), 2);
+    let others: Vec<&str> = step.other_inputs.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(others, ["x", "t"]);
     let mut runner = StepRunner::new(&g, step, &initial_state(&store))?;
     let data = [("x", f32_tensor(&[n, 2], &xs)), ("t", f32_tensor(&[n, 1], &labels))];
     let h = Hyper { lr: 0.02, ..Hyper::default() };
