@@ -24,6 +24,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     let (mut file, base_dir) = load_config(&cli.global)?;
     apply_overrides(&mut file, &cli.command)?;
+    if let Some(device) = &cli.global.device {
+        file.device = Some(device.clone());
+    }
     let settings = Settings::resolve(file, &base_dir)?;
     let workdir = Workdir::open(cli.global.workdir.clone().unwrap_or_else(|| base_dir.clone()))?;
     let threads = init_threads(cli.global.threads)?;
@@ -31,11 +34,21 @@ pub fn run(cli: Cli) -> Result<()> {
     let summary = match &cli.command {
         Command::Ingest(_) => stages::ingest::run(&ctx)?,
         Command::Dedup(_) => stages::dedup::run(&ctx)?,
+        Command::Crop(_) => stages::crop::run(&ctx)?,
+        Command::Upscale(_) => stages::upscale::run(&ctx)?,
         Command::Clean(_) => stages::clean::run(&ctx)?,
         Command::Pack(_) => stages::pack::run(&ctx)?,
         Command::Run(args) => stages::pipeline::run(&ctx, args.force)?,
         Command::Stats(args) => {
+            // The sheet first, so a failure to read crop.parquet stops before any output.
+            let sheet = match &args.contact_sheet {
+                Some(path) => Some(crate::contact_sheet::write(&ctx.workdir, path)?),
+                None => None,
+            };
             let summary = stages::stats::run(&ctx, args.stage.as_deref())?;
+            if let Some(sheet) = sheet.filter(|_| !ctx.reporter.json) {
+                ctx.reporter.emit(&sheet);
+            }
             if ctx.reporter.json {
                 return Ok(()); // stats printed its own, richer JSON object
             }
@@ -95,6 +108,22 @@ fn apply_overrides(file: &mut ConfigFile, command: &Command) -> Result<()> {
                 file.dedup.near = Some(false);
             }
         }
+        Command::Crop(a) => {
+            let c = &mut file.crop;
+            if !a.scales.is_empty() {
+                c.scales = Some(a.scales.clone());
+            }
+            c.score_threshold = a.score_threshold.or(c.score_threshold);
+            c.min_face_size = a.min_face_size.or(c.min_face_size);
+            c.max_faces = a.max_faces.or(c.max_faces);
+            c.margin = a.margin.or(c.margin);
+            c.border = a.border.map(border_option).or(c.border);
+        }
+        Command::Upscale(a) => {
+            let u = &mut file.upscale;
+            u.target = a.target.or(u.target);
+            u.method = a.method.or(u.method);
+        }
         Command::Clean(a) => {
             let c = &mut file.clean;
             c.min_size = a.min_size.or(c.min_size);
@@ -115,6 +144,16 @@ fn apply_overrides(file: &mut ConfigFile, command: &Command) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+fn border_option(b: crate::cli::BorderArg) -> crate::config::Border {
+    use crate::cli::BorderArg;
+    use crate::config::Border;
+    match b {
+        BorderArg::Clamp => Border::Clamp,
+        BorderArg::Edge => Border::Edge,
+        BorderArg::Constant => Border::Constant,
+    }
 }
 
 /// `--source PATH` entries, named after their file stem (made unique with a numeric suffix).

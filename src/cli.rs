@@ -49,6 +49,9 @@ pub struct GlobalArgs {
     /// Print the stage summary as one JSON object on stdout (for scripts)
     #[arg(long, global = true)]
     pub json: bool,
+    /// Where ONNX models run: auto (CUDA if it can be registered, else CPU), cpu, cuda or cuda:N [config: device, default auto]
+    #[arg(long, global = true, value_name = "DEVICE")]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +60,10 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Mark exact (bytes, pixels) and near (perceptual hash) duplicates in manifests/dedup.parquet
     Dedup(DedupArgs),
+    /// Detect faces (FaceBoxes/YOLO via ONNX Runtime) and cut square crops into the cache and manifests/crop.parquet
+    Crop(CropArgs),
+    /// Upscale items smaller than the training size (Lanczos, waifu2x or Real-ESRGAN) into manifests/upscale.parquet
+    Upscale(UpscaleArgs),
     /// Score sharpness, colourfulness, entropy and size; reject with reasons into manifests/clean.parquet
     Clean(CleanArgs),
     /// Resize to square training sizes and write safetensors shards + manifests/pack.parquet
@@ -89,6 +96,49 @@ pub struct DedupArgs {
     /// Only exact duplicates (bytes and pixels); skip the perceptual-hash search
     #[arg(long)]
     pub no_near: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct CropArgs {
+    /// Detector scale; repeat for several, merged by NMS (2 finds faces of 50-100 px) [config: crop.scales, default 1 2]
+    #[arg(long = "scale", value_name = "F")]
+    pub scales: Vec<f64>,
+    /// Minimum detector score for a face to be cropped [config: crop.score_threshold, default 0.5]
+    #[arg(long, value_name = "P")]
+    pub score_threshold: Option<f64>,
+    /// Reject faces whose box's shorter side is below this many source pixels [config: crop.min_face_size, default 32]
+    #[arg(long, value_name = "PX")]
+    pub min_face_size: Option<u32>,
+    /// Crop at most this many faces per image, best first [config: crop.max_faces, default 64]
+    #[arg(long, value_name = "N")]
+    pub max_faces: Option<u32>,
+    /// Extra crop size as a fraction of the face box (0.5 = a quarter on each side) [config: crop.margin, default 0.5]
+    #[arg(long, value_name = "F")]
+    pub margin: Option<f64>,
+    /// What to do where a crop leaves the image [config: crop.border, default clamp]
+    #[arg(long, value_enum)]
+    pub border: Option<BorderArg>,
+}
+
+/// `--border` values (mirrors `crop.border`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BorderArg {
+    /// Shift the square inside the image (only real pixels)
+    Clamp,
+    /// Keep the face centred; pad with replicated edge pixels
+    Edge,
+    /// Keep the face centred; pad with crop.pad_color
+    Constant,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct UpscaleArgs {
+    /// Upscale items whose shorter side is below this to exactly this [config: upscale.target, default: largest pack size]
+    #[arg(long, value_name = "PX")]
+    pub target: Option<u32>,
+    /// Upscaler [config: upscale.method, default lanczos]
+    #[arg(long, value_enum)]
+    pub method: Option<crate::faces::upscale::Method>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -138,6 +188,9 @@ pub struct StatsArgs {
     /// Only this stage's manifest (ingest, dedup, clean, pack)
     #[arg(long)]
     pub stage: Option<String>,
+    /// Also write a PNG grid of the face crops in manifests/crop.parquet (96 px cells, with scores) to PATH
+    #[arg(long, value_name = "PATH")]
+    pub contact_sheet: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -4,11 +4,13 @@
 //! fingerprint). `pipeline` runs the configured stages, skipping those whose stamp matches their fingerprint.
 pub mod clean;
 pub mod columns;
+pub mod crop;
 pub mod dedup;
 pub mod ingest;
 pub mod pack;
 pub mod pipeline;
 pub mod stats;
+pub mod upscale;
 pub mod verify;
 
 use crate::app::Ctx;
@@ -26,6 +28,10 @@ pub struct CleanItem {
     pub height: u32,
     /// Passed through when the upstream manifest has the column.
     pub already_cropped: Option<bool>,
+    /// The upscaled version of `object` (upscale.parquet only; null when the item was large enough). `width` and
+    /// `height` stay those of `object`, the original: upscaling cannot create detail, so size filters judge the
+    /// original; `pack` should use this object when present.
+    pub upscaled_object: Option<String>,
 }
 
 /// What `clean` scores: the stage whose manifest it reads, and that manifest's accepted items in canonical order
@@ -36,17 +42,30 @@ pub struct CleanInput {
     pub items: Vec<CleanItem>,
 }
 
-/// The manifest `clean` reads. Today always `dedup` (rows with status "ok"). When the crop/upscale stages land,
-/// choose here the last of them enabled in `ctx.settings.stages` (upscale, else crop, else dedup): their manifests
+/// The manifest `clean` reads: the last of upscale, crop, dedup enabled in `ctx.settings.stages`. Their manifests
 /// carry the same item columns (key, source, source_index, path, object, width, height) and `status` "ok" for usable
-/// rows, so nothing else in `clean` changes, and `clean::fingerprint` follows automatically.
-pub fn clean_input_stage(_ctx: &Ctx) -> &'static str {
-    "dedup"
+/// rows, so nothing else in `clean` changes, and `clean::fingerprint` follows automatically. With crop/upscale, an
+/// item is a face crop (or a passthrough image of an `already_cropped` source) and width/height are the crop's
+/// original size.
+pub fn clean_input_stage(ctx: &Ctx) -> &'static str {
+    let enabled = |stage: &str| ctx.settings.stages.iter().any(|s| s == stage);
+    if enabled("upscale") {
+        "upscale"
+    } else if enabled("crop") {
+        "crop"
+    } else {
+        "dedup"
+    }
 }
 
 /// The items `clean` scores: the accepted rows of [`clean_input_stage`]'s manifest.
 pub fn clean_input(ctx: &Ctx) -> Result<CleanInput> {
     let stage = clean_input_stage(ctx);
+    Ok(CleanInput { stage, items: read_items(ctx, stage)? })
+}
+
+/// The rows with status "ok" of `stage`'s manifest as items, in canonical order (source_index, path).
+pub fn read_items(ctx: &Ctx, stage: &'static str) -> Result<Vec<CleanItem>> {
     let df = crate::manifest::read_stage(&ctx.workdir, stage)?;
     let status = columns::strings(&df, "status")?;
     let (key, source, path, object) = (
@@ -62,6 +81,11 @@ pub fn clean_input(ctx: &Ctx) -> Result<CleanInput> {
     } else {
         vec![None; df.height()]
     };
+    let upscaled = if columns::has(&df, "upscaled_object") {
+        columns::opt_strings(&df, "upscaled_object")?
+    } else {
+        vec![None; df.height()]
+    };
     let mut items = Vec::new();
     for row in (0..df.height()).filter(|&r| status[r] == "ok") {
         let missing = |what: &str| anyhow::anyhow!("{stage}.parquet row {:?}: status \"ok\" but no {what}", key[row]);
@@ -74,8 +98,9 @@ pub fn clean_input(ctx: &Ctx) -> Result<CleanInput> {
             width: width[row].ok_or_else(|| missing("width"))?,
             height: height[row].ok_or_else(|| missing("height"))?,
             already_cropped: cropped[row],
+            upscaled_object: upscaled[row].clone(),
         });
     }
     items.sort_by(|a, b| (a.source_index, &a.path).cmp(&(b.source_index, &b.path)));
-    Ok(CleanInput { stage, items })
+    Ok(items)
 }

@@ -29,6 +29,8 @@ fn fingerprint(ctx: &Ctx, stage: &str) -> Result<String> {
     match stage {
         "ingest" => ingest::fingerprint(ctx),
         "dedup" => dedup::fingerprint(ctx),
+        "crop" => crop::fingerprint(ctx),
+        "upscale" => upscale::fingerprint(ctx),
         "clean" => clean::fingerprint(ctx),
         "pack" => pack::fingerprint(ctx),
         other => bail!("stage {other:?} is not available in this build yet"),
@@ -40,6 +42,8 @@ fn run_stage(ctx: &Ctx, stage: &str) -> Result<Summary> {
     match stage {
         "ingest" => ingest::run(ctx),
         "dedup" => dedup::run(ctx),
+        "crop" => crop::run(ctx),
+        "upscale" => upscale::run(ctx),
         "clean" => clean::run(ctx),
         "pack" => pack::run(ctx),
         other => bail!("stage {other:?} is not available in this build yet"),

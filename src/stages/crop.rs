@@ -1,0 +1,359 @@
+//! `anime-pipe crop`: find faces in every accepted, non-duplicate image and cut them out as square crops.
+//!
+//! Input: the rows of `dedup.parquet` with status "ok". Images of `already_cropped` sources are passed through
+//! unchanged (one `passthrough` row each). Every other image is decoded (from the cache, via `imageio`) and run
+//! through the face detector (`crop.detector`, model `models.face_detector`; see `faces::detector` for the pre- and
+//! post-processing, scales and the `crop.max_side` cap). Detections are ranked (score descending, then position)
+//! and classified in that order:
+//!
+//! 1. score < `crop.score_threshold` -> `low_score` (only candidates >= `crop.low_score_floor` are reported; lower
+//!    ones are detector noise);
+//! 2. shorter box side < `crop.min_face_size` source pixels -> `face_too_small`;
+//! 3. the first `crop.max_faces` remaining faces are cropped (status "ok"); the rest -> `too_many_faces`.
+//!
+//! An image with no candidate at all gets one row with reason `no_face`; an image that no longer decodes gets one
+//! row with reason `decode_failed`. So every input image has at least one row, and every face found has one.
+//!
+//! Crop squares follow `faces::geometry` (`crop.margin`, `crop.shift_up`, `crop.border`, `crop.pad_color`). Crops
+//! keep the source resolution (no resizing here: `clean --min-size` therefore applies to the crop's real size, and
+//! `pack` resizes). Each crop is PNG-encoded with fixed settings (`faces::encode_png`) and stored in the cache, so
+//! re-runs produce byte-identical objects and manifests.
+//!
+//! Work: images are decoded, resized and normalised in parallel (rayon, `-j`); the detector is one ONNX Runtime
+//! session shared by all threads (one run at a time, each using `-j` intra-op threads). FaceBoxes has a fixed batch
+//! of 1 and images differ in size, so runs are not batched.
+//!
+//! ## crop.parquet (sorted by source_index, path)
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `key` | str | face rows: `<parent key>#faceNNN` (NNN = `face_index`, 3+ digits); other rows: the parent key |
+//! | `source`, `source_index` | str, u32 | as in dedup.parquet |
+//! | `path` | str | face rows: `<parent path>#faceNNN`; other rows: the parent path |
+//! | `kind` | str | "face" (a detection), "passthrough" (already-cropped source), "image" (no_face / decode_failed) |
+//! | `already_cropped` | bool | the source's flag |
+//! | `parent_key`, `parent_object` | str, str | the dedup row the row comes from, and its cache object |
+//! | `parent_width`, `parent_height` | u32, u32 | size of the parent image |
+//! | `face_index` | u32? | rank of the detection in its image (0 = best score), face rows only |
+//! | `box_x0`, `box_y0`, `box_x1`, `box_y1` | f32? | detected face box in parent pixels (may extend slightly past the edges) |
+//! | `score` | f32? | detector confidence (0..1) |
+//! | `scale` | f32? | detector scale whose candidate survived NMS (1.0 = the `max_side`-capped image) |
+//! | `crop_x0`, `crop_y0` | i64? | top-left corner of the crop square in parent pixels (negative when padded) |
+//! | `crop_size` | u32? | side of the crop square in parent pixels (face rows, also rejected ones) |
+//! | `padded` | bool? | the square extends past the image and was padded (`border: edge/constant`) |
+//! | `object` | str? | cache object of the crop PNG (ok face rows) or the parent object (passthrough); null when rejected |
+//! | `width`, `height` | u32? | size of `object` in pixels (crop_size for faces); null when rejected |
+//! | `status` | str | "ok" or "rejected" |
+//! | `reason` | str? | null when ok; `no_face`, `low_score`, `face_too_small`, `too_many_faces`, `decode_failed` |
+//! | `error` | str? | decoder message for `decode_failed` |
+use crate::app::Ctx;
+use crate::cache;
+use crate::config::CropSettings;
+use crate::faces::detector::Detector;
+use crate::faces::encode_png;
+use crate::faces::geometry::{crop_rect, extract_crop, CropRect};
+use crate::faces::nms::Detection;
+use crate::manifest::{file_blake3, publish_stage, read_stage};
+use crate::report::Summary;
+use crate::runtime::SessionOptions;
+use crate::stages::columns::{self, col, frame};
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+pub const STAGE: &str = "crop";
+const UPSTREAM: &str = "dedup";
+/// Bumped when detection, geometry or encoding change, so stamps made by older code no longer match.
+const ALGORITHM: &str = "crop/1";
+
+/// Reasons a crop.parquet row is rejected, in the order the stage checks them.
+pub const REASONS: [&str; 5] = ["decode_failed", "no_face", "low_score", "face_too_small", "too_many_faces"];
+
+/// An accepted dedup row.
+#[derive(Debug, Clone)]
+pub struct Parent {
+    pub key: String,
+    pub source: String,
+    pub source_index: u32,
+    pub path: String,
+    pub object: String,
+    pub width: u32,
+    pub height: u32,
+    pub already_cropped: bool,
+}
+
+/// One crop.parquet row.
+#[derive(Debug, Clone, Default)]
+pub struct CropRow {
+    pub key: String,
+    pub path: String,
+    pub kind: &'static str,
+    pub face: Option<(u32, Detection)>,
+    pub rect: Option<CropRect>,
+    pub padded: Option<bool>,
+    pub object: Option<String>,
+    pub size: Option<(u32, u32)>,
+    pub reason: Option<&'static str>,
+    pub error: Option<String>,
+}
+
+pub fn fingerprint(ctx: &Ctx) -> Result<String> {
+    let upstream = file_blake3(&ctx.workdir.manifest_path(UPSTREAM))
+        .with_context(|| format!("crop needs manifests/{UPSTREAM}.parquet: run `anime-pipe {UPSTREAM}` first"))?;
+    // A missing model only matters when some image needs detection; `run` says so then.
+    let model = file_blake3(&ctx.settings.models.face_detector).unwrap_or_else(|_| "missing".into());
+    let mut hasher = blake3::Hasher::new();
+    for part in [
+        ALGORITHM.to_string(),
+        upstream,
+        serde_json::to_string(&ctx.settings.crop)?,
+        serde_json::to_string(&ctx.settings.limits)?,
+        model,
+    ] {
+        hasher.update(part.as_bytes()).update(b"\0");
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+pub fn run(ctx: &Ctx) -> Result<Summary> {
+    let mut summary = Summary::start(STAGE);
+    let fingerprint = fingerprint(ctx)?;
+    let parents = read_parents(ctx)?;
+    let to_detect = parents.iter().filter(|p| !p.already_cropped).count();
+    let detector = if to_detect > 0 { Some(load_detector(ctx)?) } else { None };
+
+    let bar = ctx.reporter.bar(parents.len() as u64, STAGE);
+    let per_parent: Vec<Vec<CropRow>> = parents
+        .par_iter()
+        .map(|parent| {
+            let rows = match &detector {
+                Some(d) if !parent.already_cropped => crop_parent(ctx, d, parent),
+                _ => Ok(vec![passthrough(parent)]),
+            };
+            bar.inc(1);
+            rows
+        })
+        .collect::<Result<_>>()?;
+    bar.finish_and_clear();
+
+    let mut rows: Vec<(&Parent, CropRow)> =
+        parents.iter().zip(per_parent).flat_map(|(p, rows)| rows.into_iter().map(move |r| (p, r))).collect();
+    rows.sort_by(|(pa, a), (pb, b)| (pa.source_index, &a.path).cmp(&(pb.source_index, &b.path)));
+    let mut df = manifest(&rows)?;
+    publish_stage(&ctx.workdir, STAGE, &mut df, &fingerprint)?;
+
+    summarise(&mut summary, &parents, &rows, to_detect);
+    if let Some(d) = &detector {
+        let p = d.params();
+        summary.fact("detector", format!("{:?} {}", p.family, ctx.settings.models.face_detector.display()));
+        summary.fact("device", format!("{:?}", d.device));
+        summary.fact("scales", format!("{:?} (max_side {})", p.scales, p.max_side));
+    }
+    summary.fact("manifest", ctx.workdir.manifest_path(STAGE).display());
+    Ok(summary.finish())
+}
+
+fn load_detector(ctx: &Ctx) -> Result<Detector> {
+    let options = SessionOptions { device: ctx.settings.device, threads: ctx.threads, optimize: true };
+    let path = &ctx.settings.models.face_detector;
+    Detector::load(path, ctx.settings.crop.detector.clone(), &options)
+        .with_context(|| format!("crop: cannot load the face detector (models.face_detector = {})", path.display()))
+}
+
+fn summarise(summary: &mut Summary, parents: &[Parent], rows: &[(&Parent, CropRow)], to_detect: usize) {
+    let count = |f: &dyn Fn(&CropRow) -> bool| rows.iter().filter(|(_, r)| f(r)).count() as u64;
+    let with_faces: std::collections::BTreeSet<&str> =
+        rows.iter().filter(|(_, r)| r.kind == "face" && r.reason.is_none()).map(|(p, _)| p.key.as_str()).collect();
+    summary
+        .count("input images", parents.len() as u64)
+        .count("passthrough", (parents.len() - to_detect) as u64)
+        .count("images searched", to_detect as u64)
+        .count("images with faces", with_faces.len() as u64)
+        .count("faces found", count(&|r| r.kind == "face"))
+        .count("crops", count(&|r| r.kind == "face" && r.reason.is_none()));
+    for (_, r) in rows {
+        if let Some(reason) = r.reason {
+            summary.reject(reason);
+        }
+    }
+}
+
+/// The dedup rows with status "ok", in canonical order.
+pub fn read_parents(ctx: &Ctx) -> Result<Vec<Parent>> {
+    let df = read_stage(&ctx.workdir, UPSTREAM)?;
+    let status = columns::strings(&df, "status")?;
+    let (key, source, path, object) = (
+        columns::strings(&df, "key")?,
+        columns::strings(&df, "source")?,
+        columns::strings(&df, "path")?,
+        columns::opt_strings(&df, "object")?,
+    );
+    let (source_index, width, height) =
+        (columns::u32s(&df, "source_index")?, columns::opt_u32s(&df, "width")?, columns::opt_u32s(&df, "height")?);
+    let cropped = if columns::has(&df, "already_cropped") {
+        columns::opt_bools(&df, "already_cropped")?
+    } else {
+        vec![None; df.height()]
+    };
+    let mut parents = Vec::new();
+    for row in (0..df.height()).filter(|&r| status[r] == "ok") {
+        let missing =
+            |what: &str| anyhow::anyhow!("{UPSTREAM}.parquet row {:?}: status \"ok\" but no {what}", key[row]);
+        // The source's flag in the current config wins over the manifest's (the flag only steers this stage).
+        let flag = ctx.settings.sources.iter().find(|s| s.name == source[row]).map(|s| s.already_cropped);
+        parents.push(Parent {
+            key: key[row].clone(),
+            source: source[row].clone(),
+            source_index: source_index[row],
+            path: path[row].clone(),
+            object: object[row].clone().ok_or_else(|| missing("object"))?,
+            width: width[row].ok_or_else(|| missing("width"))?,
+            height: height[row].ok_or_else(|| missing("height"))?,
+            already_cropped: flag.or(cropped[row]).unwrap_or(false),
+        });
+    }
+    parents.sort_by(|a, b| (a.source_index, &a.path).cmp(&(b.source_index, &b.path)));
+    Ok(parents)
+}
+
+fn passthrough(parent: &Parent) -> CropRow {
+    CropRow {
+        key: parent.key.clone(),
+        path: parent.path.clone(),
+        kind: "passthrough",
+        object: Some(parent.object.clone()),
+        size: Some((parent.width, parent.height)),
+        ..Default::default()
+    }
+}
+
+fn image_row(parent: &Parent, reason: &'static str, error: Option<String>) -> CropRow {
+    CropRow {
+        key: parent.key.clone(),
+        path: parent.path.clone(),
+        kind: "image",
+        reason: Some(reason),
+        error,
+        ..Default::default()
+    }
+}
+
+/// Detects, classifies and crops the faces of one image. A missing cache object is a workdir error (the stage
+/// fails); an image that does not decode is a `decode_failed` row.
+fn crop_parent(ctx: &Ctx, detector: &Detector, parent: &Parent) -> Result<Vec<CropRow>> {
+    let bytes = cache::read_object(&ctx.workdir, &parent.object)
+        .with_context(|| format!("crop: cannot read the image of {}", parent.key))?;
+    let image = match crate::imageio::decode_rgb8(&bytes, &ctx.settings.limits) {
+        Ok(decoded) => decoded.image,
+        Err(e) => return Ok(vec![image_row(parent, "decode_failed", Some(e.to_string()))]),
+    };
+    let detections =
+        detector.detect(&image).with_context(|| format!("crop: face detection failed on {}", parent.key))?;
+    if detections.is_empty() {
+        return Ok(vec![image_row(parent, "no_face", None)]);
+    }
+    let verdicts = classify(&detections, &ctx.settings.crop);
+    let c = &ctx.settings.crop;
+    let (w, h) = image.dimensions();
+    let mut rows = Vec::with_capacity(detections.len());
+    for (index, (detection, reason)) in detections.iter().zip(verdicts).enumerate() {
+        let rect = crop_rect(&detection.bbox, w, h, &c.geometry);
+        let suffix = format!("#face{index:03}");
+        let mut row = CropRow {
+            key: format!("{}{suffix}", parent.key),
+            path: format!("{}{suffix}", parent.path),
+            kind: "face",
+            face: Some((index as u32, *detection)),
+            rect: Some(rect),
+            padded: Some(rect.leaves(w, h)),
+            reason,
+            ..Default::default()
+        };
+        if reason.is_none() {
+            let png = encode_png(&extract_crop(&image, &rect, c.geometry.border, c.pad_color))?;
+            row.object = Some(cache::store_object(&ctx.workdir, &png)?);
+            row.size = Some((rect.size, rect.size));
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The verdict for each detection (in rank order): None to crop it, else the reason it is rejected.
+pub fn classify(detections: &[Detection], settings: &CropSettings) -> Vec<Option<&'static str>> {
+    let mut accepted = 0;
+    detections
+        .iter()
+        .map(|d| {
+            if d.score < settings.score_threshold {
+                Some("low_score")
+            } else if d.bbox.width().min(d.bbox.height()) < settings.min_face_size as f32 {
+                Some("face_too_small")
+            } else if accepted >= settings.max_faces {
+                Some("too_many_faces")
+            } else {
+                accepted += 1;
+                None
+            }
+        })
+        .collect()
+}
+
+fn manifest(rows: &[(&Parent, CropRow)]) -> Result<polars::prelude::DataFrame> {
+    let n = rows.len();
+    let face = |f: &dyn Fn(&Detection) -> f32| -> Vec<Option<f32>> {
+        rows.iter().map(|(_, r)| r.face.as_ref().map(|(_, d)| f(d))).collect()
+    };
+    let parent_str =
+        |f: &dyn Fn(&Parent) -> &str| -> Vec<String> { rows.iter().map(|(p, _)| f(p).to_string()).collect() };
+    let columns = vec![
+        col("key", rows.iter().map(|(_, r)| r.key.clone()).collect::<Vec<_>>()),
+        col("source", parent_str(&|p| &p.source)),
+        col("source_index", rows.iter().map(|(p, _)| p.source_index).collect::<Vec<_>>()),
+        col("path", rows.iter().map(|(_, r)| r.path.clone()).collect::<Vec<_>>()),
+        col("kind", rows.iter().map(|(_, r)| r.kind).collect::<Vec<_>>()),
+        col("already_cropped", rows.iter().map(|(p, _)| p.already_cropped).collect::<Vec<_>>()),
+        col("parent_key", parent_str(&|p| &p.key)),
+        col("parent_object", parent_str(&|p| &p.object)),
+        col("parent_width", rows.iter().map(|(p, _)| p.width).collect::<Vec<_>>()),
+        col("parent_height", rows.iter().map(|(p, _)| p.height).collect::<Vec<_>>()),
+        col("face_index", rows.iter().map(|(_, r)| r.face.as_ref().map(|(i, _)| *i)).collect::<Vec<_>>()),
+        col("box_x0", face(&|d| d.bbox.x0)),
+        col("box_y0", face(&|d| d.bbox.y0)),
+        col("box_x1", face(&|d| d.bbox.x1)),
+        col("box_y1", face(&|d| d.bbox.y1)),
+        col("score", face(&|d| d.score)),
+        col("scale", face(&|d| d.scale)),
+        col("crop_x0", rows.iter().map(|(_, r)| r.rect.map(|c| c.x0)).collect::<Vec<_>>()),
+        col("crop_y0", rows.iter().map(|(_, r)| r.rect.map(|c| c.y0)).collect::<Vec<_>>()),
+        col("crop_size", rows.iter().map(|(_, r)| r.rect.map(|c| c.size)).collect::<Vec<_>>()),
+        col("padded", rows.iter().map(|(_, r)| r.padded).collect::<Vec<_>>()),
+        col("object", rows.iter().map(|(_, r)| r.object.clone()).collect::<Vec<_>>()),
+        col("width", rows.iter().map(|(_, r)| r.size.map(|s| s.0)).collect::<Vec<_>>()),
+        col("height", rows.iter().map(|(_, r)| r.size.map(|s| s.1)).collect::<Vec<_>>()),
+        col("status", rows.iter().map(|(_, r)| if r.reason.is_none() { "ok" } else { "rejected" }).collect::<Vec<_>>()),
+        col("reason", rows.iter().map(|(_, r)| r.reason).collect::<Vec<_>>()),
+        col("error", rows.iter().map(|(_, r)| r.error.clone()).collect::<Vec<_>>()),
+    ];
+    frame(n, columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigFile, Settings};
+    use crate::faces::geometry::BoxF;
+
+    fn det(side: f32, score: f32) -> Detection {
+        Detection { bbox: BoxF::new(0.0, 0.0, side, side), score, scale: 1.0 }
+    }
+
+    #[test]
+    fn classify_checks_score_then_size_then_count() {
+        let yaml = "crop: {score_threshold: 0.5, min_face_size: 40, max_faces: 2}\n";
+        let settings = Settings::resolve(ConfigFile::parse(yaml, "p.yaml".as_ref()).unwrap(), "/".as_ref()).unwrap();
+        let detections = [det(100.0, 0.99), det(30.0, 0.98), det(80.0, 0.9), det(60.0, 0.8), det(20.0, 0.4)];
+        assert_eq!(
+            classify(&detections, &settings.crop),
+            vec![None, Some("face_too_small"), None, Some("too_many_faces"), Some("low_score")]
+        );
+    }
+}

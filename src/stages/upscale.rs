@@ -1,0 +1,203 @@
+//! `anime-pipe upscale`: bring items smaller than the training size up to it, by Lanczos3 or a super-resolution
+//! model (see `faces::upscale` for the models, tiling and feathering).
+//!
+//! Input: the rows with status "ok" of `crop.parquet` when `crop` is among the configured stages, else of
+//! `dedup.parquet`. An item whose shorter side is below the target (`upscale.target` / `--target`, default the
+//! largest of `pack.sizes`) is decoded and upscaled so its shorter side is exactly the target (aspect kept); the
+//! result is PNG-encoded with fixed settings and stored in the cache (`upscaled_object`). Larger items are left
+//! alone (`upscale_method` "none"). The original `object`, `width` and `height` are kept: `clean` scores and size-
+//! filters the original (upscaling cannot create detail, so `clean.min_size` must judge the real resolution), and
+//! `pack` uses `upscaled_object` when present.
+//!
+//! Items run in parallel (rayon, `-j`); the model is one ONNX Runtime session shared by all threads, tiles of one
+//! image batched `upscale.tile_batch` per run.
+//!
+//! ## upscale.parquet (one row per input item, sorted by source_index, path)
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `key`, `source`, `source_index`, `path` | str, str, u32, str | as in the input manifest |
+//! | `already_cropped` | bool? | passed through when the input manifest has it |
+//! | `object`, `width`, `height` | str, u32, u32 | the original item (cache object and size) |
+//! | `upscaled_object` | str? | cache object of the upscaled PNG; null when not upscaled |
+//! | `upscaled_width`, `upscaled_height` | u32? | its size (shorter side = `target`) |
+//! | `upscale_method` | str | "none", "lanczos", "waifu2x" or "realesrgan" |
+//! | `upscale_factor` | f64 | upscaled shorter side / original shorter side (1.0 when not upscaled) |
+//! | `upscale_passes` | u32 | model passes (0 for none and lanczos); a final Lanczos3 step sets the exact size |
+//! | `target` | u32 | the target shorter side in force |
+//! | `status` | str | "ok", or "rejected" when the item no longer decodes |
+//! | `reason` | str? | `decode_failed` or null |
+//! | `error` | str? | decoder message |
+use crate::app::Ctx;
+use crate::cache;
+use crate::faces::encode_png;
+use crate::faces::upscale::{upscale_to, Method, SrModel};
+use crate::manifest::{file_blake3, publish_stage};
+use crate::report::Summary;
+use crate::runtime::SessionOptions;
+use crate::stages::columns::{col, frame};
+use crate::stages::{read_items, CleanItem};
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+use std::path::PathBuf;
+
+pub const STAGE: &str = "upscale";
+/// Bumped when the upscaling pixels change, so stamps made by older code no longer match.
+const ALGORITHM: &str = "upscale/1";
+
+/// What happened to one item.
+#[derive(Debug, Clone, Default)]
+struct Outcome {
+    upscaled: Option<(String, u32, u32)>,
+    method: &'static str,
+    factor: f64,
+    passes: u32,
+    error: Option<String>,
+}
+
+/// The manifest `upscale` reads: `crop` when that stage is configured, else `dedup`.
+pub fn input_stage(ctx: &Ctx) -> &'static str {
+    if ctx.settings.stages.iter().any(|s| s == "crop") {
+        "crop"
+    } else {
+        "dedup"
+    }
+}
+
+fn model_path(ctx: &Ctx) -> Option<&PathBuf> {
+    let models = &ctx.settings.models;
+    match ctx.settings.upscale.method {
+        Method::Lanczos => None,
+        Method::Waifu2x => Some(&models.waifu2x),
+        Method::Realesrgan => Some(&models.realesrgan),
+    }
+}
+
+pub fn fingerprint(ctx: &Ctx) -> Result<String> {
+    let upstream = input_stage(ctx);
+    let upstream_hash = file_blake3(&ctx.workdir.manifest_path(upstream))
+        .with_context(|| format!("upscale needs manifests/{upstream}.parquet: run `anime-pipe {upstream}` first"))?;
+    let model = match model_path(ctx) {
+        Some(path) => file_blake3(path).unwrap_or_else(|_| "missing".into()),
+        None => "none".into(),
+    };
+    let mut hasher = blake3::Hasher::new();
+    for part in [
+        ALGORITHM.to_string(),
+        upstream.to_string(),
+        upstream_hash,
+        serde_json::to_string(&ctx.settings.upscale)?,
+        serde_json::to_string(&ctx.settings.limits)?,
+        model,
+    ] {
+        hasher.update(part.as_bytes()).update(b"\0");
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+pub fn run(ctx: &Ctx) -> Result<Summary> {
+    let mut summary = Summary::start(STAGE);
+    let fingerprint = fingerprint(ctx)?;
+    let upstream = input_stage(ctx);
+    let items = read_items(ctx, upstream)?;
+    let settings = &ctx.settings.upscale;
+    let needs = |item: &CleanItem| item.width.min(item.height) < settings.target;
+    let to_upscale = items.iter().filter(|i| needs(i)).count();
+    let model = match model_path(ctx) {
+        Some(path) if to_upscale > 0 => Some(load_model(ctx, path)?),
+        _ => None,
+    };
+
+    let bar = ctx.reporter.bar(to_upscale as u64, STAGE);
+    let outcomes: Vec<Outcome> = items
+        .par_iter()
+        .map(|item| {
+            if !needs(item) {
+                return Ok(Outcome { method: "none", factor: 1.0, ..Default::default() });
+            }
+            let outcome = upscale_item(ctx, item, model.as_ref());
+            bar.inc(1);
+            outcome
+        })
+        .collect::<Result<_>>()?;
+    bar.finish_and_clear();
+
+    let mut df = manifest(&items, &outcomes, settings.target)?;
+    publish_stage(&ctx.workdir, STAGE, &mut df, &fingerprint)?;
+
+    let upscaled = outcomes.iter().filter(|o| o.upscaled.is_some()).count() as u64;
+    let rejected = outcomes.iter().filter(|o| o.error.is_some()).count() as u64;
+    summary
+        .count("input items", items.len() as u64)
+        .count("upscaled", upscaled)
+        .count("already large enough", (items.len() - to_upscale) as u64)
+        .count("rejected", rejected);
+    for _ in 0..rejected {
+        summary.reject("decode_failed");
+    }
+    summary.fact("input manifest", format!("{upstream}.parquet"));
+    summary.fact("method", settings.method.name()).fact("target", format!("{} px (shorter side)", settings.target));
+    if let Some(m) = &model {
+        summary.fact("device", format!("{:?}", m.device));
+    }
+    summary.fact("manifest", ctx.workdir.manifest_path(STAGE).display());
+    Ok(summary.finish())
+}
+
+fn load_model(ctx: &Ctx, path: &std::path::Path) -> Result<SrModel> {
+    let options = SessionOptions { device: ctx.settings.device, threads: ctx.threads, optimize: true };
+    let method = ctx.settings.upscale.method;
+    SrModel::load(path, method, &options)
+        .with_context(|| format!("upscale: cannot load the {} model (models.{})", method.name(), method.name()))
+}
+
+fn upscale_item(ctx: &Ctx, item: &CleanItem, model: Option<&SrModel>) -> Result<Outcome> {
+    let bytes = crate::cache::read_object(&ctx.workdir, &item.object)
+        .with_context(|| format!("upscale: cannot read the image of {}", item.key))?;
+    let image = match crate::imageio::decode_rgb8(&bytes, &ctx.settings.limits) {
+        Ok(decoded) => decoded.image,
+        Err(e) => return Ok(Outcome { method: "none", factor: 1.0, error: Some(e.to_string()), ..Default::default() }),
+    };
+    let settings = &ctx.settings.upscale;
+    let up = upscale_to(&image, settings.target, model, &settings.tiling)
+        .with_context(|| format!("upscale: {} failed on {}", settings.method.name(), item.key))?;
+    let object = cache::store_object(&ctx.workdir, &encode_png(&up.image)?)?;
+    let (w, h) = up.image.dimensions();
+    Ok(Outcome {
+        factor: f64::from(w.min(h)) / f64::from(image.width().min(image.height())),
+        upscaled: Some((object, w, h)),
+        method: settings.method.name(),
+        passes: up.passes,
+        error: None,
+    })
+}
+
+fn manifest(items: &[CleanItem], outcomes: &[Outcome], target: u32) -> Result<polars::prelude::DataFrame> {
+    let up = |f: &dyn Fn(&(String, u32, u32)) -> u32| -> Vec<Option<u32>> {
+        outcomes.iter().map(|o| o.upscaled.as_ref().map(f)).collect()
+    };
+    let mut columns = vec![
+        col("key", items.iter().map(|i| i.key.clone()).collect::<Vec<_>>()),
+        col("source", items.iter().map(|i| i.source.clone()).collect::<Vec<_>>()),
+        col("source_index", items.iter().map(|i| i.source_index).collect::<Vec<_>>()),
+        col("path", items.iter().map(|i| i.path.clone()).collect::<Vec<_>>()),
+    ];
+    if items.iter().any(|i| i.already_cropped.is_some()) {
+        columns.push(col("already_cropped", items.iter().map(|i| i.already_cropped).collect::<Vec<_>>()));
+    }
+    columns.extend([
+        col("object", items.iter().map(|i| i.object.clone()).collect::<Vec<_>>()),
+        col("width", items.iter().map(|i| i.width).collect::<Vec<_>>()),
+        col("height", items.iter().map(|i| i.height).collect::<Vec<_>>()),
+        col("upscaled_object", outcomes.iter().map(|o| o.upscaled.as_ref().map(|u| u.0.clone())).collect::<Vec<_>>()),
+        col("upscaled_width", up(&|u| u.1)),
+        col("upscaled_height", up(&|u| u.2)),
+        col("upscale_method", outcomes.iter().map(|o| o.method).collect::<Vec<_>>()),
+        col("upscale_factor", outcomes.iter().map(|o| o.factor).collect::<Vec<_>>()),
+        col("upscale_passes", outcomes.iter().map(|o| o.passes).collect::<Vec<_>>()),
+        col("target", vec![target; items.len()]),
+        col("status", outcomes.iter().map(|o| if o.error.is_some() { "rejected" } else { "ok" }).collect::<Vec<_>>()),
+        col("reason", outcomes.iter().map(|o| o.error.as_ref().map(|_| "decode_failed")).collect::<Vec<_>>()),
+        col("error", outcomes.iter().map(|o| o.error.clone()).collect::<Vec<_>>()),
+    ]);
+    frame(items.len(), columns)
+}
