@@ -32,6 +32,21 @@
 //! assert_eq!(onnxgrad::decode_model(&onnx)?.graph.unwrap().output[0].name, "loss");
 //! # Ok::<(), onnxgrad::Error>(())
 //! ```
+//!
+//! ## Design notes
+//! * **Opset 18, IR version 8.** Reductions take their axes as an input (opset 18), written as `i64`
+//!   initializers like Reshape's shape and Slice's bounds. Shapes are static: every value's shape is known when it
+//!   is built, which gradient rules need (undoing broadcasting, sizing convolution gradients).
+//! * **Gradient rules use standard operators only** (see [`autodiff`] and the rules' module). Convolution
+//!   gradients are `ConvTranspose`/`Conv` with swapped batch and channel axes, `output_padding` and a crop where
+//!   the forward stride dropped trailing rows; MaxPool's routes each output gradient to its window's winner via
+//!   `MaxPool`'s indices and `ScatterElements(reduction="add")`, so ties get the gradient once.
+//! * **Training-mode batch norm is built from primitives** ([`Graph::batch_norm_train`]); inference mode is the
+//!   `BatchNormalization` operator.
+//! * **Dropout takes its mask as a graph input** ([`Graph::dropout`]): ONNX's random operators only have a fixed
+//!   `seed` attribute, so per-step masks come from the caller.
+//! * **Numerics:** every rule is checked against central differences through ONNX Runtime, in f64 where its CPU
+//!   kernels have a double version (all operators here except `Conv` and `ConvTranspose`).
 #![forbid(unsafe_code)]
 
 pub mod autodiff;

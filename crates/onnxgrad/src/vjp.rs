@@ -72,7 +72,10 @@ pub(crate) fn vjp(g: &mut Graph, node: &Node, dys: &[Option<ValueId>], needs: &[
         }
         Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => binary_vjp(g, node, dy, [want(0), want(1)]),
         Op::Where => where_vjp(g, node, dy, [want(1), want(2)]),
-        Op::Sum => node.inputs.iter().map(|&i| unbroadcast(g, dy, i).map(Some)).collect(),
+        Op::Sum => {
+            let inputs = node.inputs.iter().enumerate();
+            inputs.map(|(k, &i)| if want(k) { unbroadcast(g, dy, i).map(Some) } else { Ok(None) }).collect()
+        }
         Op::MatMul => matmul_vjp(g, node, dy, [want(0), want(1)]),
         Op::Gemm(spec) => gemm_vjp(g, node, dy, *spec, [want(0), want(1), want(2)]),
         Op::Conv(spec) => conv_vjp(g, node, dy, spec, [want(0), want(1), want(2)]),

@@ -171,3 +171,13 @@ fn comparisons_end_gradient_paths() -> Result<()> {
     assert_eq!(values(&out["dx"]), vec![1.0, 0.0, 1.0, 0.0]);
     Ok(())
 }
+
+#[test]
+fn the_finite_difference_check_can_fail() {
+    // At x = 0 ReLU's rule gives 0 while the central difference sees slope 1/2: the harness must report it,
+    // which shows the gradient checks in these tests are not vacuous.
+    let args = [arg("x", &[4], vec![0.0; 4])];
+    let result = check_gradients("relu_at_kink", F64, &args, F64_TOL, |g, v| g.relu(v[0]));
+    let message = result.expect_err("a wrong gradient must be caught").to_string();
+    assert!(message.contains("normalised error"), "{message}");
+}
