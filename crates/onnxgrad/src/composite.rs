@@ -50,6 +50,39 @@ impl Graph {
                 return Err(invalid("batch_norm_train", format!("{:?} should be [{channels}]", self.value_name(p))));
             }
         }
+        let (y, mean, var) = self.batch_norm_batch_stats(x, scale, bias, epsilon)?;
+
+        let batch_mean = self.reshape_to(mean, &[channels])?;
+        let batch_var = self.reshape_to(var, &[channels])?;
+        let mean_sg = self.stop_gradient(batch_mean)?;
+        let var_sg = self.stop_gradient(batch_var)?;
+        let unbiased = self.scale(var_sg, count as f64 / (count - 1) as f64)?;
+        let new_mean = self.blend(running_mean, mean_sg, momentum)?;
+        let new_var = self.blend(running_var, unbiased, momentum)?;
+        Ok(BatchNormTrain { y, batch_mean, batch_var, running_mean: new_mean, running_var: new_var })
+    }
+
+    /// The normalisation half of [`Graph::batch_norm_train`]: `y` from batch statistics over every axis but 1,
+    /// without reading or updating running statistics (a network run in training mode whose statistics another
+    /// graph tracks). Returns `(y, mean, biased variance)`, the statistics with kept (size-1) reduced axes.
+    pub fn batch_norm_batch_stats(
+        &mut self,
+        x: ValueId,
+        scale: ValueId,
+        bias: ValueId,
+        epsilon: f32,
+    ) -> Result<(ValueId, ValueId, ValueId)> {
+        let shape = self.shape(x).to_vec();
+        let count: usize = shape.iter().enumerate().filter(|&(i, _)| i != 1).map(|(_, &d)| d).product();
+        if shape.len() < 2 || count < 2 {
+            return Err(invalid("batch_norm", format!("input {shape:?} needs a channel axis and 2+ samples")));
+        }
+        let channels = shape[1];
+        for p in [scale, bias] {
+            if self.shape(p) != [channels] || self.dtype(p) != self.dtype(x) {
+                return Err(invalid("batch_norm", format!("{:?} should be [{channels}]", self.value_name(p))));
+            }
+        }
         let mut per_channel = vec![1; shape.len()];
         per_channel[1] = channels;
         let axes: Vec<i64> = (0..shape.len() as i64).filter(|&a| a != 1).collect();
@@ -66,15 +99,7 @@ impl Graph {
         let bias_b = self.reshape_to(bias, &per_channel)?;
         let scaled = self.mul(xhat, scale_b)?;
         let y = self.add(scaled, bias_b)?;
-
-        let batch_mean = self.reshape_to(mean, &[channels])?;
-        let batch_var = self.reshape_to(var, &[channels])?;
-        let mean_sg = self.stop_gradient(batch_mean)?;
-        let var_sg = self.stop_gradient(batch_var)?;
-        let unbiased = self.scale(var_sg, count as f64 / (count - 1) as f64)?;
-        let new_mean = self.blend(running_mean, mean_sg, momentum)?;
-        let new_var = self.blend(running_var, unbiased, momentum)?;
-        Ok(BatchNormTrain { y, batch_mean, batch_var, running_mean: new_mean, running_var: new_var })
+        Ok((y, mean, var))
     }
 
     /// `(1 - w) * old + w * new`.

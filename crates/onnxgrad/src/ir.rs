@@ -443,6 +443,12 @@ impl Graph {
         &self.state_updates
     }
 
+    /// Removes and returns the registered state updates (to declare some of them later, e.g. when one graph holds
+    /// two optimiser steps and the running statistics advance again between them).
+    pub fn take_state_updates(&mut self) -> Vec<(ValueId, ValueId)> {
+        std::mem::take(&mut self.state_updates)
+    }
+
     /// Appends a node whose outputs get names derived from `base` in the current scope: the first output is
     /// called like the node, further ones `<node>.<k>`. Returns the output ids.
     pub(crate) fn add_node(

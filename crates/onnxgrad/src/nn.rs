@@ -182,11 +182,40 @@ pub struct Net<'a> {
     io: NetIo,
     /// Buffer name -> its current value (the running statistics after the latest batch-norm call).
     buffer_values: BTreeMap<String, ValueId>,
+    /// Whether training-mode batch norm reads and updates running statistics (see [`Net::set_running_stat_updates`]).
+    running_stat_updates: bool,
+    /// Full tensor name -> value used instead of the stored tensor (see [`Net::bind_tensors`]).
+    bound: BTreeMap<String, ValueId>,
 }
 
 impl<'a> Net<'a> {
     pub fn new(graph: &'a mut Graph, store: &'a mut ParamStore, mode: Mode, binding: Binding) -> Net<'a> {
-        Net { graph, store, mode, binding, io: NetIo::default(), buffer_values: BTreeMap::new() }
+        Net {
+            graph,
+            store,
+            mode,
+            binding,
+            io: NetIo::default(),
+            buffer_values: BTreeMap::new(),
+            running_stat_updates: true,
+            bound: BTreeMap::new(),
+        }
+    }
+
+    /// In [`Mode::Train`], whether batch norm also reads and updates its running statistics (the default). Off,
+    /// layers normalise with batch statistics only and add no running-statistic inputs or updates: for a network
+    /// run in training mode in a graph that does not own its statistics (a GAN's generator inside the
+    /// discriminator's step, when the generator's step tracks them). Takes effect for the layers built after it.
+    pub fn set_running_stat_updates(&mut self, on: bool) {
+        self.running_stat_updates = on;
+    }
+
+    /// Uses the given values (by full name, e.g. `d.conv1.weight`) instead of the stored tensors for the layers
+    /// built after it; replaces earlier bindings. A network can thus be applied with computed parameters, such as
+    /// its weights after an in-graph optimiser update. Bound tensors are not reported in [`NetIo::params`], and
+    /// must have the stored tensor's shape.
+    pub fn bind_tensors(&mut self, values: BTreeMap<String, ValueId>) {
+        self.bound = values;
     }
 
     /// The graph, for operators without parameters (`net.graph().tanh(x)`).
@@ -211,6 +240,12 @@ impl<'a> Net<'a> {
     pub fn tensor(&mut self, name: &str, shape: &[usize], kind: ParamKind, init: Init) -> Result<ValueId> {
         let full = self.graph.scoped_name(name);
         let stored = self.store.get_or_init(&full, shape, kind, init)?.clone();
+        if let Some(&v) = self.bound.get(&full) {
+            if self.graph.shape(v) != shape {
+                return Err(Error::Store(format!("{full}: bound value has shape {:?}", self.graph.shape(v))));
+            }
+            return Ok(v);
+        }
         if let Some(v) = self.graph.find(&full) {
             if self.graph.shape(v) != shape {
                 return Err(Error::Store(format!("{full}: already in the graph with shape {:?}", self.graph.shape(v))));
@@ -301,6 +336,9 @@ impl<'a> Net<'a> {
         self.scoped(name, |n| {
             let scale = n.param("weight", &[c], BN_SCALE_INIT)?;
             let shift = n.param("bias", &[c], Init::Constant(0.0))?;
+            if n.mode == Mode::Train && !n.running_stat_updates {
+                return Ok(n.graph.batch_norm_batch_stats(x, scale, shift, epsilon)?.0);
+            }
             let mean = n.buffer("running_mean", c, 0.0)?;
             let var = n.buffer("running_var", c, 1.0)?;
             match n.mode {
