@@ -11,6 +11,7 @@ pub mod config;
 pub mod contact_sheet;
 pub mod digest;
 pub mod faces;
+pub mod gan;
 pub mod imageio;
 pub mod manifest;
 pub mod report;

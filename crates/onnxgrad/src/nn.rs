@@ -392,6 +392,11 @@ impl<'a> Net<'a> {
         self.graph.dropout(x, mask, p)
     }
 
+    /// What the net has added to the graph so far (for graphs that keep building after an optimiser step).
+    pub fn io(&self) -> &NetIo {
+        &self.io
+    }
+
     /// What the net added to the graph.
     pub fn finish(self) -> NetIo {
         self.io

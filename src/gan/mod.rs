@@ -1,0 +1,5 @@
+//! The GAN: models as code, training-step graphs as standard ONNX, and the runner that executes them with ONNX
+//! Runtime.
+pub mod models;
+pub mod runner;
+pub mod steps;

@@ -1,0 +1,215 @@
+//! The GAN models as code: generator and discriminator functions over an `onnxgrad::nn::Net`, so one definition
+//! builds the training-step graphs (parameters as graph inputs, batch statistics) and the inference graph
+//! (parameters baked in, running statistics).
+//!
+//! Two families, selected by [`Arch`] (plain data, serialisable into a run's resolved config):
+//!
+//! * **DCGAN** (Radford et al. 2015, in the form of PyTorch's `examples/dcgan`; `bench/torch_dcgan.py` is the same
+//!   network). With `L = log2(size / 4)` (4 at 64x64, 5 at 128x128):
+//!   - G: `z [B, nz]` as `[B, nz, 1, 1]` -> ConvTranspose(nz -> ngf·2^(L-1), k4 s1 p0) + BN + ReLU, then L-1 times
+//!     ConvTranspose(c -> c/2, k4 s2 p1) + BN + ReLU, then ConvTranspose(ngf -> 3, k4 s2 p1) + Tanh. No bias on
+//!     convolutions followed by BN (nor on the last one, as in the PyTorch example).
+//!   - D: Conv(3 -> ndf, k4 s2 p1) + LeakyReLU(0.2) (no BN on the first layer), then L-1 times
+//!     Conv(c -> 2c, k4 s2 p1) + BN + LeakyReLU(0.2), then Conv(ndf·2^(L-1) -> 1, k4 s1 p0) -> one logit per image.
+//! * **anime300**, our reading of the seed paper "DCGANs for anime faces (100/200/300 epochs)". With
+//!   `L = log2(size / 8)` (3 at 64x64):
+//!   - G: Linear(nz -> 8·8·ngf·2^L, no bias) reshaped to `[B, ngf·2^L, 8, 8]` (8x8x512 at the defaults) + BN +
+//!     LeakyReLU(0.2), then L times ConvTranspose(c -> c/2, k4 s2 p1) + BN + LeakyReLU(0.2), then
+//!     Conv(ngf -> 3, k3 s1 p1, bias) + Tanh.
+//!   - D: L times Conv(c -> c', k3 s1 p1, bias) + LeakyReLU(0.2) + MaxPool(2) with widths ndf, 2ndf, 4ndf...,
+//!     flatten, Linear(-> 8·ndf = 512, bias) + LeakyReLU(0.2), Dropout(0.4), Linear(-> 1, bias).
+//!
+//! Initialisation (from `onnxgrad::nn`, seeded per tensor name): weights N(0, 0.02), batch-norm scale N(1, 0.02),
+//! biases and shifts 0, running mean 0 and variance 1. Parameter names: `g.convt1.weight`, `g.bn1.weight`,
+//! `d.conv2.weight`, `d.bn2.running_mean`, ...
+use anyhow::{bail, ensure, Result};
+use onnxgrad::nn::Net;
+use onnxgrad::{PoolSpec, ValueId};
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+
+/// The model family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Dcgan,
+    Anime300,
+}
+
+/// A GAN architecture: family, image size and widths. Presets: [`Arch::dcgan64`], [`Arch::dcgan128`],
+/// [`Arch::anime300`] (also parsed from `"dcgan64"`, `"dcgan128"`, `"anime300"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arch {
+    pub family: Family,
+    /// Square image side in pixels (a power of two: >= 8 for DCGAN, >= 16 for anime300).
+    pub image_size: usize,
+    /// Latent size.
+    pub nz: usize,
+    /// Generator base width (channels of its last hidden layer).
+    pub ngf: usize,
+    /// Discriminator base width (channels of its first layer).
+    pub ndf: usize,
+    /// Discriminator dropout probability before its last layer (anime300: 0.4; DCGAN has none and must keep 0).
+    pub dropout: f32,
+}
+
+/// The LeakyReLU slope used throughout (DCGAN paper).
+pub const LEAKY_SLOPE: f32 = 0.2;
+
+impl Arch {
+    /// DCGAN at 64x64: nz 100, ngf = ndf = 64 (the PyTorch example).
+    pub fn dcgan64() -> Arch {
+        Arch { family: Family::Dcgan, image_size: 64, nz: 100, ngf: 64, ndf: 64, dropout: 0.0 }
+    }
+
+    /// DCGAN at 128x128 (one more up/down layer): nz 100, ngf = ndf = 64.
+    pub fn dcgan128() -> Arch {
+        Arch { image_size: 128, ..Arch::dcgan64() }
+    }
+
+    /// The seed paper's anime-face DCGAN at 64x64: nz 300, 8x8x512 projection, dense-512 discriminator head.
+    pub fn anime300() -> Arch {
+        Arch { family: Family::Anime300, image_size: 64, nz: 300, ngf: 64, ndf: 64, dropout: 0.4 }
+    }
+
+    /// A short name: the preset's when the family and size match one (`dcgan64`), else `<family><size>`.
+    pub fn name(&self) -> String {
+        match self.family {
+            Family::Dcgan => format!("dcgan{}", self.image_size),
+            Family::Anime300 if self.image_size == 64 => "anime300".to_string(),
+            Family::Anime300 => format!("anime300_{}", self.image_size),
+        }
+    }
+
+    /// Checks sizes and widths; every builder calls it.
+    pub fn validate(&self) -> Result<()> {
+        let min = match self.family {
+            Family::Dcgan => 8,
+            Family::Anime300 => 16,
+        };
+        ensure!(
+            self.image_size.is_power_of_two() && self.image_size >= min,
+            "{}: image size {} must be a power of two >= {min}",
+            self.name(),
+            self.image_size
+        );
+        ensure!(self.nz > 0 && self.ngf > 0 && self.ndf > 0, "{}: nz, ngf and ndf must be positive", self.name());
+        ensure!((0.0..1.0).contains(&self.dropout), "{}: dropout {} must be in [0, 1)", self.name(), self.dropout);
+        if self.family == Family::Dcgan && self.dropout != 0.0 {
+            bail!("{}: the DCGAN discriminator has no dropout layer (dropout must be 0)", self.name());
+        }
+        Ok(())
+    }
+
+    /// Number of resolution-changing hidden blocks (see the module docs).
+    fn levels(&self) -> usize {
+        let base = match self.family {
+            Family::Dcgan => 4,
+            Family::Anime300 => 8,
+        };
+        (self.image_size / base).trailing_zeros() as usize
+    }
+
+    /// Shape of the width of the discriminator's dropout layer, `[batch, features]`, when it has one.
+    pub fn dropout_features(&self) -> Option<usize> {
+        (self.family == Family::Anime300 && self.dropout > 0.0).then_some(8 * self.ndf)
+    }
+}
+
+impl FromStr for Arch {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Arch> {
+        match s {
+            "dcgan64" => Ok(Arch::dcgan64()),
+            "dcgan128" => Ok(Arch::dcgan128()),
+            "anime300" => Ok(Arch::anime300()),
+            _ => bail!("unknown architecture {s:?}: expected dcgan64, dcgan128 or anime300"),
+        }
+    }
+}
+
+/// The generator: `z [B, nz]` -> images `[B, 3, S, S]` in (-1, 1), parameters under `g.`.
+pub fn generator(net: &mut Net, arch: &Arch, z: ValueId) -> Result<ValueId> {
+    arch.validate()?;
+    Ok(net.scoped("g", |net| match arch.family {
+        Family::Dcgan => dcgan_generator(net, arch, z),
+        Family::Anime300 => anime300_generator(net, arch, z),
+    })?)
+}
+
+/// The discriminator: images `[B, 3, S, S]` -> logits `[B]`, parameters under `d.`. `pass` names this
+/// application's dropout mask input (`d.drop_<pass>.mask`), so one graph can run D several times with
+/// independent masks; it has no other effect.
+pub fn discriminator(net: &mut Net, arch: &Arch, x: ValueId, pass: &str) -> Result<ValueId> {
+    arch.validate()?;
+    Ok(net.scoped("d", |net| match arch.family {
+        Family::Dcgan => dcgan_discriminator(net, arch, x),
+        Family::Anime300 => anime300_discriminator(net, arch, x, pass),
+    })?)
+}
+
+fn dcgan_generator(net: &mut Net, arch: &Arch, z: ValueId) -> onnxgrad::Result<ValueId> {
+    let levels = arch.levels();
+    let batch = net.graph().shape(z)[0];
+    let mut h = net.graph().reshape(z, &[batch as i64, arch.nz as i64, 1, 1])?;
+    for i in 0..levels {
+        let width = arch.ngf << (levels - 1 - i);
+        let (stride, pad) = if i == 0 { (1, 0) } else { (2, 1) };
+        h = net.conv_transpose2d(&format!("convt{}", i + 1), h, width, 4, stride, pad, 0, false)?;
+        h = net.batch_norm(&format!("bn{}", i + 1), h)?;
+        h = net.graph().relu(h)?;
+    }
+    let h = net.conv_transpose2d(&format!("convt{}", levels + 1), h, 3, 4, 2, 1, 0, false)?;
+    net.graph().tanh(h)
+}
+
+fn dcgan_discriminator(net: &mut Net, arch: &Arch, x: ValueId) -> onnxgrad::Result<ValueId> {
+    let levels = arch.levels();
+    let mut h = x;
+    for i in 0..levels {
+        let name = i + 1;
+        h = net.conv2d(&format!("conv{name}"), h, arch.ndf << i, 4, 2, 1, false)?;
+        if i > 0 {
+            h = net.batch_norm(&format!("bn{name}"), h)?;
+        }
+        h = net.graph().leaky_relu(h, LEAKY_SLOPE)?;
+    }
+    let logits = net.conv2d(&format!("conv{}", levels + 1), h, 1, 4, 1, 0, false)?;
+    let batch = net.graph().shape(logits)[0];
+    net.graph().reshape(logits, &[batch as i64])
+}
+
+fn anime300_generator(net: &mut Net, arch: &Arch, z: ValueId) -> onnxgrad::Result<ValueId> {
+    let levels = arch.levels();
+    let width = arch.ngf << levels;
+    let batch = net.graph().shape(z)[0];
+    let h = net.linear("project", z, 8 * 8 * width, false)?;
+    let mut h = net.graph().reshape(h, &[batch as i64, width as i64, 8, 8])?;
+    h = net.batch_norm("bn0", h)?;
+    h = net.graph().leaky_relu(h, LEAKY_SLOPE)?;
+    for i in 0..levels {
+        let name = i + 1;
+        h = net.conv_transpose2d(&format!("convt{name}"), h, width >> name, 4, 2, 1, 0, false)?;
+        h = net.batch_norm(&format!("bn{name}"), h)?;
+        h = net.graph().leaky_relu(h, LEAKY_SLOPE)?;
+    }
+    let h = net.conv2d("to_rgb", h, 3, 3, 1, 1, true)?;
+    net.graph().tanh(h)
+}
+
+fn anime300_discriminator(net: &mut Net, arch: &Arch, x: ValueId, pass: &str) -> onnxgrad::Result<ValueId> {
+    let mut h = x;
+    for i in 0..arch.levels() {
+        h = net.conv2d(&format!("conv{}", i + 1), h, arch.ndf << i, 3, 1, 1, true)?;
+        h = net.graph().leaky_relu(h, LEAKY_SLOPE)?;
+        h = net.graph().max_pool(h, &PoolSpec::new2d(2, 2, 0))?;
+    }
+    let h = net.graph().flatten(h, 1)?;
+    let h = net.linear("fc1", h, 8 * arch.ndf, true)?;
+    let h = net.graph().leaky_relu(h, LEAKY_SLOPE)?;
+    let h = net.dropout(&format!("drop_{pass}"), h, arch.dropout)?;
+    let logits = net.linear("fc2", h, 1, true)?;
+    let batch = net.graph().shape(logits)[0];
+    net.graph().reshape(logits, &[batch as i64])
+}
