@@ -358,6 +358,48 @@ fn undecodable_images_become_rejected_rows() {
 }
 
 #[test]
+fn upscaled_objects_supply_the_pixels_but_not_the_split() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = pack_ctx(dir.path(), &[], &[32], Fit::Crop, 100, 0.5);
+    let small = picture(20, 20, 1);
+    let upscaled = picture(40, 40, 2); // deliberately different content, to see which one was packed
+    let (small_obj, big_obj) = (
+        anime_pipe::cache::store_object(&ctx.workdir, &png(&small)).unwrap(),
+        anime_pipe::cache::store_object(&ctx.workdir, &png(&upscaled)).unwrap(),
+    );
+    let plain = picture(30, 30, 3);
+    let plain_obj = anime_pipe::cache::store_object(&ctx.workdir, &png(&plain)).unwrap();
+    let mut df = DataFrame::new(
+        2,
+        vec![
+            Column::new("key".into(), ["s/small.png", "s/plain.png"]),
+            Column::new("object".into(), [small_obj.as_str(), plain_obj.as_str()]),
+            Column::new("upscaled_object".into(), [Some(big_obj.as_str()), None]),
+            Column::new("status".into(), ["ok", "ok"]),
+        ],
+    )
+    .unwrap();
+    anime_pipe::manifest::publish_stage(&ctx.workdir, "clean", &mut df, "fixture").unwrap();
+    pack::run(&ctx).unwrap();
+    let manifest = read_stage(&ctx.workdir, "pack");
+    assert_eq!(strs(&manifest, "upscaled_object").iter().flatten().collect::<Vec<_>>(), vec![&big_obj]);
+    for row in pack_rows(&ctx) {
+        let (source, object) = if row.key == "s/small.png" { (&upscaled, &small_obj) } else { (&plain, &plain_obj) };
+        assert_eq!(&row.object, object);
+        assert_eq!(row.split, expected_split(object, 0.5), "split by the original object");
+        let expected = reference_resize(&reference_square(source, Fit::Crop), 32);
+        let actual = sample_pixels(&ctx, row.shard.as_ref().unwrap(), row.index.unwrap(), 32);
+        let max_diff = expected.iter().zip(&actual).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        assert!(max_diff <= 2, "{}: pixels from the wrong object (max diff {max_diff})", row.key);
+    }
+    assert!(anime_pipe::stages::verify::check(&ctx.workdir).unwrap().problems.is_empty());
+    std::fs::remove_file(ctx.workdir.object_path(&big_obj)).unwrap();
+    let problems = anime_pipe::stages::verify::check(&ctx.workdir).unwrap().problems;
+    assert!(problems.iter().any(|p| p.contains(&big_obj) && p.contains("missing")), "{problems:?}");
+}
+
+#[test]
 fn reruns_are_byte_identical_for_any_thread_count_and_remove_stale_shards() {
     let dir = tempfile::tempdir().unwrap();
     let items = assorted_items();

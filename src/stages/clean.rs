@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | `key`, `source`, `path`, `object` | str | passed through from the input manifest |
 //! | `source_index`, `width`, `height` | u32 | passed through from the input manifest |
-//! | `already_cropped` | bool | passed through, only when the input manifest has it |
+//! | `already_cropped` | bool | passed through (null when the input manifest lacks the column) |
+//! | `upscaled_object` | str | passed through from upscale.parquet: the upscaled image `pack` uses; null otherwise |
 //! | `short_side` | u32 | min(width, height) in pixels |
 //! | `aspect` | f64 | max(width, height) / min(width, height) (>= 1) |
 //! | `sharpness` | f64 | variance of the Laplacian of the luma, at <= 256 px shorter side (see [`sharpness`]) |
@@ -20,7 +21,9 @@
 //! | `error` | str | the decoder's message for `decode_failed`, else null |
 //!
 //! The four image scores are null only for `decode_failed` rows (nothing to measure); every other row has all of
-//! them, whether accepted or not, so thresholds can be tuned from the manifest without re-running.
+//! them, whether accepted or not, so thresholds can be tuned from the manifest without re-running. Scores are
+//! measured on `object` (the original image or face crop), never on `upscaled_object`: upscaling invents detail, so
+//! it must not rescue a blurry or tiny original; size filters likewise judge the original `width`/`height`.
 //!
 //! Luma is BT.601 in integers, `(77 R + 150 G + 29 B + 128) >> 8`, which maps gray pixels (R = G = B = v) to v.
 //! A cache object that cannot be read (missing file) is an error of the workdir, not of the image: the stage fails
@@ -186,9 +189,8 @@ fn manifest(items: &[CleanItem], assessments: &[Assessment]) -> Result<polars::p
         col("width", items.iter().map(|i| i.width).collect::<Vec<_>>()),
         col("height", items.iter().map(|i| i.height).collect::<Vec<_>>()),
     ];
-    if items.iter().any(|i| i.already_cropped.is_some()) {
-        columns.push(col("already_cropped", items.iter().map(|i| i.already_cropped).collect::<Vec<_>>()));
-    }
+    columns.push(col("already_cropped", items.iter().map(|i| i.already_cropped).collect::<Vec<_>>()));
+    columns.push(col("upscaled_object", items.iter().map(|i| i.upscaled_object.as_deref()).collect::<Vec<_>>()));
     let reasons_text: Vec<Option<String>> =
         assessments.iter().map(|a| (!a.reasons.is_empty()).then(|| a.reasons.join(","))).collect();
     columns.extend([
@@ -209,27 +211,83 @@ fn manifest(items: &[CleanItem], assessments: &[Assessment]) -> Result<polars::p
     frame(items.len(), columns)
 }
 
-/// All scores of one image.
+/// All scores of one image: one pass over the full-resolution pixels, then sharpness on the (reduced) luma.
 pub fn score_image(image: &RgbImage) -> Scores {
     let (w, h) = image.dimensions();
-    let luma = luma(image);
+    let stats = pixel_stats(image);
     Scores {
-        sharpness: sharpness(&luma, w, h),
-        colorfulness: colorfulness(image),
-        grayscale: is_grayscale(image, GRAYSCALE_TOLERANCE),
-        entropy: luma_entropy(&luma),
+        sharpness: sharpness(&stats.luma, w, h),
+        colorfulness: stats.colorfulness(),
+        grayscale: stats.max_spread <= GRAYSCALE_TOLERANCE,
+        entropy: entropy_of(&stats.histogram),
     }
 }
 
-/// BT.601 luma in integer arithmetic; exact for gray pixels.
+/// What the full-resolution scores need, gathered in a single pass over the pixels (decoding dominates the
+/// stage; this keeps scoring to one read of the image).
+pub struct PixelStats {
+    /// BT.601 luma in integer arithmetic, `(77 R + 150 G + 29 B + 128) >> 8`; exact for gray pixels.
+    pub luma: Vec<u8>,
+    pub histogram: [u64; 256],
+    /// Largest max(R,G,B) - min(R,G,B) over all pixels.
+    pub max_spread: u8,
+    /// Sums of rg = R - G and of yb2 = R + G - 2B (yb doubled, to stay in integers) and of their squares.
+    sums: [i64; 4],
+}
+
+pub fn pixel_stats(image: &RgbImage) -> PixelStats {
+    let raw = image.as_raw();
+    let n = raw.len() / 3;
+    let mut luma = Vec::with_capacity(n);
+    let mut histogram = [0u64; 256];
+    let (mut max_spread, mut sums) = (0u8, [0i64; 4]);
+    // Index loop rather than iterator adapters: this runs on every pixel, also in unoptimised (debug) builds.
+    for i in 0..n {
+        let (r, g, b) = (raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]);
+        let y = ((77 * u32::from(r) + 150 * u32::from(g) + 29 * u32::from(b) + 128) >> 8) as u8;
+        luma.push(y);
+        histogram[usize::from(y)] += 1;
+        max_spread = max_spread.max(r.max(g).max(b) - r.min(g).min(b));
+        let rg = i64::from(r) - i64::from(g);
+        let yb2 = i64::from(r) + i64::from(g) - 2 * i64::from(b);
+        sums[0] += rg;
+        sums[1] += rg * rg;
+        sums[2] += yb2;
+        sums[3] += yb2 * yb2;
+    }
+    PixelStats { luma, histogram, max_spread, sums }
+}
+
+impl PixelStats {
+    /// Hasler & Süsstrunk (2003) colourfulness: with rg = R - G and yb = (R + G)/2 - B over all pixels,
+    /// `sqrt(var(rg) + var(yb)) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2)`. 0 for gray images; about 15 is "slightly
+    /// colourful", 33 "moderately", 59 "quite", 82+ "highly" in the paper's scale. Computed on the full image.
+    pub fn colorfulness(&self) -> f64 {
+        let n = self.luma.len() as i64;
+        if n == 0 {
+            return 0.0;
+        }
+        let [rg, rg_sq, yb2, yb2_sq] = self.sums;
+        let var_rg = exact_variance(rg, rg_sq, n);
+        let var_yb = exact_variance(yb2, yb2_sq, n) / 4.0;
+        let (mean_rg, mean_yb) = (rg as f64 / n as f64, yb2 as f64 / (2 * n) as f64);
+        (var_rg + var_yb).sqrt() + 0.3 * (mean_rg * mean_rg + mean_yb * mean_yb).sqrt()
+    }
+}
+
+/// BT.601 luma of every pixel (see [`PixelStats::luma`]).
 pub fn luma(image: &RgbImage) -> Vec<u8> {
-    image
-        .pixels()
-        .map(|p| {
-            let [r, g, b] = p.0.map(u32::from);
-            ((77 * r + 150 * g + 29 * b + 128) >> 8) as u8
-        })
-        .collect()
+    pixel_stats(image).luma
+}
+
+/// See [`PixelStats::colorfulness`].
+pub fn colorfulness(image: &RgbImage) -> f64 {
+    pixel_stats(image).colorfulness()
+}
+
+/// True when every pixel's channels differ by at most `tolerance` levels.
+pub fn is_grayscale(image: &RgbImage, tolerance: u8) -> bool {
+    pixel_stats(image).max_spread <= tolerance
 }
 
 /// Sharpness: variance of the Laplacian of the luma, made comparable across resolutions by first reducing images
@@ -286,38 +344,6 @@ fn exact_variance(sum: i64, sum_sq: i64, n: i64) -> f64 {
     ((n * sum_sq - sum * sum) as f64) / ((n * n) as f64)
 }
 
-/// Hasler & Süsstrunk (2003) colourfulness: with rg = R - G and yb = (R + G)/2 - B over all pixels,
-/// `sqrt(var(rg) + var(yb)) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2)`. 0 for gray images; about 15 is "slightly
-/// colourful", 33 "moderately", 59 "quite", 82+ "highly" in the paper's scale. Computed on the full image.
-pub fn colorfulness(image: &RgbImage) -> f64 {
-    let n = i64::from(image.width()) * i64::from(image.height());
-    if n == 0 {
-        return 0.0;
-    }
-    // yb is accumulated doubled (R + G - 2B) to stay in integers.
-    let (mut rg, mut rg_sq, mut yb2, mut yb2_sq) = (0i64, 0i64, 0i64, 0i64);
-    for p in image.pixels() {
-        let [r, g, b] = p.0.map(i64::from);
-        let (a, c) = (r - g, r + g - 2 * b);
-        rg += a;
-        rg_sq += a * a;
-        yb2 += c;
-        yb2_sq += c * c;
-    }
-    let var_rg = exact_variance(rg, rg_sq, n);
-    let var_yb = exact_variance(yb2, yb2_sq, n) / 4.0;
-    let (mean_rg, mean_yb) = (rg as f64 / n as f64, yb2 as f64 / (2 * n) as f64);
-    (var_rg + var_yb).sqrt() + 0.3 * (mean_rg * mean_rg + mean_yb * mean_yb).sqrt()
-}
-
-/// True when every pixel's channels differ by at most `tolerance` levels.
-pub fn is_grayscale(image: &RgbImage, tolerance: u8) -> bool {
-    image.pixels().all(|p| {
-        let [r, g, b] = p.0;
-        r.max(g).max(b) - r.min(g).min(b) <= tolerance
-    })
-}
-
 /// Shannon entropy (bits) of the 256-bin histogram of `luma`: 0 for a flat image, 1 for two equally common
 /// levels, 8 at most.
 pub fn luma_entropy(luma: &[u8]) -> f64 {
@@ -325,7 +351,11 @@ pub fn luma_entropy(luma: &[u8]) -> f64 {
     for &v in luma {
         histogram[usize::from(v)] += 1;
     }
-    let n = luma.len() as f64;
+    entropy_of(&histogram)
+}
+
+fn entropy_of(histogram: &[u64; 256]) -> f64 {
+    let n: u64 = histogram.iter().sum();
     // p log2(1/p) rather than -p log2(p): a single level then sums to +0.0, not -0.0.
-    histogram.iter().filter(|&&c| c > 0).map(|&c| c as f64 / n).map(|p| p * (1.0 / p).log2()).sum()
+    histogram.iter().filter(|&&c| c > 0).map(|&c| c as f64 / n as f64).map(|p| p * (1.0 / p).log2()).sum()
 }

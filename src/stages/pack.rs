@@ -2,7 +2,9 @@
 //! shards plus `manifests/pack.parquet`.
 //!
 //! ## Samples, split and order
-//! Input: the rows of `clean.parquet` with status "ok". Each item goes to the validation split when
+//! Input: the rows of `clean.parquet` with status "ok". Pixels come from `upscaled_object` when clean passed one
+//! through from the upscale stage, else from `object`; the split and the order use `object` either way, so turning
+//! upscaling on or off never moves an image between splits. Each item goes to the validation split when
 //! `u < ceil(val_fraction * 2^64)`, where `u` is the first 8 bytes, read big-endian, of blake3 of the item's
 //! `object` string (the 64-char hex, as UTF-8); in Python: `int(blake3(obj.encode()).hexdigest()[:16], 16) / 2**64
 //! < val_fraction` (see [`split_of`]). The split therefore depends only on image content: adding or removing other
@@ -41,7 +43,8 @@
 //! | column | type | meaning |
 //! |---|---|---|
 //! | `key` | str | item key (from clean) |
-//! | `object` | str | blake3 of the source image bytes in the cache |
+//! | `object` | str | blake3 of the source image bytes in the cache (decides split and order) |
+//! | `upscaled_object` | str | the cache object the pixels were taken from when upscaled; null when `object` was used |
 //! | `size` | u32 | output side in pixels |
 //! | `split` | str | "train" or "val" |
 //! | `shard` | str | shard path relative to the workdir; null when rejected |
@@ -92,6 +95,7 @@ const BATCH: usize = 256;
 struct Sample {
     key: String,
     object: String,
+    upscaled_object: Option<String>,
     split: &'static str,
 }
 
@@ -100,6 +104,7 @@ struct Sample {
 struct PackRow {
     key: String,
     object: String,
+    upscaled_object: Option<String>,
     size: u32,
     split: &'static str,
     shard: Option<String>,
@@ -153,7 +158,7 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     let shards: BTreeSet<String> = rows.iter().filter_map(|r| r.shard.clone()).collect();
     let removed = remove_unlisted_shards(&ctx.workdir, &shards)?;
 
-    let sizes = &ctx.settings.pack.sizes;
+    let sizes = &sizes(ctx);
     let rejected = rows.iter().filter(|r| r.shard.is_none()).count() / sizes.len();
     summary
         .count("input items", samples.len() as u64)
@@ -173,19 +178,30 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     Ok(summary.finish())
 }
 
+/// The configured sizes, ascending, each once (`--size 64 --size 64` packs 64 once).
+fn sizes(ctx: &Ctx) -> Vec<u32> {
+    let unique: BTreeSet<u32> = ctx.settings.pack.sizes.iter().copied().collect();
+    unique.into_iter().collect()
+}
+
 /// Accepted clean rows with their split, in canonical order: (split, object, key).
 fn accepted_samples(ctx: &Ctx) -> Result<Vec<Sample>> {
     let df = read_stage(&ctx.workdir, "clean")?;
     let (keys, objects, status) =
         (columns::strings(&df, "key")?, columns::opt_strings(&df, "object")?, columns::strings(&df, "status")?);
+    let mut upscaled = if columns::has(&df, "upscaled_object") {
+        columns::opt_strings(&df, "upscaled_object")?
+    } else {
+        vec![None; df.height()]
+    };
     let mut samples = Vec::new();
-    for ((key, object), status) in keys.into_iter().zip(objects).zip(status) {
+    for (row, ((key, object), status)) in keys.into_iter().zip(objects).zip(status).enumerate() {
         if status != "ok" {
             continue;
         }
         let object = object.with_context(|| format!("clean.parquet: accepted row {key:?} has no object"))?;
         let split = split_of(&object, ctx.settings.pack.val_fraction);
-        samples.push(Sample { key, object, split });
+        samples.push(Sample { key, object, upscaled_object: upscaled[row].take(), split });
     }
     samples.sort_by(|a, b| (a.split, &a.object, &a.key).cmp(&(b.split, &b.object, &b.key)));
     Ok(samples)
@@ -226,8 +242,8 @@ fn pack_split(
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
     let settings = &ctx.settings.pack;
-    let mut buffers: Vec<ShardBuffer> = settings
-        .sizes
+    let sizes = sizes(ctx);
+    let mut buffers: Vec<ShardBuffer> = sizes
         .iter()
         .map(|&size| ShardBuffer { size, pixels: Vec::new(), keys: Vec::new(), rows: Vec::new() })
         .collect();
@@ -245,6 +261,7 @@ fn pack_split(
             let row = |size, error| PackRow {
                 key: sample.key.clone(),
                 object: sample.object.clone(),
+                upscaled_object: sample.upscaled_object.clone(),
                 size,
                 split,
                 shard: None,
@@ -265,7 +282,7 @@ fn pack_split(
                         shard_number += 1;
                     }
                 }
-                Err(error) => rows.extend(settings.sizes.iter().map(|&size| row(size, Some(error.clone())))),
+                Err(error) => rows.extend(sizes.iter().map(|&size| row(size, Some(error.clone())))),
             }
         }
     }
@@ -277,14 +294,15 @@ fn pack_split(
 
 /// The sample at every configured size, or the decode error. A missing cache object is a hard error.
 fn render(ctx: &Ctx, sample: &Sample, resizer: &mut fir::Resizer) -> Result<Result<Vec<Vec<u8>>, String>> {
-    let bytes = crate::cache::read_object(&ctx.workdir, &sample.object)
+    let pixels = sample.upscaled_object.as_ref().unwrap_or(&sample.object);
+    let bytes = crate::cache::read_object(&ctx.workdir, pixels)
         .with_context(|| format!("pack: cannot read the image of {}", sample.key))?;
     let decoded = match crate::imageio::decode_rgb8(&bytes, &ctx.settings.limits) {
         Ok(decoded) => decoded,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let pack = &ctx.settings.pack;
-    Ok(Ok(pack.sizes.iter().map(|&size| square_resize(&decoded.image, size, pack.fit, resizer)).collect()))
+    let fit = ctx.settings.pack.fit;
+    Ok(Ok(sizes(ctx).into_iter().map(|size| square_resize(&decoded.image, size, fit, resizer)).collect()))
 }
 
 /// Makes `image` square per `fit` and resizes it to size x size; returns packed RGB bytes (row-major).
@@ -404,6 +422,7 @@ fn manifest(rows: &[PackRow]) -> Result<polars::prelude::DataFrame> {
         vec![
             col("key", rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>()),
             col("object", rows.iter().map(|r| r.object.as_str()).collect::<Vec<_>>()),
+            col("upscaled_object", rows.iter().map(|r| r.upscaled_object.as_deref()).collect::<Vec<_>>()),
             col("size", rows.iter().map(|r| r.size).collect::<Vec<_>>()),
             col("split", rows.iter().map(|r| r.split).collect::<Vec<_>>()),
             col("shard", rows.iter().map(|r| r.shard.as_deref()).collect::<Vec<_>>()),

@@ -2,8 +2,8 @@
 //!
 //! Problems (any of them makes the command fail with exit status 2, after listing them all):
 //! - a stage manifest whose bytes no longer match the checksum its stamp recorded when it was published;
-//! - a cache object referenced (`object` column) by the ingest, dedup, clean or pack manifest that is missing, or
-//!   whose bytes no longer hash (blake3) to its name;
+//! - a cache object referenced (`object` or `upscaled_object` column) by the ingest, dedup, crop, upscale, clean
+//!   or pack manifest that is missing, or whose bytes no longer hash (blake3) to its name;
 //! - a shard listed in pack.parquet that is missing, whose blake3 differs from the `shard_blake3` recorded for it,
 //!   whose safetensors header does not parse, or whose `images` tensor is not U8 [N, size, size, 3] with N = the
 //!   manifest rows of that shard and indices 0..N, or whose metadata (`count`, `size`, `split`, `keys`) disagrees
@@ -20,8 +20,9 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Manifests whose `object` column names cache objects that must exist.
-const OBJECT_STAGES: [&str; 4] = ["ingest", "dedup", "clean", "pack"];
+/// Manifests whose object columns name cache objects that must exist.
+const OBJECT_STAGES: [&str; 6] = ["ingest", "dedup", "crop", "upscale", "clean", "pack"];
+const OBJECT_COLUMNS: [&str; 2] = ["object", "upscaled_object"];
 
 /// What verify found: problems fail the command, notes do not.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -89,7 +90,7 @@ fn check_stamp(workdir: &Workdir, stage: &str, findings: &mut Findings) {
     }
 }
 
-/// Distinct non-null `object` values of the object-bearing manifests present, sorted.
+/// Distinct non-null object names of the object-bearing manifests present, sorted.
 fn referenced_objects(workdir: &Workdir, findings: &mut Findings) -> Result<BTreeSet<String>> {
     let mut objects = BTreeSet::new();
     for stage in OBJECT_STAGES {
@@ -104,8 +105,8 @@ fn referenced_objects(workdir: &Workdir, findings: &mut Findings) -> Result<BTre
                 continue;
             }
         };
-        if columns::has(&df, "object") {
-            objects.extend(columns::opt_strings(&df, "object")?.into_iter().flatten());
+        for column in OBJECT_COLUMNS.into_iter().filter(|c| columns::has(&df, c)) {
+            objects.extend(columns::opt_strings(&df, column)?.into_iter().flatten());
         }
     }
     Ok(objects)
