@@ -12,7 +12,7 @@
 //! Ultralytics YOLOv8/YOLO11 exports: input `[1, 3, S, S]` RGB 0..1, letterboxed (aspect kept, centred, padded with
 //! 114/255 gray; pads `round(d - 0.1)` before and `round(d + 0.1)` after, as ultralytics' `LetterBox`); output
 //! `[1, 4 + C, N]` of (cx, cy, w, h) in input pixels and C class scores (score = the best class; a face model has
-//! one). A `[1, N, 4 + C]` output is accepted too (the smaller axis is taken as the channel axis). S is the
+//! one). A `[1, N, 4 + C]` output is accepted too (the channel axis is the smaller one of at least 5). S is the
 //! model's own input size when it declares one, else `crop.yolo_input_size`; scales other than 1 multiply S
 //! (rounded to a multiple of 32) and need a model exported with dynamic H, W.
 //!
@@ -137,8 +137,10 @@ pub fn decode_yolo(output: &[f32], shape: &[i64], threshold: f32) -> Result<Vec<
         bail!("YOLO output has shape {shape:?}; expected [1, 4 + classes, boxes]");
     };
     let (a, b) = (*a as usize, *b as usize);
-    // The channel axis (4 + classes) is the short one: a face model has 5 channels and thousands of boxes.
-    let (channels, boxes, channel_major) = if a <= b { (a, b, true) } else { (b, a, false) };
+    // The channel axis (4 + classes, so at least 5) is the short one: a face model has 5 channels and thousands of
+    // boxes.
+    let channel_major = b < 5 || (a >= 5 && a <= b);
+    let (channels, boxes) = if channel_major { (a, b) } else { (b, a) };
     if channels < 5 || output.len() != channels * boxes {
         bail!("YOLO output has shape {shape:?}; expected [1, 4 + classes, boxes] with at least one class");
     }
