@@ -17,6 +17,11 @@ pub struct Ctx {
 
 pub fn run(cli: Cli) -> Result<()> {
     init_logging(&cli.global);
+    match &cli.command {
+        Command::Graph(args) => return crate::gan::export::run_command(args, &reporter(&cli.global)),
+        Command::BenchStep(args) => return crate::gan::bench::run_command(args, &cli.global),
+        _ => {}
+    }
     if let Command::SampleData(args) = &cli.command {
         let summary = crate::sample_data::write(&args.dir, args.count, args.seed)?;
         reporter(&cli.global).emit(&summary);
@@ -55,7 +60,7 @@ pub fn run(cli: Cli) -> Result<()> {
             summary
         }
         Command::Verify => stages::verify::run(&ctx)?,
-        Command::SampleData(_) => unreachable!("handled above"),
+        Command::SampleData(_) | Command::Graph(_) | Command::BenchStep(_) => unreachable!("handled above"),
     };
     ctx.reporter.emit(&summary);
     Ok(())

@@ -76,6 +76,12 @@ pub enum Command {
     Verify,
     /// Write a small synthetic dataset (with duplicates and broken files) and a pipeline.yaml to try the tool on
     SampleData(SampleDataArgs),
+    /// Write the GAN's training-step graphs (D step, G step, fused) and generator as standard ONNX files
+    #[command(long_about = crate::gan::export::LONG_HELP)]
+    Graph(GraphArgs),
+    /// Time GAN training iterations on random data (bench/train_step.sh)
+    #[command(hide = true)]
+    BenchStep(BenchStepArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -203,4 +209,63 @@ pub struct SampleDataArgs {
     /// Seed for the generator (same seed, same bytes)
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GraphArgs {
+    /// Architecture: dcgan64, dcgan128 or anime300
+    #[arg(long, default_value = "dcgan64")]
+    pub arch: String,
+    /// Batch size of the step graphs (their shapes are static)
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Directory to write the .onnx files into (created if missing)
+    #[arg(long, default_value = "graphs", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Latent size [default: the architecture's: 100, or 300 for anime300]
+    #[arg(long)]
+    pub nz: Option<usize>,
+    /// Generator base width [default: 64]
+    #[arg(long)]
+    pub ngf: Option<usize>,
+    /// Discriminator base width [default: 64]
+    #[arg(long)]
+    pub ndf: Option<usize>,
+    /// Latent vectors per generator.onnx call [default: --batch]
+    #[arg(long, value_name = "N")]
+    pub samples: Option<usize>,
+    /// Seed of the initial weights baked into generator.onnx
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// AdamW (decoupled weight decay) instead of Adam, for both networks
+    #[arg(long)]
+    pub adamw: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchStepArgs {
+    /// Architecture: dcgan64, dcgan128 or anime300
+    #[arg(long, default_value = "dcgan64")]
+    pub arch: String,
+    /// Batch sizes to time
+    #[arg(long, num_args = 1.., default_values_t = [64usize, 128])]
+    pub batch: Vec<usize>,
+    /// Timed iterations (the median is reported)
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed iterations first
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// fused, split or both
+    #[arg(long, default_value = "both")]
+    pub mode: String,
+    /// Turn ONNX Runtime's graph optimisations off
+    #[arg(long)]
+    pub no_optimize: bool,
+    /// Also profile this many iterations per configuration and print the top operators (stderr)
+    #[arg(long, default_value_t = 0)]
+    pub profile_steps: usize,
+    /// Where profiles go
+    #[arg(long, default_value = "target/bench-profiles", value_name = "DIR")]
+    pub profile_dir: PathBuf,
 }

@@ -3,3 +3,5 @@
 pub mod models;
 pub mod runner;
 pub mod steps;
+pub mod bench;
+pub mod export;

@@ -1,0 +1,247 @@
+//! `anime-pipe bench-step` (hidden): times training iterations of the runner on random data, like
+//! `bench/torch_dcgan.py` times PyTorch, and summarises ONNX Runtime profiles by operator and by phase.
+use super::models::Arch;
+use super::runner::{GanConfig, Runner, RunnerOptions};
+use crate::runtime::Device;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What to time.
+#[derive(Debug, Clone)]
+pub struct BenchRequest {
+    pub arch: Arch,
+    pub batches: Vec<usize>,
+    pub steps: usize,
+    pub warmup: usize,
+    /// `true` = fused graph, `false` = D step + G step graphs; each is timed.
+    pub fused: Vec<bool>,
+    pub device: Device,
+    pub threads: usize,
+    pub optimize: bool,
+    /// Iterations to profile after timing (0: no profile).
+    pub profile_steps: usize,
+    pub profile_dir: PathBuf,
+}
+
+/// One timing, printed as a JSON line (same keys as bench/torch_dcgan.py's).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub tool: &'static str,
+    pub arch: String,
+    pub batch: usize,
+    pub mode: &'static str,
+    pub ms_per_step: f64,
+    pub ms_min: f64,
+    pub steps: usize,
+    pub threads: usize,
+    pub device: String,
+    pub optimize: bool,
+}
+
+/// Times every (batch, mode) and prints each result as it comes; then profiles when asked.
+pub fn run(req: &BenchRequest) -> Result<Vec<BenchResult>> {
+    let mut results = Vec::new();
+    for &batch in &req.batches {
+        for &fused in &req.fused {
+            let r = time_one(req, batch, fused)?;
+            println!("{}", serde_json::to_string(&r)?);
+            results.push(r);
+            if req.profile_steps > 0 {
+                let summary = profile_one(req, batch, fused)?;
+                eprint!("{summary}");
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn runner(req: &BenchRequest, batch: usize, fused: bool, profile: Option<PathBuf>) -> Result<Runner> {
+    let config = GanConfig::new(req.arch.clone(), batch, 1);
+    let options = RunnerOptions {
+        device: req.device,
+        threads: req.threads,
+        optimize: req.optimize,
+        fused,
+        fetch_metrics_every: u64::MAX,
+        profile,
+    };
+    Runner::new(&config, &options)
+}
+
+/// Random real images (the step's cost does not depend on the pixel values).
+fn random_batch(batch: usize, size: usize) -> Vec<u8> {
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    (0..batch * size * size * 3)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+fn time_one(req: &BenchRequest, batch: usize, fused: bool) -> Result<BenchResult> {
+    let mut r = runner(req, batch, fused, None)?;
+    let real = random_batch(batch, req.arch.image_size);
+    let mut times = Vec::with_capacity(req.steps);
+    for i in 0..req.warmup + req.steps {
+        let t = Instant::now();
+        r.step(&real)?;
+        if i >= req.warmup {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let m = r.metrics()?;
+    anyhow::ensure!(m.d_loss.is_finite() && m.g_loss.is_finite(), "non-finite losses after the benchmark: {m:?}");
+    times.sort_by(f64::total_cmp);
+    Ok(BenchResult {
+        tool: "anime-pipe",
+        arch: req.arch.name(),
+        batch,
+        mode: if fused { "fused" } else { "split" },
+        ms_per_step: round2(median(&times)),
+        ms_min: round2(times.first().copied().unwrap_or(f64::NAN)),
+        steps: req.steps,
+        threads: req.threads,
+        device: format!("{:?}", r.device()).to_lowercase(),
+        optimize: req.optimize,
+    })
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn profile_one(req: &BenchRequest, batch: usize, fused: bool) -> Result<String> {
+    std::fs::create_dir_all(&req.profile_dir)?;
+    let mode = if fused { "fused" } else { "split" };
+    let prefix = req.profile_dir.join(format!("{}_b{batch}_{mode}_", req.arch.name()));
+    let mut r = runner(req, batch, fused, Some(prefix))?;
+    let real = random_batch(batch, req.arch.image_size);
+    for _ in 0..req.warmup + req.profile_steps {
+        r.step(&real)?;
+    }
+    let files = r.end_profiling()?;
+    let mut profile = OpProfile::default();
+    for f in &files {
+        profile.add_trace(f)?;
+    }
+    // Warm-up iterations are in the trace too; the table is per profiled iteration, over all of them.
+    let iterations = req.warmup + req.profile_steps;
+    Ok(profile.render(&format!("{} batch {batch} {mode}", req.arch.name()), iterations, &files))
+}
+
+/// Node times from ONNX Runtime traces, by operator type and by phase.
+#[derive(Debug, Default)]
+pub struct OpProfile {
+    /// op type -> (total µs, node executions)
+    pub by_op: BTreeMap<String, (f64, u64)>,
+    /// phase (forward / backward / adam) -> total µs
+    pub by_phase: BTreeMap<&'static str, f64>,
+    /// Whole `model_run` time, µs.
+    pub run_us: f64,
+}
+
+impl OpProfile {
+    /// Adds the node events of one profile file (Chrome trace JSON written by ONNX Runtime).
+    pub fn add_trace(&mut self, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let events: Vec<serde_json::Value> = serde_json::from_str(&text).context("parsing the profile")?;
+        for e in events {
+            let dur = e["dur"].as_f64().unwrap_or(0.0);
+            let name = e["name"].as_str().unwrap_or("");
+            match e["cat"].as_str() {
+                Some("Session") if name == "model_run" => self.run_us += dur,
+                Some("Node") if name.ends_with("_kernel_time") => {
+                    let op = e["args"]["op_name"].as_str().unwrap_or("?").to_string();
+                    let entry = self.by_op.entry(op).or_default();
+                    entry.0 += dur;
+                    entry.1 += 1;
+                    *self.by_phase.entry(phase_of(name)).or_default() += dur;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A table: top operators by total time and the forward/backward/Adam split.
+    pub fn render(&self, title: &str, iterations: usize, files: &[PathBuf]) -> String {
+        let total: f64 = self.by_op.values().map(|(t, _)| t).sum();
+        let per_iter = |us: f64| us / 1e3 / iterations.max(1) as f64;
+        let mut ops: Vec<(&String, &(f64, u64))> = self.by_op.iter().collect();
+        ops.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        let mut out = format!(
+            "profile: {title}: {:.1} ms/iteration in kernels, {:.1} ms/iteration in runs ({} iterations; {})\n",
+            per_iter(total),
+            per_iter(self.run_us),
+            iterations,
+            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+        out.push_str(&format!("  {:<28} {:>10} {:>7} {:>8}\n", "operator", "ms/iter", "share", "calls"));
+        for (op, (us, calls)) in ops.iter().take(14) {
+            out.push_str(&format!(
+                "  {:<28} {:>10.2} {:>6.1}% {:>8}\n",
+                op,
+                per_iter(*us),
+                100.0 * us / total,
+                *calls as usize / iterations.max(1)
+            ));
+        }
+        for (phase, us) in &self.by_phase {
+            out.push_str(&format!("  phase {:<22} {:>10.2} {:>6.1}%\n", phase, per_iter(*us), 100.0 * us / total));
+        }
+        out
+    }
+}
+
+/// Which part of a step a node belongs to, from onnxgrad's names: backward nodes are named `<forward>.bwd...`,
+/// optimiser nodes live under `<param>.adam` and `d_adam` / `g_adam`.
+fn phase_of(node: &str) -> &'static str {
+    if node.contains(".adam") || node.starts_with("d_adam") || node.starts_with("g_adam") {
+        "adam"
+    } else if node.contains(".bwd") || node.contains(".grad") {
+        "backward"
+    } else {
+        "forward"
+    }
+}
+
+/// `anime-pipe bench-step`.
+pub fn run_command(args: &crate::cli::BenchStepArgs, global: &crate::cli::GlobalArgs) -> Result<()> {
+    let fused = match args.mode.as_str() {
+        "fused" => vec![true],
+        "split" => vec![false],
+        "both" => vec![true, false],
+        other => anyhow::bail!("--mode {other:?}: expected fused, split or both"),
+    };
+    let device = match &global.device {
+        Some(d) => d.parse()?,
+        None => Device::Auto,
+    };
+    let req = BenchRequest {
+        arch: super::export::arch_from_args(&args.arch, None, None, None)?,
+        batches: args.batch.clone(),
+        steps: args.steps.max(1),
+        warmup: args.warmup,
+        fused,
+        device,
+        threads: global.threads.unwrap_or(0),
+        optimize: !args.no_optimize,
+        profile_steps: args.profile_steps,
+        profile_dir: args.profile_dir.clone(),
+    };
+    run(&req).map(|_| ())
+}
