@@ -1,0 +1,185 @@
+//! Running an exported generator (`generator.onnx`, `checkpoints/epoch-NNNN.generator.onnx`) to sample images.
+//!
+//! Contract (that of `gan::steps::generator_inference`, also met by a typical PyTorch export): one float input
+//! of latents, `[B, nz]` or `[B, nz, 1, 1]` (named `z` in our exports; a model with a single input may name it
+//! anything), B fixed or dynamic; output `image_u8` u8 `[B, S, S, 3]` when present (used as is), else the first
+//! float output `[B, 3, S, S]` in [-1, 1], mapped to u8 with `round((x + 1) * 127.5)` clamped to 0..255, the
+//! same rounding as `image_u8`. Generated images are therefore 8-bit like the packed reals, and both go through
+//! the same resize into Inception.
+//!
+//! Latents: sample i's latent is the i-th block of `nz` draws of a standard normal (ChaCha8 seeded with `seed`,
+//! Box-Muller via `rand_distr`), so it depends only on (seed, i): not on the batch size, and the same seed gives
+//! the same latents to every checkpoint, which makes their sample grids comparable cell by cell.
+use crate::runtime::{session_from_file, SessionOptions};
+use anyhow::{anyhow, bail, Context, Result};
+use ort::session::Session;
+use ort::value::{TensorElementType, ValueType};
+use rand::rngs::ChaCha8Rng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use std::path::Path;
+
+const U8_OUTPUT: &str = "image_u8";
+const PREFERRED_INPUT: &str = "z";
+
+pub struct Generator {
+    session: Session,
+    input: String,
+    /// Latent shape without the batch axis (`[nz]` or `[nz, 1, 1]`).
+    latent_shape: Vec<usize>,
+    /// The model's batch size when its graph fixes one.
+    fixed_batch: Option<usize>,
+    output: Output,
+    name: String,
+}
+
+enum Output {
+    U8Nhwc(String),
+    F32Nchw(String),
+}
+
+impl Generator {
+    pub fn load(path: &Path, options: &SessionOptions) -> Result<Self> {
+        let (session, _) = session_from_file(path, options)?;
+        let name = path.display().to_string();
+        let inputs = session.inputs();
+        let input = match inputs.iter().find(|i| i.name() == PREFERRED_INPUT) {
+            Some(i) => i,
+            None if inputs.len() == 1 => &inputs[0],
+            None => bail!("{name}: expected a latent input named {PREFERRED_INPUT:?} (or a single input)"),
+        };
+        let dims: Vec<i64> = input.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let latent_shape = match dims.as_slice() {
+            [_, nz] if *nz > 0 => vec![*nz as usize],
+            [_, nz, 1, 1] if *nz > 0 => vec![*nz as usize, 1, 1],
+            _ => bail!("{name}: latent input {:?} has shape {dims:?}; expected [B, nz] or [B, nz, 1, 1]", input.name()),
+        };
+        let fixed_batch = (dims[0] > 0).then_some(dims[0] as usize);
+        let output = pick_output(&session).with_context(|| format!("{name}: no usable image output"))?;
+        let input = input.name().to_string();
+        Ok(Self { session, input, latent_shape, fixed_batch, output, name })
+    }
+
+    pub fn latent_len(&self) -> usize {
+        self.latent_shape.iter().product()
+    }
+
+    /// The batch size to run: the model's fixed one, else `preferred`.
+    pub fn batch_size(&self, preferred: usize) -> usize {
+        self.fixed_batch.unwrap_or(preferred.max(1))
+    }
+
+    /// Images for the given latents (`count` x `latent_len`), as packed RGB8 `[count, S, S, 3]`, and S. With a
+    /// fixed-batch model, `count` must not exceed its batch size; missing rows are padded with zeros and dropped.
+    pub fn generate(&mut self, latents: &[f32], count: usize) -> Result<(Vec<u8>, u32)> {
+        let nz = self.latent_len();
+        assert_eq!(latents.len(), count * nz, "latent buffer size");
+        let batch = self.fixed_batch.unwrap_or(count);
+        if count > batch {
+            bail!("{}: {count} latents for a model with a fixed batch of {batch}", self.name);
+        }
+        let mut input = latents.to_vec();
+        input.resize(batch * nz, 0.0);
+        let mut shape = vec![batch];
+        shape.extend(&self.latent_shape);
+        let tensor = ort::value::Tensor::from_array((shape, input)).map_err(|e| anyhow!("{e}"))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.as_str() => tensor])
+            .map_err(|e| anyhow!("generator {} failed: {e}", self.name))?;
+        let (pixels, side) = match &self.output {
+            Output::U8Nhwc(name) => {
+                let (shape, values) = outputs[name.as_str()].try_extract_tensor::<u8>().map_err(|e| anyhow!("{e}"))?;
+                let side = square_side(&shape[..], batch, 1, 3).with_context(|| self.name.clone())?;
+                (values.to_vec(), side)
+            }
+            Output::F32Nchw(name) => {
+                let (shape, values) = outputs[name.as_str()].try_extract_tensor::<f32>().map_err(|e| anyhow!("{e}"))?;
+                let side = square_side(&shape[..], batch, 3, 1).with_context(|| self.name.clone())?;
+                (nchw_unit_to_nhwc_u8(values, batch, side as usize), side)
+            }
+        };
+        let image_len = (side * side * 3) as usize;
+        Ok((pixels[..count * image_len].to_vec(), side))
+    }
+}
+
+/// `image_u8` if the model has it, else its first float output.
+fn pick_output(session: &Session) -> Result<Output> {
+    let outputs = session.outputs();
+    if outputs.iter().any(|o| o.name() == U8_OUTPUT) {
+        return Ok(Output::U8Nhwc(U8_OUTPUT.to_string()));
+    }
+    outputs
+        .iter()
+        .find(|o| matches!(o.dtype(), ValueType::Tensor { ty: TensorElementType::Float32, .. }))
+        .map(|o| Output::F32Nchw(o.name().to_string()))
+        .ok_or_else(|| anyhow!("expected an output {U8_OUTPUT:?} (u8 NHWC) or a float32 NCHW image output"))
+}
+
+/// S of an image tensor shaped `[batch, S, S, 3]` (channel axis at `c_axis` = 3) or `[batch, 3, S, S]` (1).
+fn square_side(shape: &[i64], batch: usize, c_axis: usize, first_spatial: usize) -> Result<u32> {
+    let ok = shape.len() == 4
+        && shape[0] as usize == batch
+        && shape[c_axis] == 3
+        && shape[first_spatial] == shape[first_spatial + 1]
+        && shape[first_spatial] > 0;
+    if !ok {
+        bail!("generator output has shape {shape:?}; expected square RGB images for a batch of {batch}");
+    }
+    Ok(shape[first_spatial] as u32)
+}
+
+/// `[n, 3, s, s]` floats in [-1, 1] -> `[n, s, s, 3]` u8 by `round((x + 1) * 127.5)`, clamped.
+pub fn nchw_unit_to_nhwc_u8(values: &[f32], n: usize, s: usize) -> Vec<u8> {
+    let plane = s * s;
+    let mut out = vec![0u8; n * plane * 3];
+    for (img, dst) in values.chunks_exact(3 * plane).zip(out.chunks_exact_mut(3 * plane)) {
+        for p in 0..plane {
+            for c in 0..3 {
+                let v = ((img[c * plane + p] + 1.0) * 127.5 + 0.5).floor();
+                dst[p * 3 + c] = v.clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// The latent stream for one seed, read forward in blocks.
+pub struct LatentStream {
+    rng: ChaCha8Rng,
+    nz: usize,
+}
+
+impl LatentStream {
+    pub fn new(seed: u64, nz: usize) -> Self {
+        Self { rng: ChaCha8Rng::seed_from_u64(seed), nz }
+    }
+
+    pub fn next_block(&mut self, count: usize) -> Vec<f32> {
+        (0..count * self.nz).map(|_| StandardNormal.sample(&mut self.rng)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latents_do_not_depend_on_block_size() {
+        let mut s = LatentStream::new(5, 3);
+        let mut blocks = s.next_block(2);
+        blocks.extend(s.next_block(3));
+        assert_eq!(blocks, LatentStream::new(5, 3).next_block(5));
+        assert_ne!(blocks[..3], LatentStream::new(6, 3).next_block(1)[..]);
+    }
+
+    #[test]
+    fn unit_range_maps_to_bytes_like_image_u8() {
+        // One 2x2 image, NCHW: channel 0 = [-1, 1, 0, 2], channel 1 = [-3, 0.5, 0, 0], channel 2 = 0.
+        // round((x + 1) * 127.5): -1 -> 0, 1 -> 255, 0 -> 128 (127.5 rounds up), 0.5 -> 191; clamped outside.
+        let v = [-1.0f32, 1.0, 0.0, 2.0, -3.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let out = nchw_unit_to_nhwc_u8(&v, 1, 2);
+        assert_eq!(out, vec![0, 0, 128, 255, 191, 128, 128, 128, 128, 255, 128, 128]);
+    }
+}

@@ -1,0 +1,546 @@
+//! `runs/<name>/report.html`: one self-contained page (no external files, scripts or fonts; images inlined as
+//! base64 PNG, charts as inline SVG) for a person comparing a run's checkpoints:
+//!
+//! 1. the reference set and the evaluation settings;
+//! 2. FID, KID (x 10^3, error bars = ± std over subsets) and the feature-spread ratio over epochs;
+//! 3. the training curves from `metrics.parquet` (D and G losses; D's mean outputs on reals and fakes), each
+//!    series reduced to at most [`MAX_CURVE_POINTS`] bucket means so long runs stay light; `loss.png` is embedded
+//!    instead when there is no readable metrics file;
+//! 4. sample grids side by side: real images of the reference split, then every evaluated generator on the same
+//!    latents (cell k of every grid comes from the same latent vector);
+//! 5. the metrics table and the run's `config.json`.
+use super::{grid_path, Row};
+use crate::app::Ctx;
+use crate::stages::columns;
+use anyhow::{Context, Result};
+use base64::Engine;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Points per training curve after bucketing.
+pub const MAX_CURVE_POINTS: usize = 600;
+/// Gap between grid cells, in pixels.
+const GRID_GAP: u32 = 2;
+
+/// A PNG of the first `count` packed RGB8 images (`side` x `side`) in a near-square grid (columns =
+/// ceil(sqrt(count))) on a dark background.
+pub fn grid_png(pixels: &[u8], side: u32, count: usize) -> Result<Vec<u8>> {
+    let count = count.max(1);
+    let cols = (count as f64).sqrt().ceil() as u32;
+    let rows = (count as u32).div_ceil(cols);
+    let cell = side + GRID_GAP;
+    let mut canvas =
+        image::RgbImage::from_pixel(cols * cell + GRID_GAP, rows * cell + GRID_GAP, image::Rgb([32, 32, 32]));
+    let image_len = (side * side * 3) as usize;
+    for (k, img) in pixels.chunks_exact(image_len).take(count).enumerate() {
+        let tile = image::RgbImage::from_raw(side, side, img.to_vec()).context("grid tile size")?;
+        let (x, y) = ((k as u32 % cols) * cell + GRID_GAP, (k as u32 / cols) * cell + GRID_GAP);
+        image::imageops::replace(&mut canvas, &tile, i64::from(x), i64::from(y));
+    }
+    let mut out = Vec::new();
+    canvas.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)?;
+    Ok(out)
+}
+
+fn data_uri_png(png: &[u8]) -> String {
+    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
+}
+
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// One line of a chart.
+pub struct Series {
+    pub name: String,
+    pub color: &'static str,
+    pub points: Vec<(f64, f64)>,
+    /// Symmetric error bars, one per point.
+    pub errors: Option<Vec<f64>>,
+    pub markers: bool,
+}
+
+/// "Nice" tick step (1, 2 or 5 times a power of ten) for about `target` intervals over `range`.
+fn tick_step(range: f64, target: f64) -> f64 {
+    let raw = range / target;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let ratio = raw / magnitude;
+    let nice = if ratio <= 1.0 {
+        1.0
+    } else if ratio <= 2.0 {
+        2.0
+    } else if ratio <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * magnitude
+}
+
+fn format_tick(v: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize };
+    let v = if v.abs() < step * 1e-9 { 0.0 } else { v };
+    if v.abs() >= 1e5 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.decimals$}")
+    }
+}
+
+/// An inline SVG line chart (axes, ticks, grid lines, legend, optional horizontal reference line).
+pub fn line_chart(title: &str, x_label: &str, series: &[Series], reference_line: Option<(f64, &str)>) -> String {
+    let (w, h) = (560.0, 300.0);
+    let (left, right, top, bottom) = (64.0, 16.0, 34.0, 44.0);
+    let finite = |v: &f64| v.is_finite();
+    let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).filter(finite).collect();
+    let mut ys: Vec<f64> = Vec::new();
+    for s in series {
+        for (i, p) in s.points.iter().enumerate() {
+            let e = s.errors.as_ref().map_or(0.0, |e| e[i]);
+            ys.extend([p.1 - e, p.1 + e]);
+        }
+    }
+    ys.retain(finite);
+    if let Some((y, _)) = reference_line {
+        ys.push(y);
+    }
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" \
+         class=\"chart\"><text x=\"{}\" y=\"20\" class=\"title\">{}</text>",
+        left,
+        escape(title)
+    );
+    if xs.is_empty() || ys.is_empty() {
+        let _ = write!(svg, "<text x=\"{}\" y=\"{}\" class=\"empty\">no data</text></svg>", w / 2.0 - 30.0, h / 2.0);
+        return svg;
+    }
+    let span = |v: &[f64]| {
+        let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        if hi - lo < 1e-12 * hi.abs().max(1.0) {
+            (lo - 1.0, hi + 1.0)
+        } else {
+            (lo, hi)
+        }
+    };
+    let (x0, x1) = span(&xs);
+    let (y0, y1) = span(&ys);
+    let pad = (y1 - y0) * 0.06;
+    let (y0, y1) = (y0 - pad, y1 + pad);
+    let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
+    let py = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom);
+    for (lo, hi, step, horizontal) in
+        [(y0, y1, tick_step(y1 - y0, 5.0), true), (x0, x1, tick_step(x1 - x0, 6.0), false)]
+    {
+        let mut t = (lo / step).ceil() * step;
+        while t <= hi + step * 1e-9 {
+            let label = format_tick(t, step);
+            if horizontal {
+                let y = py(t);
+                let _ = write!(
+                    svg,
+                    "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/>\
+                     <text x=\"{}\" y=\"{:.1}\" class=\"tick\" text-anchor=\"end\">{label}</text>",
+                    w - right,
+                    left - 6.0,
+                    y + 4.0
+                );
+            } else {
+                let x = px(t);
+                let _ = write!(
+                    svg,
+                    "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{top}\" y2=\"{}\" class=\"grid\"/>\
+                     <text x=\"{x:.1}\" y=\"{}\" class=\"tick\" text-anchor=\"middle\">{label}</text>",
+                    h - bottom,
+                    h - bottom + 16.0
+                );
+            }
+            t += step;
+        }
+    }
+    let _ = write!(
+        svg,
+        "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{}\" class=\"axis\"/>\
+         <line x1=\"{left}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" class=\"axis\"/>\
+         <text x=\"{}\" y=\"{}\" class=\"label\" text-anchor=\"middle\">{}</text>",
+        h - bottom,
+        w - right,
+        h - bottom,
+        h - bottom,
+        (left + w - right) / 2.0,
+        h - 8.0,
+        escape(x_label)
+    );
+    if let Some((y, label)) = reference_line {
+        let _ = write!(
+            svg,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" class=\"refline\"/>\
+             <text x=\"{}\" y=\"{:.1}\" class=\"tick\" text-anchor=\"end\">{}</text>",
+            w - right,
+            py(y),
+            py(y),
+            w - right - 4.0,
+            py(y) - 4.0,
+            escape(label)
+        );
+    }
+    for s in series {
+        let points: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+        if let Some(errors) = &s.errors {
+            for (p, e) in s.points.iter().zip(errors) {
+                if p.1.is_finite() && e.is_finite() && *e > 0.0 {
+                    let _ = write!(
+                        svg,
+                        "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{}\" class=\"err\"/>",
+                        py(p.1 - e),
+                        py(p.1 + e),
+                        s.color,
+                        x = px(p.0)
+                    );
+                }
+            }
+        }
+        let path: Vec<String> = points.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
+        let _ = write!(
+            svg,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" class=\"line\"/>",
+            path.join(" "),
+            s.color
+        );
+        if s.markers {
+            for &(x, y) in &points {
+                let _ = write!(svg, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{}\"/>", px(x), py(y), s.color);
+            }
+        }
+    }
+    for (i, s) in series.iter().enumerate() {
+        let x = w - right - 150.0;
+        let y = top + 6.0 + 16.0 * i as f64;
+        let _ = write!(
+            svg,
+            "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" class=\"legend\">{}</text>",
+            y - 3.0,
+            s.color,
+            x + 16.0,
+            y + 2.0,
+            escape(&s.name)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Means over consecutive buckets, so a curve has at most `max` points (x and y averaged alike).
+pub fn bucket_means(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max {
+        return points.to_vec();
+    }
+    let per = points.len().div_ceil(max);
+    points
+        .chunks(per)
+        .map(|c| {
+            let n = c.len() as f64;
+            (c.iter().map(|p| p.0).sum::<f64>() / n, c.iter().map(|p| p.1).sum::<f64>() / n)
+        })
+        .collect()
+}
+
+const COLORS: [&str; 4] = ["#2563eb", "#dc2626", "#059669", "#d97706"];
+
+/// The report page for a run directory and its eval rows.
+pub fn build(ctx: &Ctx, run_dir: &Path, rows: &[Row], dataset_digest: &str) -> Result<String> {
+    let name = run_dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+        .unwrap_or_else(|| run_dir.display().to_string());
+    let settings = &ctx.settings.eval;
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>anime-pipe eval: {title}</title>\
+         <style>{STYLE}</style></head><body><h1>Run <code>{title}</code></h1>",
+        title = escape(&name)
+    );
+    html.push_str(&settings_section(ctx, rows, dataset_digest));
+    html.push_str("<h2>Metrics over training</h2><div class=\"charts\">");
+    html.push_str(&metric_charts(rows));
+    html.push_str("</div><h2>Training curves</h2><div class=\"charts\">");
+    html.push_str(&training_curves(run_dir));
+    html.push_str(
+        "</div><h2>Samples</h2><p class=\"note\">Same latent vectors in every generator's grid (cell by cell); \
+                   the first grid shows real images of the reference split.</p><div class=\"grids\">",
+    );
+    html.push_str(&sample_grids(ctx, run_dir, rows)?);
+    html.push_str("</div><h2>Table</h2>");
+    html.push_str(&metrics_table(rows));
+    html.push_str(&config_section(run_dir));
+    html.push_str("</body></html>\n");
+    let _ = settings;
+    Ok(html)
+}
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px 32px;color:#111;\
+background:#fafafa}h1{font-size:22px;margin:0 0 8px}h2{font-size:18px;margin:28px 0 10px;border-bottom:1px solid #ddd;\
+padding-bottom:4px}code{font-family:ui-monospace,monospace;font-size:90%}table{border-collapse:collapse;font-size:13px;\
+background:#fff}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f0f0f0}\
+td.l,th.l{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{background:#fff;border:1px solid #ddd}\
+.chart .title{font-size:14px;font-weight:600}.chart .tick{font-size:11px;fill:#555}.chart .label{font-size:12px;fill:#333}\
+.chart .legend{font-size:12px;fill:#333}.chart .grid{stroke:#eee}.chart .axis{stroke:#888}\
+.chart .line{stroke-width:1.8}.chart .err{stroke-width:1.5;opacity:.6}.chart .refline{stroke:#999;stroke-dasharray:4 3}\
+.chart .empty{font-size:13px;fill:#999}.grids{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));\
+gap:14px}.card{background:#fff;border:1px solid #ddd;padding:8px}.card img{width:100%;image-rendering:pixelated;\
+display:block}.card .cap{font-size:13px;margin-top:6px}.card.real{border-color:#059669}.note{color:#555;font-size:13px}\
+dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;font-size:13px}dt{color:#555}dd{margin:0}\
+pre{background:#fff;border:1px solid #ddd;padding:8px;font-size:12px;overflow:auto}";
+
+fn settings_section(ctx: &Ctx, rows: &[Row], dataset_digest: &str) -> String {
+    let s = &ctx.settings.eval;
+    let mut refs: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} x {} px {} images (key {})", r.reference_count, r.size, s.split, &r.reference[..12]))
+        .collect();
+    refs.dedup();
+    let items = [
+        ("dataset digest", format!("<code>{}</code>", escape(dataset_digest))),
+        ("reference", escape(&refs.join("; "))),
+        ("generated per checkpoint", format!("{} (seed {})", s.samples, s.seed)),
+        ("KID", format!("{} subsets of {} (unbiased MMD², cubic polynomial kernel)", s.kid_subsets, s.kid_subset_size)),
+        ("Inception", escape(&ctx.settings.models.fid_inception.display().to_string())),
+        ("near duplicates", format!("pHash within {} bits", ctx.settings.dedup.phash_threshold)),
+    ];
+    let mut html = String::from("<dl>");
+    for (k, v) in items {
+        let _ = write!(html, "<dt>{k}</dt><dd>{v}</dd>");
+    }
+    html.push_str("</dl>");
+    if rows.iter().any(|r| r.n < 2048) {
+        html.push_str(
+            "<p class=\"note\">Fewer than 2048 generated samples: the covariance is rank-deficient and FID is biased \
+             upwards; compare FIDs only at equal n (KID is unbiased).</p>",
+        );
+    }
+    html
+}
+
+/// x positions: epochs when every row has one, else row order.
+fn x_of(rows: &[Row]) -> (Vec<f64>, &'static str) {
+    if rows.iter().all(|r| r.epoch.is_some()) {
+        (rows.iter().map(|r| f64::from(r.epoch.unwrap_or(0))).collect(), "epoch")
+    } else {
+        ((0..rows.len()).map(|i| i as f64).collect(), "generator (table order)")
+    }
+}
+
+fn metric_charts(rows: &[Row]) -> String {
+    let (xs, x_label) = x_of(rows);
+    let series = |name: &str, color, values: Vec<f64>, errors: Option<Vec<f64>>| Series {
+        name: name.into(),
+        color,
+        points: xs.iter().copied().zip(values).collect(),
+        errors,
+        markers: true,
+    };
+    let fid = series("FID", COLORS[0], rows.iter().map(|r| r.fid).collect(), None);
+    let kid = series(
+        "KID x1e3 (± std)",
+        COLORS[1],
+        rows.iter().map(|r| r.kid_mean * 1e3).collect(),
+        Some(rows.iter().map(|r| r.kid_std * 1e3).collect()),
+    );
+    let spread = series("generated / real", COLORS[2], rows.iter().map(|r| r.feature_spread_ratio).collect(), None);
+    [
+        line_chart("FID (lower is better)", x_label, &[fid], None),
+        line_chart("KID x 10³ (lower is better)", x_label, &[kid], Some((0.0, "0"))),
+        line_chart("Feature spread ratio (collapse < 1)", x_label, &[spread], Some((1.0, "reals"))),
+    ]
+    .concat()
+}
+
+fn training_curves(run_dir: &Path) -> String {
+    let metrics = crate::manifest::read_parquet(&run_dir.join("metrics.parquet")).ok();
+    let column = |name: &str| metrics.as_ref().and_then(|df| columns::opt_f64s(df, name).ok());
+    if let Some(steps) = column("step") {
+        let curve = |name: &str, label: &str, color| {
+            column(name).map(|values| {
+                let points: Vec<(f64, f64)> = steps
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(s, v)| Some((((*s)?), v?)))
+                    .filter(|p| p.1.is_finite())
+                    .collect();
+                Series {
+                    name: label.into(),
+                    color,
+                    points: bucket_means(&points, MAX_CURVE_POINTS),
+                    errors: None,
+                    markers: false,
+                }
+            })
+        };
+        let losses: Vec<Series> = [curve("loss_d", "D loss", COLORS[0]), curve("loss_g", "G loss", COLORS[1])]
+            .into_iter()
+            .flatten()
+            .collect();
+        let outputs: Vec<Series> = [curve("d_x", "D(x) reals", COLORS[2]), curve("d_gz", "D(G(z)) fakes", COLORS[3])]
+            .into_iter()
+            .flatten()
+            .collect();
+        if !losses.is_empty() || !outputs.is_empty() {
+            return [
+                line_chart("Losses", "step", &losses, None),
+                line_chart("Discriminator outputs (mean sigmoid)", "step", &outputs, Some((0.5, "0.5"))),
+            ]
+            .concat();
+        }
+    }
+    match std::fs::read(run_dir.join("loss.png")) {
+        Ok(png) => format!("<img src=\"{}\" alt=\"loss curves\" style=\"max-width:100%\">", data_uri_png(&png)),
+        Err(_) => "<p class=\"note\">No metrics.parquet or loss.png in the run directory.</p>".into(),
+    }
+}
+
+fn sample_grids(ctx: &Ctx, run_dir: &Path, rows: &[Row]) -> Result<String> {
+    let mut html = String::new();
+    if let Some(first) = rows.first() {
+        if let Some(png) = real_grid(ctx, first.size, ctx.settings.eval.grid) {
+            let _ = write!(
+                html,
+                "<div class=\"card real\"><img src=\"{}\" alt=\"real images\"><div class=\"cap\"><b>real</b> ({} split, \
+                 {} px)</div></div>",
+                data_uri_png(&png),
+                escape(&ctx.settings.eval.split),
+                first.size
+            );
+        }
+    }
+    for r in rows {
+        let caption = format!(
+            "<b>{}</b>{} · FID {:.2} · KID×10³ {:.2}",
+            escape(&r.label),
+            r.step.map_or(String::new(), |s| format!(" (step {s})")),
+            r.fid,
+            r.kid_mean * 1e3
+        );
+        match std::fs::read(grid_path(run_dir, &r.label)) {
+            Ok(png) => {
+                let _ = write!(
+                    html,
+                    "<div class=\"card\"><img src=\"{}\" alt=\"{}\"><div class=\"cap\">{caption}</div></div>",
+                    data_uri_png(&png),
+                    escape(&r.label)
+                );
+            }
+            Err(_) => {
+                let _ = write!(html, "<div class=\"card\"><div class=\"cap\">{caption} (grid missing)</div></div>");
+            }
+        }
+    }
+    Ok(html)
+}
+
+/// A grid of the first `count` reference images, or None when the pack cannot be read.
+fn real_grid(ctx: &Ctx, size: u32, count: usize) -> Option<Vec<u8>> {
+    let mut items = super::reference::reference_items(&ctx.workdir, size, &ctx.settings.eval.split).ok()?;
+    items.truncate(count.max(1));
+    let mut pixels = Vec::new();
+    super::reference::for_each_batch(&ctx.workdir, &items, size, items.len(), |p, _| {
+        pixels.extend_from_slice(p);
+        Ok(())
+    })
+    .ok()?;
+    grid_png(&pixels, size, items.len()).ok()
+}
+
+fn metrics_table(rows: &[Row]) -> String {
+    let mut html = String::from(
+        "<table><tr><th class=\"l\">generator</th><th>epoch</th><th>step</th><th>n</th><th>FID</th>\
+         <th>KID×10³</th><th>± std</th><th>spread ratio</th><th>near dups</th><th>seconds</th></tr>",
+    );
+    let best = rows.iter().map(|r| r.fid).fold(f64::INFINITY, f64::min);
+    for r in rows {
+        let fid = if r.fid == best { format!("<b>{:.2}</b>", r.fid) } else { format!("{:.2}", r.fid) };
+        let _ = write!(
+            html,
+            "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{fid}</td><td>{:.3}</td><td>{:.3}</td>\
+             <td>{:.3}</td><td>{}</td><td>{:.1}</td></tr>",
+            escape(&r.checkpoint),
+            r.epoch.map_or("-".into(), |e| e.to_string()),
+            r.step.map_or("-".into(), |s| s.to_string()),
+            r.n,
+            r.kid_mean * 1e3,
+            r.kid_std * 1e3,
+            r.feature_spread_ratio,
+            r.near_dup_count,
+            r.seconds
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
+fn config_section(run_dir: &Path) -> String {
+    match std::fs::read_to_string(run_dir.join("config.json")) {
+        Ok(text) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or(text);
+            format!(
+                "<h2>Run configuration</h2><details><summary>config.json</summary><pre>{}</pre></details>",
+                escape(&pretty)
+            )
+        }
+        Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_places_tiles_row_major_with_gaps() {
+        // 3 tiles of 2x2 -> 2 columns, 2 rows; tile k filled with value 10 * (k + 1).
+        let pixels: Vec<u8> = (0..3u8).flat_map(|k| [10 * (k + 1); 12]).collect();
+        let png = grid_png(&pixels, 2, 3).unwrap();
+        let img = image::load_from_memory(&png).unwrap().into_rgb8();
+        assert_eq!(img.dimensions(), (2 * 4 + 2, 2 * 4 + 2));
+        assert_eq!(img.get_pixel(2, 2).0, [10; 3]);
+        assert_eq!(img.get_pixel(6, 2).0, [20; 3]);
+        assert_eq!(img.get_pixel(2, 6).0, [30; 3]);
+        assert_eq!(img.get_pixel(6, 6).0, [32; 3], "empty cell shows the background");
+        assert_eq!(img.get_pixel(0, 0).0, [32; 3]);
+    }
+
+    #[test]
+    fn bucket_means_bound_the_point_count_and_keep_the_mean() {
+        let points: Vec<(f64, f64)> = (0..1000).map(|i| (i as f64, (i % 10) as f64)).collect();
+        let b = bucket_means(&points, 100);
+        assert_eq!(b.len(), 100);
+        assert!(b.iter().all(|p| (p.1 - 4.5).abs() < 1e-12));
+        assert_eq!(bucket_means(&points[..5], 100), points[..5].to_vec());
+    }
+
+    #[test]
+    fn ticks_are_round_numbers() {
+        assert_eq!(tick_step(100.0, 5.0), 20.0);
+        assert_eq!(tick_step(0.7, 5.0), 0.2);
+        assert_eq!(tick_step(3.0, 6.0), 0.5);
+        assert_eq!(format_tick(0.30000000000000004, 0.1), "0.3");
+    }
+
+    #[test]
+    fn chart_escapes_labels_and_draws_every_series() {
+        let s = Series {
+            name: "a<b".into(),
+            color: "#000",
+            points: vec![(0.0, 1.0), (1.0, 2.0)],
+            errors: None,
+            markers: true,
+        };
+        let svg = line_chart("t&t", "x", &[s], None);
+        assert!(svg.contains("a&lt;b") && svg.contains("t&amp;t"));
+        assert_eq!(svg.matches("<circle").count(), 2);
+        assert!(line_chart("empty", "x", &[], None).contains("no data"));
+    }
+}
