@@ -10,7 +10,8 @@
 //!   reduced to at most 128x128 (triangle filter), then luma (0.299 R + 0.587 G + 0.114 B) is area-averaged to
 //!   32x32 (exact fractional coverage), 2-D DCT-II, the top-left 8x8 coefficients compared with their median, bit `63 - (8u + v)` set when
 //!   coefficient (u, v) is above it (the construction of Python's `imagehash.phash`). Robust to resizing,
-//!   re-encoding (JPEG quality) and crops of a few percent; not to flips or large crops.
+//!   re-encoding (JPEG quality) and crops of up to about 3% of a side at the default threshold (a 5% crop moves
+//!   the hash by about 10 bits); not to flips or large crops.
 //!
 //! ## Groups and the keep policy
 //! Duplicate relations are merged with union-find into connected components, so relations **chain**: if A~B and

@@ -47,8 +47,8 @@
 //! file's outcome keyed by absolute path, size, mtime and ctime (archives: the archive's path, size, mtime and
 //! ctime, for all their entries at once) and the limits in force. Unchanged files are neither read nor decoded
 //! again; the summary's `decoded` and `reused` counts show it. Like make and git, this trusts mtime/ctime: a file
-//! rewritten with the same size within the file system's timestamp granularity would be missed (`--force` on
-//! `run`, or deleting the index, re-reads everything).
+//! rewritten with the same size within the file system's timestamp granularity would be missed (deleting
+//! `cache/ingest-index.parquet` makes the next run re-read everything).
 use crate::app::Ctx;
 use crate::cache;
 use crate::config::{Limits, Source};
