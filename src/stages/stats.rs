@@ -59,6 +59,9 @@ pub struct PackCell {
 pub fn run(ctx: &Ctx, stage: Option<&str>) -> Result<Summary> {
     let mut summary = Summary::start("stats");
     let stages = stages_to_report(ctx, stage)?;
+    if stages.is_empty() && !ctx.reporter.json && !ctx.reporter.quiet {
+        println!("no manifests in {} yet: run `anime-pipe ingest` first", ctx.workdir.manifests_dir().display());
+    }
     let mut all = BTreeMap::new();
     for stage in &stages {
         let stats = manifest_stats(stage, &read_stage(&ctx.workdir, stage)?)?;
