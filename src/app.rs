@@ -33,6 +33,12 @@ pub fn run(cli: Cli) -> Result<()> {
         file.device = Some(device.clone());
     }
     let settings = Settings::resolve(file, &base_dir)?;
+    if let Command::Sample(args) = &cli.command {
+        // Needs only a model file and a device: no workdir is opened (or created).
+        let summary = crate::train::sample_command(args, settings.device, init_threads(cli.global.threads)?)?;
+        reporter(&cli.global).emit(&summary);
+        return Ok(());
+    }
     let workdir = Workdir::open(cli.global.workdir.clone().unwrap_or_else(|| base_dir.clone()))?;
     let threads = init_threads(cli.global.threads)?;
     let ctx = Ctx { settings, workdir, threads, reporter: reporter(&cli.global) };
@@ -60,7 +66,10 @@ pub fn run(cli: Cli) -> Result<()> {
             summary
         }
         Command::Verify => stages::verify::run(&ctx)?,
-        Command::SampleData(_) | Command::Graph(_) | Command::BenchStep(_) => unreachable!("handled above"),
+        Command::Train(args) => crate::train::run(&ctx, args)?,
+        Command::SampleData(_) | Command::Graph(_) | Command::BenchStep(_) | Command::Sample(_) => {
+            unreachable!("handled above")
+        }
     };
     ctx.reporter.emit(&summary);
     Ok(())
@@ -146,6 +155,7 @@ fn apply_overrides(file: &mut ConfigFile, command: &Command) -> Result<()> {
             p.shard_samples = a.shard_samples.or(p.shard_samples);
             p.val_fraction = a.val_fraction.or(p.val_fraction);
         }
+        Command::Train(a) => crate::train::apply_flags(&mut file.train, a),
         _ => {}
     }
     Ok(())

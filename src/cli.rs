@@ -74,6 +74,10 @@ pub enum Command {
     Stats(StatsArgs),
     /// Check cache objects and shards against the checksums in the manifests
     Verify,
+    /// Train a DCGAN on the packed shards (ONNX Runtime, CPU or CUDA) into runs/<name>/: checkpoints, samples, curves
+    Train(TrainArgs),
+    /// Generate images with an exported generator (runs/<name>/generator.onnx): grids and latent-space walks
+    Sample(SampleArgs),
     /// Write a small synthetic dataset (with duplicates and broken files) and a pipeline.yaml to try the tool on
     SampleData(SampleDataArgs),
     /// Write the GAN's training-step graphs (D step, G step, fused) and generator as standard ONNX files
@@ -197,6 +201,144 @@ pub struct StatsArgs {
     /// Also write a PNG grid of the face crops in manifests/crop.parquet (96 px cells, with scores) to PATH
     #[arg(long, value_name = "PATH")]
     pub contact_sheet: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct TrainArgs {
+    /// Hyperparameter preset: dcgan64, lightning1000, anime300, getchu, dcgan128 [config: train.preset, default dcgan64]
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// Continue the run in DIR from its latest checkpoint, with its own config (only --epochs, --steps and the
+    /// *-every/--prefetch flags may change)
+    #[arg(long, value_name = "DIR", conflicts_with = "name")]
+    pub resume: Option<PathBuf>,
+    /// Run directory name under <workdir>/runs/ [default: <preset>-<YYYYmmdd-HHMMSS> (UTC)]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Train for this many epochs [config: train.epochs, default: the preset's]
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<u64>,
+    /// Stop after this many steps (D+G iterations), whichever of --epochs/--steps comes first [config: train.steps]
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    /// Architecture: dcgan64, dcgan128, anime300 [config: train.arch, default: the preset's]
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// Image size in pixels; shards/<size>/ must exist [config: train.image_size, default: the architecture's]
+    #[arg(long, value_name = "PX")]
+    pub image_size: Option<u32>,
+    /// Latent vector size [config: train.latent]
+    #[arg(long, value_name = "N")]
+    pub latent: Option<usize>,
+    /// Generator base width (ngf) [config: train.g_width, default 64]
+    #[arg(long, value_name = "N")]
+    pub g_width: Option<usize>,
+    /// Discriminator base width (ndf) [config: train.d_width, default 64]
+    #[arg(long, value_name = "N")]
+    pub d_width: Option<usize>,
+    /// Batch size [config: train.batch_size]
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// adam (weight decay as L2) or adamw (decoupled) [config: train.optimizer, default adam]
+    #[arg(long, value_name = "OPT", value_parser = ["adam", "adamw"])]
+    pub optimizer: Option<String>,
+    /// Discriminator learning rate [config: train.lr_d]
+    #[arg(long, value_name = "LR")]
+    pub lr_d: Option<f64>,
+    /// Generator learning rate [config: train.lr_g]
+    #[arg(long, value_name = "LR")]
+    pub lr_g: Option<f64>,
+    /// Discriminator Adam betas [config: train.betas_d, e.g. 0.5,0.999]
+    #[arg(long, value_name = "B1,B2", value_delimiter = ',', num_args = 2)]
+    pub betas_d: Option<Vec<f64>>,
+    /// Generator Adam betas [config: train.betas_g]
+    #[arg(long, value_name = "B1,B2", value_delimiter = ',', num_args = 2)]
+    pub betas_g: Option<Vec<f64>>,
+    /// Weight decay of both optimisers [config: train.weight_decay, default 0]
+    #[arg(long, value_name = "WD")]
+    pub weight_decay: Option<f64>,
+    /// D's target for real images; 0.9 = one-sided label smoothing [config: train.real_label, default 1]
+    #[arg(long, value_name = "T")]
+    pub real_label: Option<f64>,
+    /// Probability of flipping each of D's labels (noisy labels) [config: train.label_flip, default 0]
+    #[arg(long, value_name = "P")]
+    pub label_flip: Option<f64>,
+    /// Discriminator steps per generator step [config: train.d_steps, default 1]
+    #[arg(long, value_name = "N")]
+    pub d_steps: Option<u32>,
+    /// Seed of initialisation, shuffling, augmentation and latents [config: train.seed, default 1]
+    #[arg(long, value_name = "SEED")]
+    pub seed: Option<u64>,
+    /// Pack split to train on [config: train.split, default train]
+    #[arg(long, value_name = "SPLIT")]
+    pub split: Option<String>,
+    /// No horizontal-flip augmentation [config: train.flip: false]
+    #[arg(long)]
+    pub no_flip: bool,
+    /// Random translation of up to N pixels, edges replicated [config: train.translate, default 0]
+    #[arg(long, value_name = "PX")]
+    pub translate: Option<u32>,
+    /// Sample grid every N epochs [config: train.sample_every, default 1]
+    #[arg(long, value_name = "N")]
+    pub sample_every: Option<u64>,
+    /// Checkpoint (+ generator.onnx) every N epochs [config: train.checkpoint_every]
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Read losses from the device and log them every N steps [config: train.log_every, default 10]
+    #[arg(long, value_name = "N")]
+    pub log_every: Option<u64>,
+    /// Batches prepared ahead by the loader thread [config: train.prefetch, default 4]
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<usize>,
+    /// Measure the data loader alone: assemble N batches, print batches/s, train nothing
+    #[arg(long, value_name = "N", hide = true)]
+    pub bench_loader: Option<u64>,
+    /// Testing: feed a NaN latent at this step to exercise the divergence stop
+    #[arg(long, value_name = "STEP", hide = true)]
+    pub debug_nan_at_step: Option<u64>,
+    /// Run separate D and G step graphs instead of the fused one (same values, slower)
+    #[arg(long, hide = true)]
+    pub split_graphs: bool,
+    /// Write ONNX Runtime profiles (Chrome trace JSON) with this path prefix
+    #[arg(long, value_name = "PREFIX", hide = true)]
+    pub profile: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SampleArgs {
+    /// Exported generator: runs/<name>/generator.onnx or checkpoints/*.generator.onnx
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Output PNG
+    #[arg(long, value_name = "PNG")]
+    pub out: PathBuf,
+    /// Number of images [default: the grid's cells, else 64]
+    #[arg(short = 'n', long = "count", value_name = "N", conflicts_with = "interpolate")]
+    pub count: Option<usize>,
+    /// Grid layout, columns x rows (e.g. 8x8) [default: a square-ish grid for -n]
+    #[arg(long, value_name = "COLSxROWS", conflicts_with = "interpolate")]
+    pub grid: Option<String>,
+    /// Latent-space walks: rows of K images, each row from one random latent point to another (slerp)
+    #[arg(long, value_name = "K")]
+    pub interpolate: Option<usize>,
+    /// Number of walks with --interpolate
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub rows: usize,
+    /// Walk in a straight line (lerp) instead of along the sphere (slerp)
+    #[arg(long, requires = "interpolate")]
+    pub lerp: bool,
+    /// Seed of the latents (ChaCha8, standard normal)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Enlarge every pixel to FxF (nearest neighbour) for viewing
+    #[arg(long, value_name = "F", default_value_t = 1)]
+    pub scale: u32,
+    /// Also write each image as DIR/NNNNN.png
+    #[arg(long, value_name = "DIR")]
+    pub separate: Option<PathBuf>,
+    /// Also write the latents as a NumPy .npy file (float32 [n, nz])
+    #[arg(long, value_name = "NPY")]
+    pub save_latents: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -29,10 +29,10 @@ pub struct ConfigFile {
     pub crop: CropOptions,
     #[serde(default)]
     pub upscale: UpscaleOptions,
-    /// Sections owned by later stages (train, eval) are kept as raw YAML until their modules parse them, so this
-    /// file format can grow without breaking older configs.
     #[serde(default)]
-    pub train: Option<serde_norway::Value>,
+    pub train: TrainOptions,
+    /// Sections owned by later stages (eval) are kept as raw YAML until their modules parse them, so this
+    /// file format can grow without breaking older configs.
     #[serde(default)]
     pub eval: Option<serde_norway::Value>,
     #[serde(default)]
@@ -128,6 +128,41 @@ pub struct UpscaleOptions {
     pub tile_batch: Option<usize>,
 }
 
+/// `train:` DCGAN training hyperparameters; unset keys come from the preset (see `train::presets` for the
+/// presets and the meaning of every key; `anime-pipe train --help` lists the matching flags).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOptions {
+    pub preset: Option<String>,
+    pub arch: Option<String>,
+    pub image_size: Option<u32>,
+    pub latent: Option<usize>,
+    pub g_width: Option<usize>,
+    pub d_width: Option<usize>,
+    pub epochs: Option<u64>,
+    pub steps: Option<u64>,
+    pub batch_size: Option<usize>,
+    /// `adam` (L2 weight decay) or `adamw` (decoupled).
+    pub optimizer: Option<crate::gan::steps::Optimizer>,
+    pub lr_d: Option<f64>,
+    pub lr_g: Option<f64>,
+    pub betas_d: Option<[f64; 2]>,
+    pub betas_g: Option<[f64; 2]>,
+    pub eps: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub real_label: Option<f64>,
+    pub label_flip: Option<f64>,
+    pub d_steps: Option<u32>,
+    pub seed: Option<u64>,
+    pub split: Option<String>,
+    pub flip: Option<bool>,
+    pub translate: Option<u32>,
+    pub sample_every: Option<u64>,
+    pub checkpoint_every: Option<u64>,
+    pub log_every: Option<u64>,
+    pub prefetch: Option<usize>,
+}
+
 /// `models:` ONNX model files; relative paths resolve against the config file's directory.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +187,8 @@ pub struct Settings {
     pub crop: CropSettings,
     pub upscale: UpscaleSettings,
     pub models: ModelPaths,
+    /// `train:` resolved against its preset.
+    pub train: crate::train::presets::TrainConfig,
     /// Where ONNX graphs run (`device:` / `--device`). Not part of any stage fingerprint: results agree across
     /// devices up to float rounding.
     #[serde(skip)]
@@ -303,6 +340,7 @@ impl Settings {
         let crop = resolve_crop(&file.crop)?;
         let upscale = resolve_upscale(&file.upscale, &pack)?;
         let models = resolve_models(&file.models, base_dir);
+        let train = crate::train::presets::resolve(&file.train)?;
         let device = match &file.device {
             None => Device::Auto,
             Some(d) => d.parse().map_err(|e| anyhow::anyhow!("device = {d:?}: {e}"))?,
@@ -318,6 +356,7 @@ impl Settings {
             crop,
             upscale,
             models,
+            train,
             device,
             file,
         })

@@ -446,10 +446,7 @@ fn scan_gif(b: &[u8]) -> Result<Structure, DecodeError> {
     }
     let mut i = 13 + color_table_len(b[10]);
     let mut frames = 0u32;
-    loop {
-        let Some(&block) = b.get(i) else {
-            break;
-        };
+    while let Some(&block) = b.get(i) {
         match block {
             0x3B => break,
             0x21 => i = skip_sub_blocks(b, i + 2).ok_or_else(short)?,

@@ -18,4 +18,5 @@ pub mod report;
 pub mod runtime;
 pub mod sample_data;
 pub mod stages;
+pub mod train;
 pub mod workdir;

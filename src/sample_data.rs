@@ -74,7 +74,7 @@ pub fn write(dir: &Path, count: usize, seed: u64) -> Result<Summary> {
 
 /// Even faces as PNG, odd faces as JPEG (quality 90).
 fn face_file(i: usize, face: &RgbImage) -> Result<(String, Vec<u8>)> {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         Ok((format!("face_{i:04}.png"), encode(&DynamicImage::ImageRgb8(face.clone()), ImageFormat::Png)?))
     } else {
         Ok((format!("face_{i:04}.jpg"), jpeg(face, 90)?))

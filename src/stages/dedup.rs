@@ -757,7 +757,7 @@ mod tests {
                 hashes.push(flip_random_bits(*c, k, &mut s));
             }
         }
-        hashes.extend_from_slice(&hashes[..20].to_vec());
+        hashes.extend_from_within(..20);
         hashes
     }
 
