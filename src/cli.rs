@@ -55,6 +55,7 @@ pub struct GlobalArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing would only obscure the clap definitions
 pub enum Command {
     /// Scan sources (folders, .zip, .tar, .tar.gz) into the content-addressed cache and manifests/ingest.parquet
     Ingest(IngestArgs),

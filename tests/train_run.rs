@@ -249,9 +249,11 @@ fn resume_refuses_flags_that_change_results_and_cuda_errors_clearly() {
     let (success, stderr) = run(&mut train(w, "--steps 2 --name gpu --device cuda"));
     if !success {
         assert!(stderr.contains("CUDA") && stderr.contains("--device cpu"), "{stderr}");
+        assert!(!run_dir(w, "gpu").exists(), "a run that cannot start leaves no directory");
     }
     let (success, stderr) = run(&mut train(w, "--steps 2 --name big --batch-size 512"));
     assert!(!success && stderr.contains("batch"), "{stderr}");
+    assert!(!run_dir(w, "big").exists());
 }
 
 #[test]

@@ -7,14 +7,14 @@
 //! anime-pipe sample --model runs/<name>/generator.onnx --interpolate 10 --out walk.png
 //! ```
 //!
-//! * [`presets`]: hyperparameters, the named presets and their resolution (preset < `train:` < flags).
-//! * [`loader`]: memory-mapped shards, seeded per-epoch shuffles, augmentation, a prefetching thread.
-//! * [`trainer`]: the loop over `gan::runner` (state stays on the execution provider's device between steps),
+//! * [`presets`] - hyperparameters, the named presets and their resolution (preset < `train:` < flags).
+//! * [`loader`] - memory-mapped shards, seeded per-epoch shuffles, augmentation, a prefetching thread.
+//! * [`trainer`] - the loop over `gan::runner` (state stays on the execution provider's device between steps),
 //!   metrics, samples, checkpoints, Ctrl-C and divergence handling, exact resume.
-//! * [`rundir`]: the run directory layout and `metrics.parquet` (the contract with `anime-pipe eval`).
-//! * [`checkpoint`]: the checkpoint format.
-//! * [`plots`]: `loss.png`.
-//! * [`sample`]: the exported generator, latents, grids, walks.
+//! * [`rundir`] - the run directory layout and `metrics.parquet` (the contract with `anime-pipe eval`).
+//! * [`checkpoint`] - the checkpoint format.
+//! * [`plots`] - `loss.png`.
+//! * [`sample`] - the exported generator, latents, grids, walks.
 pub mod checkpoint;
 pub mod loader;
 pub mod plots;

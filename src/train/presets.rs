@@ -312,6 +312,24 @@ mod tests {
     }
 
     #[test]
+    fn the_yaml_section_resolves_through_settings_and_rejects_unknown_keys() {
+        use crate::config::{ConfigFile, Settings};
+        let parse = |yaml: &str| ConfigFile::parse(yaml, std::path::Path::new("pipeline.yaml"));
+        let file = parse("train:\n  preset: getchu\n  lr_g: 0.001\n  betas_d: [0.6, 0.99]\n  optimizer: adamw\n");
+        let s = Settings::resolve(file.unwrap(), std::path::Path::new("/base")).unwrap();
+        let t = &s.train;
+        assert_eq!((t.preset.as_str(), t.batch_size, t.g.lr, t.d.lr), ("getchu", 64, 1e-3, 4e-4));
+        assert_eq!((t.d.beta1, t.d.beta2, t.g.beta1, t.d.optimizer), (0.6, 0.99, 0.5, Optimizer::Adamw));
+        let err = format!("{:#}", parse("train:\n  lr: 0.1\n").unwrap_err());
+        assert!(err.contains("lr"), "{err}");
+        let err = Settings::resolve(parse("train: {real_label: 2}").unwrap(), std::path::Path::new("/b")).unwrap_err();
+        assert!(err.to_string().contains("train.real_label"), "{err}");
+        // The documented pipeline.yaml of the checkout resolves to its preset.
+        let doc = parse(include_str!("../../pipeline.yaml")).unwrap();
+        assert_eq!(resolve(&doc.train).unwrap(), preset("dcgan64").unwrap());
+    }
+
+    #[test]
     fn options_override_the_preset_and_errors_name_the_key() {
         let o =
             TrainOptions { preset: Some("anime300".into()), lr_g: Some(1e-3), steps: Some(7), ..Default::default() };

@@ -49,8 +49,9 @@ impl RunDir {
         RunDir { root: root.into() }
     }
 
-    /// A new run directory `<runs>/<name>`; an existing one is an error (it would mix two runs).
-    pub fn create(runs: &Path, name: &str) -> Result<RunDir> {
+    /// Where a new run `<runs>/<name>` will go; an existing directory is an error (it would mix two runs).
+    /// Nothing is created until [`RunDir::create_dirs`], so a run that fails to start leaves nothing behind.
+    pub fn new_run(runs: &Path, name: &str) -> Result<RunDir> {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             bail!("--name {name:?}: expected a plain directory name");
         }
@@ -62,11 +63,15 @@ impl RunDir {
                 root.display()
             );
         }
-        let dir = RunDir { root };
-        for sub in [dir.samples_dir(), dir.checkpoints_dir()] {
+        Ok(RunDir { root })
+    }
+
+    /// Creates the directory and its `samples/` and `checkpoints/`.
+    pub fn create_dirs(&self) -> Result<()> {
+        for sub in [self.samples_dir(), self.checkpoints_dir()] {
             std::fs::create_dir_all(&sub).with_context(|| format!("cannot create {}", sub.display()))?;
         }
-        Ok(dir)
+        Ok(())
     }
 
     /// An existing run directory (for `--resume`).
@@ -74,9 +79,6 @@ impl RunDir {
         let dir = RunDir { root: root.to_path_buf() };
         if !dir.config_path().is_file() {
             bail!("--resume {}: no config.json there (not a run directory made by `anime-pipe train`)", root.display());
-        }
-        for sub in [dir.samples_dir(), dir.checkpoints_dir()] {
-            std::fs::create_dir_all(&sub).with_context(|| format!("cannot create {}", sub.display()))?;
         }
         Ok(dir)
     }
@@ -234,7 +236,7 @@ mod tests {
         assert_eq!(first, "dcgan64-19700101-000000");
         std::fs::create_dir(dir.path().join(&first)).unwrap();
         assert_eq!(default_name(dir.path(), "dcgan64", 0), "dcgan64-19700101-000000-2");
-        let err = RunDir::create(dir.path(), &first).unwrap_err().to_string();
+        let err = RunDir::new_run(dir.path(), &first).unwrap_err().to_string();
         assert!(err.contains("--resume"), "{err}");
     }
 

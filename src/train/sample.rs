@@ -75,7 +75,7 @@ impl Generator {
 
     /// RGB u8 images, `S * S * 3` bytes each, one per latent (`z.len() / nz` latents).
     pub fn generate(&mut self, z: &[f32]) -> Result<Vec<u8>> {
-        ensure!(z.len() % self.nz == 0, "{} latent values are not a multiple of nz = {}", z.len(), self.nz);
+        ensure!(z.len().is_multiple_of(self.nz), "{} latent values are not a multiple of nz = {}", z.len(), self.nz);
         let count = z.len() / self.nz;
         let image_bytes = self.size * self.size * 3;
         let mut out = Vec::with_capacity(count * image_bytes);

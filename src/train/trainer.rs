@@ -298,6 +298,7 @@ pub fn train(request: &TrainRequest) -> Result<Outcome> {
         threads: request.threads,
         anime_pipe_version: env!("CARGO_PKG_VERSION").into(),
     };
+    dir.create_dirs()?;
     atomic_write(&dir.config_path(), serde_json::to_string_pretty(&run_config)?.as_bytes())?;
     let loader = Loader::spawn(data.clone(), spec, state.loader, config.prefetch)?;
     let mut run = Run {
@@ -318,15 +319,18 @@ pub fn train(request: &TrainRequest) -> Result<Outcome> {
     run.go()
 }
 
+/// A checkpoint to resume from and where it was read.
+type ResumePoint = (PathBuf, Checkpoint);
+
 /// The run directory, the config in force and, when resuming, the checkpoint to start from.
-fn prepare_run(request: &TrainRequest) -> Result<(RunDir, TrainConfig, Option<(PathBuf, Checkpoint)>)> {
+fn prepare_run(request: &TrainRequest) -> Result<(RunDir, TrainConfig, Option<ResumePoint>)> {
     match &request.run {
         RunChoice::New { name } => {
             let runs = request.workdir.runs_dir();
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let name = name.clone().unwrap_or_else(|| rundir::default_name(&runs, &request.config.preset, now));
             arch_of(&request.config)?; // fail before creating the directory
-            Ok((RunDir::create(&runs, &name)?, request.config.clone(), None))
+            Ok((RunDir::new_run(&runs, &name)?, request.config.clone(), None))
         }
         RunChoice::Resume { dir, overrides } => {
             let dir = RunDir::open(dir)?;
@@ -619,11 +623,11 @@ impl Run<'_> {
     fn end_of_epoch(&mut self, epoch: u64, last: bool) -> Result<()> {
         self.timed_io(|run| {
             run.check_losses()?;
-            if epoch % run.config.sample_every == 0 || last {
+            if epoch.is_multiple_of(run.config.sample_every) || last {
                 run.write_samples(&run.dir.sample_path(epoch))?;
                 write_progress(run.dir)?;
             }
-            if epoch % run.config.checkpoint_every == 0 || last {
+            if epoch.is_multiple_of(run.config.checkpoint_every) || last {
                 // Only a checkpoint at the run's own position may be called the epoch's (the run ended here).
                 let at_end = run.state.loader.batch == 0 && run.state.epochs_done == epoch;
                 run.write_checkpoint(at_end)
