@@ -103,16 +103,17 @@ pub fn render_table(report: &GraphReport) -> String {
         report.samples
     );
     for f in &report.files {
-        out.push_str(&format!(
-            "\n── {} ({} nodes, {:.1} MB) ──\n",
-            f.path.display(),
-            f.nodes,
-            f.bytes as f64 / 1e6
-        ));
+        out.push_str(&format!("\n── {} ({} nodes, {:.1} MB) ──\n", f.path.display(), f.nodes, f.bytes as f64 / 1e6));
         let mut rows: Vec<[String; 5]> = Vec::new();
         for (direction, ports) in [("in", &f.inputs), ("out", &f.outputs)] {
             for p in ports.iter().filter(|p| !is_state(p.role)) {
-                rows.push([direction.into(), p.name.clone(), p.dtype.clone(), format!("{:?}", p.shape), role_name(p.role).into()]);
+                rows.push([
+                    direction.into(),
+                    p.name.clone(),
+                    p.dtype.clone(),
+                    format!("{:?}", p.shape),
+                    role_name(p.role).into(),
+                ]);
             }
             for role in [Role::State, Role::FrozenState, Role::StateOut] {
                 let of_role: Vec<&Port> = ports.iter().filter(|p| p.role == role).collect();
@@ -158,7 +159,8 @@ fn table(header: &[&str; 5], rows: &[[String; 5]]) -> String {
 }
 
 /// `anime-pipe graph --help`.
-pub const LONG_HELP: &str = "Write the GAN's training-step graphs and its generator as standard ONNX files (opset 18, no \
+pub const LONG_HELP: &str =
+    "Write the GAN's training-step graphs and its generator as standard ONNX files (opset 18, no \
 custom operators, no training extensions: any ONNX Runtime runs them, on any execution provider).\n\n\
 Files written into --out:\n  \
 d_step.onnx     one discriminator update: G forward on z (frozen), D on the real and on the generated images, \

@@ -28,6 +28,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+/// Named tensors as (shape, row-major data): a checkpoint's content (same layout as `ParamStore::export`).
+pub type StateTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// One network's Adam/AdamW settings (inputs of the step graphs: change them between steps freely).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -302,7 +305,7 @@ impl Runner {
                 }
             }
         }
-        let initial: BTreeMap<String, (Vec<usize>, Vec<f32>)> = self
+        let initial: StateTensors = self
             .slots
             .iter()
             .map(|(name, slot)| {
@@ -505,7 +508,7 @@ impl Runner {
 
     /// Every state tensor (parameters `g.*`/`d.*`, running statistics, Adam moments `X.adam_m`/`X.adam_v`) as
     /// name -> (shape, data), copied from the device. With [`Runner::progress`] it is a complete checkpoint.
-    pub fn state(&self) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+    pub fn state(&self) -> Result<StateTensors> {
         self.slots
             .iter()
             .map(|(name, slot)| Ok((name.clone(), (slot.shape.clone(), download(&slot.buffers[slot.current])?))))
@@ -513,7 +516,7 @@ impl Runner {
     }
 
     /// Replaces the state with a checkpoint's: it must hold exactly the runner's tensors, with their shapes.
-    pub fn load_state(&mut self, tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Result<()> {
+    pub fn load_state(&mut self, tensors: StateTensors) -> Result<()> {
         if let Some(missing) = self.slots.keys().find(|n| !tensors.contains_key(*n)) {
             bail!("checkpoint lacks {missing:?} (it has {} tensors, the model {})", tensors.len(), self.slots.len());
         }
@@ -552,7 +555,7 @@ impl Runner {
     /// The generator's inference model (`steps::generator_inference`) for `n` latents, with the current weights and
     /// running statistics baked in.
     pub fn generator_onnx_bytes(&mut self, n: usize) -> Result<Vec<u8>> {
-        let current: BTreeMap<String, (Vec<usize>, Vec<f32>)> = self
+        let current: StateTensors = self
             .slots
             .iter()
             .filter(|(name, _)| name.starts_with("g.") && !name.ends_with(".adam_m") && !name.ends_with(".adam_v"))

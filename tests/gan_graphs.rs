@@ -1,0 +1,421 @@
+//! The GAN step graphs as standard ONNX: `anime-pipe graph`'s files pass `onnx.checker` (full check) and give in
+//! Python onnxruntime the losses and updates of the Rust runner; the D step's and G step's gradients match
+//! central finite differences of their losses, through ONNX Runtime.
+use anime_pipe::gan::export::{write_graphs, ExportRequest};
+use anime_pipe::gan::models::{Arch, Family};
+use anime_pipe::gan::runner::{GanConfig, Noise, Runner, RunnerOptions};
+use anime_pipe::gan::steps::{self, Optimizer, Role, StepGraph, StepOptions};
+use anime_pipe::runtime::{session_from_bytes, Device, SessionOptions};
+use anyhow::{bail, Context, Result};
+use ort::session::Session;
+use ort::value::{DynValue, Tensor};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+fn tiny_dcgan() -> Arch {
+    Arch { family: Family::Dcgan, image_size: 16, nz: 8, ngf: 8, ndf: 8, dropout: 0.0 }
+}
+
+fn tiny_anime300() -> Arch {
+    Arch { family: Family::Anime300, image_size: 16, nz: 12, ngf: 4, ndf: 4, dropout: 0.4 }
+}
+
+/// Deterministic uniform numbers in [0, 1) (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| (self.next() * 256.0) as u8).collect()
+    }
+
+    fn floats(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
+        (0..n).map(|_| (lo + (hi - lo) * self.next()) as f32).collect()
+    }
+}
+
+/// A host tensor to feed.
+#[derive(Clone)]
+enum Feed {
+    F32(Vec<usize>, Vec<f32>),
+    U8(Vec<usize>, Vec<u8>),
+    I64(Vec<usize>, Vec<i64>),
+}
+
+impl Feed {
+    fn to_ort(&self) -> Result<DynValue> {
+        Ok(match self {
+            Feed::F32(s, d) => Tensor::from_array((s.clone(), d.clone()))?.into_dyn(),
+            Feed::U8(s, d) => Tensor::from_array((s.clone(), d.clone()))?.into_dyn(),
+            Feed::I64(s, d) => Tensor::from_array((s.clone(), d.clone()))?.into_dyn(),
+        })
+    }
+}
+
+/// Runs a session on named feeds; returns every f32 output.
+fn run(session: &mut Session, feeds: &BTreeMap<String, Feed>) -> Result<BTreeMap<String, Vec<f32>>> {
+    let inputs: Vec<(String, DynValue)> =
+        feeds.iter().map(|(n, f)| Ok((n.clone(), f.to_ort()?))).collect::<Result<_>>()?;
+    let outputs = session.run(inputs)?;
+    let mut out = BTreeMap::new();
+    for (name, value) in outputs.iter() {
+        if let Ok((_, data)) = value.try_extract_tensor::<f32>() {
+            out.insert(name.to_string(), data.to_vec());
+        }
+    }
+    Ok(out)
+}
+
+/// Feeds for every input of a step graph: state from the seeded store (moments zero), random images, latents,
+/// targets and dropout masks, and Adam's settings for step 1.
+fn step_feeds(graph: &StepGraph, store: &onnxgrad::nn::ParamStore, rng: &mut Rng) -> Result<BTreeMap<String, Feed>> {
+    let mut feeds = BTreeMap::new();
+    for p in &graph.inputs {
+        let n: usize = p.shape.iter().product();
+        let shape = p.shape.clone();
+        let feed = match (p.role, p.dtype.as_str()) {
+            (_, "u8") => Feed::U8(shape, rng.bytes(n)),
+            (_, "i64") => Feed::I64(shape, vec![1]),
+            (Role::State | Role::FrozenState, _) => match store.get(&p.name) {
+                Some(t) => Feed::F32(shape, t.data.clone()),
+                None => Feed::F32(shape, vec![0.0; n]),
+            },
+            (Role::Hyperparameter, _) => Feed::F32(shape, vec![1e-3]),
+            _ if p.name == steps::Z => Feed::F32(shape, rng.floats(n, -2.0, 2.0)),
+            _ if p.name.ends_with(".mask") => {
+                Feed::F32(shape, rng.floats(n, 0.0, 1.0).iter().map(|&u| if u < 0.6 { 1.0 } else { 0.0 }).collect())
+            }
+            _ => Feed::F32(shape, rng.floats(n, 0.0, 1.0)), // per-sample BCE targets
+        };
+        feeds.insert(p.name.clone(), feed);
+    }
+    Ok(feeds)
+}
+
+/// Checks the gradient outputs `<param>.grad` of a step graph against central differences of `loss` through
+/// ONNX Runtime, as directional derivatives: for every trained tensor, along its gradient `g` and along `g`
+/// restricted to a random half of its coordinates (so an error that keeps the gradient's norm but moves it,
+/// like a transposed kernel, shows), and along the gradient of all parameters together. Returns the worst
+/// relative error `|fd - g.v| / |g.v|`.
+///
+/// Why this form and these numbers: convolutions have no double kernels in ONNX Runtime, so the check is f32,
+/// where a loss value carries ~1e-6 of rounding noise; and ReLU / leaky ReLU are piecewise linear, so a
+/// difference quotient whose interval contains a kink is off by up to half the slope change, however small eps
+/// is (single coordinates fail that way at any eps f32 allows: against PyTorch autograd in float64 these graphs'
+/// gradients agree to 6e-7, but float64 central differences of single weights only converge below eps = 1e-5).
+/// Directions along the gradient carry the most signal per unit step, and a small step in a unit direction moves
+/// each pre-activation by very little, so few kinks are crossed. The test point has DCGAN's weights scaled 10x
+/// (std 0.2, as after some training): at the N(0, 0.02) initialisation D is nearly constant, the losses barely
+/// depend on the parameters and differences drown in rounding. With eps = 3e-4 (the step's length in parameter
+/// space) the errors here are at most 5e-3 (and at most 1.1e-2 over other seeds and directions tried while
+/// choosing the method: a batch-norm shift moves a whole channel across kinks at once); the bound is 3e-2. A wrong rule (a sign, a transposed kernel, a missing
+/// batch-statistics term) is off by tens of percent.
+fn check_step_gradients(graph: &StepGraph, store: &onnxgrad::nn::ParamStore, loss: &str, seed: u64) -> Result<f64> {
+    const EPS: f64 = 3e-4;
+    let options = SessionOptions { device: Device::Cpu, threads: 1, optimize: false };
+    let (mut session, _) = session_from_bytes(&graph.to_onnx_bytes(), &options)?;
+    let mut rng = Rng(seed);
+    let mut feeds = step_feeds(graph, store, &mut rng)?;
+    for (name, feed) in feeds.iter_mut() {
+        if let (Feed::F32(_, data), true) = (feed, name.ends_with("weight") && !name.contains(".bn")) {
+            data.iter_mut().for_each(|w| *w *= 10.0);
+        }
+    }
+    let base = run(&mut session, &feeds)?;
+    let trained: Vec<String> =
+        graph.outputs_with(Role::Metric).filter_map(|p| p.name.strip_suffix(".grad").map(String::from)).collect();
+    assert!(!trained.is_empty(), "{:?} has no gradient outputs", graph.kind);
+    let grads: BTreeMap<String, Vec<f64>> =
+        trained.iter().map(|n| (n.clone(), base[&format!("{n}.grad")].iter().map(|&g| g as f64).collect())).collect();
+    let mut directions: Vec<(String, BTreeMap<String, Vec<f64>>)> = Vec::new();
+    for (name, g) in &grads {
+        directions.push((format!("{name} along its gradient"), BTreeMap::from([(name.clone(), g.clone())])));
+        let half: Vec<f64> = g.iter().map(|&x| if rng.next() < 0.5 { x } else { 0.0 }).collect();
+        if half.iter().any(|&x| x != 0.0) {
+            directions.push((format!("{name} along half its gradient"), BTreeMap::from([(name.clone(), half)])));
+        }
+    }
+    directions.push(("all parameters along the gradient".into(), grads.clone()));
+
+    let mut worst = 0.0f64;
+    for (label, mut v) in directions {
+        let norm = v.values().flatten().map(|x| x * x).sum::<f64>().sqrt();
+        assert!(norm > 0.0, "{:?}: {label}: zero gradient", graph.kind);
+        v.values_mut().flatten().for_each(|x| *x /= norm);
+        let analytic: f64 = v.iter().map(|(n, d)| d.iter().zip(&grads[n]).map(|(a, b)| a * b).sum::<f64>()).sum();
+        let mut loss_at = |step: f64| -> Result<f64> {
+            let mut moved = feeds.clone();
+            for (name, d) in &v {
+                let Some(Feed::F32(_, data)) = moved.get_mut(name) else { bail!("{name} is not an f32 input") };
+                for (w, x) in data.iter_mut().zip(d) {
+                    *w = (*w as f64 + step * x) as f32;
+                }
+            }
+            Ok(run(&mut session, &moved)?[loss][0] as f64)
+        };
+        let fd = (loss_at(EPS)? - loss_at(-EPS)?) / (2.0 * EPS);
+        let err = (fd - analytic).abs() / analytic.abs();
+        assert!(err < 3e-2, "{:?} {label}: central difference {fd:.6e}, graph {analytic:.6e}", graph.kind);
+        worst = worst.max(err);
+    }
+    Ok(worst)
+}
+
+#[test]
+fn d_step_and_g_step_gradients_match_finite_differences() -> Result<()> {
+    for arch in [tiny_dcgan(), tiny_anime300()] {
+        let mut store = steps::init_store(&arch, 4)?;
+        let opts = StepOptions { output_gradients: true, ..StepOptions::new(arch.clone(), 4) };
+        let d = steps::d_step(&opts, &mut store)?;
+        let worst_d = check_step_gradients(&d, &store, steps::D_LOSS, 1)?;
+        let g = steps::g_step(&opts, &mut store)?;
+        let worst_g = check_step_gradients(&g, &store, steps::G_LOSS, 2)?;
+        eprintln!(
+            "{}: worst relative error of directional derivatives: D step {worst_d:.2e}, G step {worst_g:.2e}",
+            arch.name()
+        );
+        // The D step differentiates D only; the G step G only (D frozen, gradients through it).
+        assert!(d.outputs.iter().filter(|p| p.name.ends_with(".grad")).all(|p| p.name.starts_with("d.")));
+        assert!(g.outputs.iter().filter(|p| p.name.ends_with(".grad")).all(|p| p.name.starts_with("g.")));
+    }
+    Ok(())
+}
+
+fn python_ready() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import onnx, onnxruntime, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("CI=true: python3 with onnx, onnxruntime and numpy is required (pip install -r requirements-dev.txt)");
+    }
+    if !ok {
+        eprintln!("note: python3 with onnx + onnxruntime + numpy not found; skipping the Python checks");
+    }
+    ok
+}
+
+/// Loads the graphs in `dir`, runs `onnx.checker.check_model(full_check=True)` on each, then: the D step then the G
+/// step (state chained through `X.new`), the fused step, and the generator, on the feeds in `dir/feeds.json`.
+/// Prints the metrics, `sum|X.new|` of every updated state, and the generator's image sum, as JSON.
+const PYTHON_CHECK: &str = r#"
+import json, sys, numpy as np, onnx, onnxruntime as ort
+d = sys.argv[1]
+index = json.load(open(f"{d}/feeds.json"))
+feeds = {k: np.fromfile(f"{d}/{v['file']}", dtype=v["dtype"]).reshape(v["shape"]) for k, v in index.items()}
+def session(name):
+    m = onnx.load(f"{d}/{name}.onnx")
+    onnx.checker.check_model(m, full_check=True)
+    return ort.InferenceSession(f"{d}/{name}.onnx", providers=["CPUExecutionProvider"])
+def run(s, state):
+    out = s.run(None, {i.name: state[i.name] for i in s.get_inputs()})
+    return dict(zip([o.name for o in s.get_outputs()], out))
+result = {}
+state = dict(feeds)
+out_d = run(session("d_step"), state)
+state.update({k[:-4]: v for k, v in out_d.items() if k.endswith(".new")})
+out_g = run(session("g_step"), state)
+state.update({k[:-4]: v for k, v in out_g.items() if k.endswith(".new")})
+result["split"] = {k: float(v) for k, v in {**out_d, **out_g}.items() if v.ndim == 0}
+result["split_state"] = {k: float(np.abs(v).astype(np.float64).sum()) for k, v in state.items() if k.startswith(("g.", "d."))}
+out_f = run(session("gan_step"), dict(feeds))
+result["fused"] = {k: float(v) for k, v in out_f.items() if v.ndim == 0}
+out_gen = run(session("generator"), {"z": feeds["gen_z"]})
+result["generator"] = float(out_gen["image"].astype(np.float64).sum())
+result["generator_u8"] = int(out_gen["image_u8"].astype(np.int64).sum())
+print(json.dumps(result))
+"#;
+
+fn write_feed(
+    dir: &Path,
+    index: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    feed: &Feed,
+) -> Result<()> {
+    let file = format!("{}.bin", name.replace('/', "_"));
+    let (dtype, shape, bytes): (&str, &Vec<usize>, Vec<u8>) = match feed {
+        Feed::F32(s, d) => ("<f4", s, d.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        Feed::U8(s, d) => ("u1", s, d.clone()),
+        Feed::I64(s, d) => ("<i8", s, d.iter().flat_map(|x| x.to_le_bytes()).collect()),
+    };
+    std::fs::write(dir.join(&file), bytes)?;
+    index.insert(name.to_string(), serde_json::json!({"file": file, "dtype": dtype, "shape": shape}));
+    Ok(())
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * b.abs().max(1e-6)
+}
+
+#[test]
+fn written_graphs_pass_the_onnx_checker_and_match_the_runner_in_python() -> Result<()> {
+    if !python_ready() {
+        return Ok(());
+    }
+    for arch in [tiny_dcgan(), tiny_anime300()] {
+        let (batch, seed, samples) = (4, 9, 3);
+        let dir = tempfile::tempdir()?;
+        let req = ExportRequest {
+            arch: arch.clone(),
+            batch,
+            samples,
+            seed,
+            d_optimizer: Optimizer::Adam,
+            g_optimizer: Optimizer::Adam,
+        };
+        write_graphs(dir.path(), &req)?;
+
+        // The Rust runner, one iteration from the seeded state, split and fused, on the same inputs.
+        let config = GanConfig::new(arch.clone(), batch, seed);
+        let options = |fused| RunnerOptions { device: Device::Cpu, threads: 1, fused, ..RunnerOptions::default() };
+        let mut split = Runner::new(&config, &options(false))?;
+        let mut fused = Runner::new(&config, &options(true))?;
+        let initial = split.state()?;
+        let mut noise: Noise = split.draw_noise();
+        noise.real_target = vec![0.9, 1.0, 0.8, 1.0]; // per-sample targets (label smoothing), fed as data
+        let real = Rng(5).bytes(batch * arch.image_size * arch.image_size * 3);
+        let m_split = split.step_with(&real, &noise)?.expect("metrics");
+        let m_fused = fused.step_with(&real, &noise)?.expect("metrics");
+        let after = split.state()?;
+        let gen_z = Rng(6).floats(samples * arch.nz, -2.0, 2.0);
+        let (mut generator, _) = session_from_bytes(
+            &std::fs::read(dir.path().join("generator.onnx"))?,
+            &SessionOptions { device: Device::Cpu, threads: 1, optimize: true },
+        )?;
+        let gen_feed = BTreeMap::from([(steps::GEN_Z.to_string(), Feed::F32(vec![samples, arch.nz], gen_z.clone()))]);
+        let gen_sum: f64 = run(&mut generator, &gen_feed)?[steps::GEN_IMAGE].iter().map(|&x| x as f64).sum();
+
+        let mut index = serde_json::Map::new();
+        for (name, (shape, data)) in &initial {
+            write_feed(dir.path(), &mut index, name, &Feed::F32(shape.clone(), data.clone()))?;
+        }
+        let s = arch.image_size;
+        write_feed(dir.path(), &mut index, steps::REAL, &Feed::U8(vec![batch, s, s, 3], real))?;
+        write_feed(dir.path(), &mut index, steps::Z, &Feed::F32(vec![batch, arch.nz], noise.z.clone()))?;
+        for (name, v) in [
+            (steps::REAL_TARGET, &noise.real_target),
+            (steps::FAKE_TARGET, &noise.fake_target),
+            (steps::GEN_TARGET, &noise.gen_target),
+        ] {
+            write_feed(dir.path(), &mut index, name, &Feed::F32(vec![batch], v.clone()))?;
+        }
+        for (name, mask) in &noise.masks {
+            write_feed(dir.path(), &mut index, name, &Feed::F32(vec![batch, mask.len() / batch], mask.clone()))?;
+        }
+        for (prefix, h) in [(steps::D_ADAM, config.d), (steps::G_ADAM, config.g)] {
+            for (field, v) in
+                [("lr", h.lr), ("beta1", h.beta1), ("beta2", h.beta2), ("eps", h.eps), ("weight_decay", h.weight_decay)]
+            {
+                write_feed(dir.path(), &mut index, &format!("{prefix}.{field}"), &Feed::F32(vec![], vec![v]))?;
+            }
+            write_feed(dir.path(), &mut index, &format!("{prefix}.step"), &Feed::I64(vec![], vec![1]))?;
+        }
+        write_feed(dir.path(), &mut index, "gen_z", &Feed::F32(vec![samples, arch.nz], gen_z))?;
+        std::fs::write(dir.path().join("feeds.json"), serde_json::to_string(&index)?)?;
+
+        let out = Command::new("python3").arg("-c").arg(PYTHON_CHECK).arg(dir.path()).output().context("python3")?;
+        if !out.status.success() {
+            bail!("{}: python failed:\n{}", arch.name(), String::from_utf8_lossy(&out.stderr));
+        }
+        let py: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let rust_metrics = [
+            (steps::D_LOSS, m_split.d_loss, m_fused.d_loss),
+            (steps::D_REAL, m_split.d_real, m_fused.d_real),
+            (steps::D_FAKE, m_split.d_fake, m_fused.d_fake),
+            (steps::G_LOSS, m_split.g_loss, m_fused.g_loss),
+            (steps::G_FAKE, m_split.g_fake, m_fused.g_fake),
+        ];
+        for (name, split_value, fused_value) in rust_metrics {
+            let (p_split, p_fused) = (py["split"][name].as_f64().unwrap(), py["fused"][name].as_f64().unwrap());
+            assert!(
+                close(p_split, split_value as f64, 1e-4),
+                "{}: {name}: python {p_split} vs rust {split_value}",
+                arch.name()
+            );
+            assert!(
+                close(p_fused, fused_value as f64, 1e-4),
+                "{}: fused {name}: python {p_fused} vs rust {fused_value}",
+                arch.name()
+            );
+        }
+        for (name, (_, data)) in after.iter().filter(|(n, _)| !n.contains(".adam_")) {
+            let rust: f64 = data.iter().map(|x| x.abs() as f64).sum();
+            let python = py["split_state"][name].as_f64().with_context(|| format!("python lacks {name}"))?;
+            assert!(
+                close(python, rust, 1e-4),
+                "{}: sum|{name}| after one iteration: python {python} vs rust {rust}",
+                arch.name()
+            );
+        }
+        let py_gen = py["generator"].as_f64().unwrap();
+        assert!(
+            (py_gen - gen_sum).abs() <= 1e-4 * gen_sum.abs().max(1.0),
+            "generator: python {py_gen} vs rust {gen_sum}"
+        );
+        // The generator's u8 output is its float output rescaled: 0 <= sum <= 255 per pixel.
+        let u8_sum = py["generator_u8"].as_i64().unwrap();
+        let expected = (gen_sum + (samples * 3 * s * s) as f64) * 127.5;
+        assert!(
+            (u8_sum as f64 - expected).abs() <= 0.5 * (samples * 3 * s * s) as f64,
+            "u8 sum {u8_sum} vs {expected}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn graph_command_writes_four_models_and_describes_them() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = Command::new(env!("CARGO_BIN_EXE_anime-pipe"))
+        .args(["graph", "--arch", "dcgan64", "--batch", "8", "--ngf", "8", "--ndf", "8", "--json", "--out"])
+        .arg(dir.path())
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let files = report["files"].as_array().unwrap();
+    let names: Vec<&str> = files.iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(names, ["d_step", "g_step", "fused", "generator"]);
+    for f in files {
+        let path = f["path"].as_str().unwrap();
+        let bytes = std::fs::read(path)?;
+        assert_eq!(bytes.len() as u64, f["bytes"].as_u64().unwrap());
+        // Each declared input is in the model file (the decoder reads the file back).
+        let model = onnxgrad::decode_model(&bytes)?;
+        let graph_inputs: Vec<String> = model.graph.unwrap().input.into_iter().map(|i| i.name).collect();
+        let declared: Vec<&str> = f["inputs"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(graph_inputs, declared, "{path}");
+    }
+    // The D step: real images as NHWC uint8 of the batch size, per-sample targets, every D tensor updated.
+    let d = &files[0];
+    let real = d["inputs"].as_array().unwrap().iter().find(|p| p["name"] == "real").unwrap();
+    assert_eq!(real["dtype"], "u8");
+    assert_eq!(real["shape"], serde_json::json!([8, 64, 64, 3]));
+    let role = |name: &str| {
+        d["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["role"].as_str().unwrap().to_string())
+    };
+    assert_eq!(role("real_target").as_deref(), Some("batch"));
+    assert_eq!(role("d_adam.lr").as_deref(), Some("hyperparameter"));
+    assert_eq!(role("d.conv2.weight.adam_m").as_deref(), Some("state"));
+    assert_eq!(role("g.convt1.weight").as_deref(), Some("frozen_state"));
+    assert_eq!(role("g.bn1.running_mean"), None, "the D step neither reads nor updates G's running statistics");
+
+    let help = Command::new(env!("CARGO_BIN_EXE_anime-pipe")).args(["graph", "--help"]).output()?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in ["d_step.onnx", "g_step.onnx", "gan_step.onnx", "generator.onnx", "InferenceSession", "X.new"] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+    Ok(())
+}
