@@ -691,4 +691,16 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn cmyk_jpeg_is_converted_to_rgb() {
+        // Written by Pillow: Image.new("CMYK", (16, 8), (0, 255, 255, 0)) with the right half (255, 0, 0, 0),
+        // saved as JPEG quality 95 (Adobe APP14, inverted CMYK). Pillow decodes it to red (255, 0, 0) and cyan.
+        let bytes = include_bytes!("../tests/data/cmyk_red_cyan.jpg");
+        let d = decode_rgb8(bytes, &limits()).unwrap();
+        assert_eq!((d.format, d.color.as_str(), d.image.dimensions()), ("jpeg", "cmyk8", (16, 8)));
+        let close = |p: &Rgb<u8>, want: [u8; 3]| p.0.iter().zip(want).all(|(&a, b)| a.abs_diff(b) <= 8);
+        assert!(close(d.image.get_pixel(2, 2), [255, 0, 0]), "{:?}", d.image.get_pixel(2, 2));
+        assert!(close(d.image.get_pixel(12, 2), [0, 255, 255]), "{:?}", d.image.get_pixel(12, 2));
+    }
 }

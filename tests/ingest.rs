@@ -421,6 +421,16 @@ fn bad_config_and_unwritable_workdir_are_the_only_hard_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    let out = common::anime_pipe()
+        .args(["-q", "--workdir"])
+        .arg(tmp.path().join("w"))
+        .arg("ingest")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no sources"), "{}", String::from_utf8_lossy(&out.stderr));
+
     fs::write(tmp.path().join("file"), b"x").unwrap();
     fs::create_dir(tmp.path().join("src")).unwrap();
     let out = common::anime_pipe()

@@ -6,9 +6,9 @@
 //! - `exact_pixels`: same decoded RGB8 pixels and size, different bytes (e.g. a PNG and a lossless WebP/BMP of the
 //!   same picture). `pixel_hash` = blake3 of `width (u32 LE) ‖ height (u32 LE) ‖ RGB8 rows`.
 //! - `near`: 64-bit DCT perceptual hashes within `dedup.phash_threshold` bits (Hamming distance; `--threshold`;
-//!   off with `--no-near` / `dedup.near: false`). The pHash: images larger than 128 px on a side are first
-//!   reduced to at most 128x128 (triangle filter), then luma (0.299 R + 0.587 G + 0.114 B) is area-averaged to
-//!   32x32 (exact fractional coverage), 2-D DCT-II, the top-left 8x8 coefficients compared with their median, bit `63 - (8u + v)` set when
+//!   off with `--no-near` / `dedup.near: false`). The pHash: the image reduced to 32x32 RGB
+//!   (image's triangle filter, in f32; images larger than 128 px on a side are first reduced to at most 128x128 in
+//!   8-bit), luma = 0.299 R + 0.587 G + 0.114 B, 2-D DCT-II, the top-left 8x8 coefficients compared with their median, bit `63 - (8u + v)` set when
 //!   coefficient (u, v) is above it (the construction of Python's `imagehash.phash`). Robust to resizing,
 //!   re-encoding (JPEG quality) and crops of up to about 3% of a side at the default threshold (a 5% crop moves
 //!   the hash by about 10 bits); not to flips or large crops.
@@ -178,7 +178,7 @@ pub fn signature(img: image::RgbImage) -> Signature {
     h.update(&img.width().to_le_bytes());
     h.update(&img.height().to_le_bytes());
     h.update(img.as_raw());
-    let small = pre_reduce(img);
+    let small = reduce(img);
     Signature { pixel_hash: h.finalize().to_hex().to_string(), phash: phash_of(&small), thumb: colour_thumb(&small) }
 }
 
@@ -187,29 +187,35 @@ pub fn signature(img: image::RgbImage) -> Signature {
 
 const PHASH_SIDE: usize = 32;
 const PHASH_LOW: usize = 8;
-/// Larger images are first reduced to at most this size with image's triangle filter (support scaled with the
-/// ratio, so it anti-aliases; compiled optimised even in debug builds), so the exact area averaging below only
-/// ever touches a few thousand pixels.
+/// Larger images are first reduced to at most this size in 8-bit, so the f32 resize touches few pixels.
 const PRE_REDUCE: u32 = 128;
 
 /// 64-bit DCT perceptual hash (see the module docs).
 pub fn phash(img: &image::RgbImage) -> u64 {
-    phash_of(&pre_reduce(img.clone()))
+    phash_of(&reduce(img.clone()))
 }
 
-fn pre_reduce(img: image::RgbImage) -> image::RgbImage {
+/// The image as 32x32 f32 RGB (row-major, interleaved). Both resizes use image's triangle filter, whose support
+/// grows with the scale factor (so downscaling anti-aliases), and run inside the image crate, which is compiled
+/// optimised even in debug builds; scalar f32 arithmetic, so the result is the same on every machine.
+fn reduce(img: image::RgbImage) -> Vec<f32> {
+    use image::imageops::FilterType::Triangle;
     let (w, h) = img.dimensions();
-    if w <= PRE_REDUCE && h <= PRE_REDUCE {
-        return img;
+    let mut img = image::DynamicImage::ImageRgb8(img);
+    if w > PRE_REDUCE || h > PRE_REDUCE {
+        img = img.resize_exact(w.min(PRE_REDUCE), h.min(PRE_REDUCE), Triangle);
     }
-    let (nw, nh) = (w.min(PRE_REDUCE), h.min(PRE_REDUCE));
-    image::DynamicImage::ImageRgb8(img).resize_exact(nw, nh, image::imageops::FilterType::Triangle).into_rgb8()
+    let side = PHASH_SIDE as u32;
+    image::DynamicImage::ImageRgb32F(img.into_rgb32f()).resize_exact(side, side, Triangle).into_rgb32f().into_raw()
 }
 
-fn phash_of(img: &image::RgbImage) -> u64 {
-    let luma = |p: &[u8]| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]);
-    let small = area_resize(img, PHASH_SIDE, 1, |p, out| out[0] = luma(p));
-    let coeffs = low_frequency_dct(&small);
+/// pHash of the 32x32 RGB reduction (values in 0..1).
+fn phash_of(rgb: &[f32]) -> u64 {
+    let luma: Vec<f64> = rgb
+        .chunks_exact(3)
+        .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
+        .collect();
+    let coeffs = low_frequency_dct(&luma);
     let mut sorted = coeffs;
     sorted.sort_by(f64::total_cmp);
     let median = (sorted[31] + sorted[32]) / 2.0;
@@ -222,68 +228,19 @@ fn phash_of(img: &image::RgbImage) -> u64 {
     hash
 }
 
-fn colour_thumb(img: &image::RgbImage) -> [u8; THUMB_LEN] {
-    let rgb = |p: &[u8], out: &mut [f64]| {
+/// 4x4 RGB thumbnail (0..255): the means of the 8x8 blocks of the 32x32 reduction.
+fn colour_thumb(rgb: &[f32]) -> [u8; THUMB_LEN] {
+    let block = PHASH_SIDE / THUMB_SIDE;
+    let mut sums = [0.0f64; THUMB_LEN];
+    for (i, p) in rgb.chunks_exact(3).enumerate() {
+        let (y, x) = (i / PHASH_SIDE, i % PHASH_SIDE);
+        let cell = (y / block) * THUMB_SIDE + x / block;
         for c in 0..3 {
-            out[c] = f64::from(p[c]);
-        }
-    };
-    let means = area_resize(img, THUMB_SIDE, 3, rgb);
-    let mut thumb = [0u8; THUMB_LEN];
-    for (t, m) in thumb.iter_mut().zip(means) {
-        *t = m.round().clamp(0.0, 255.0) as u8;
-    }
-    thumb
-}
-
-/// Per-pixel features (`channels` values from `feature`) averaged over each of side x side equal areas of the
-/// image, with exact fractional coverage, so any size (smaller or larger than `side`) maps deterministically.
-/// Row-major, channels interleaved.
-fn area_resize(img: &image::RgbImage, side: usize, channels: usize, feature: impl Fn(&[u8], &mut [f64])) -> Vec<f64> {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let (xw, yw) = (area_weights(w, side), area_weights(h, side));
-    let stride = side * channels;
-    let mut values = vec![0.0f64; w * channels];
-    // Horizontal pass: each source row -> `side` cells.
-    let mut rows = vec![0.0f64; h * stride];
-    for (y, row) in img.as_raw().chunks_exact(w * 3).enumerate() {
-        for (v, p) in values.chunks_exact_mut(channels).zip(row.chunks_exact(3)) {
-            feature(p, v);
-        }
-        for (ox, weights) in xw.iter().enumerate() {
-            for &(x, wt) in weights {
-                for c in 0..channels {
-                    rows[y * stride + ox * channels + c] += values[x * channels + c] * wt;
-                }
-            }
+            sums[cell * 3 + c] += f64::from(p[c]);
         }
     }
-    let mut out = vec![0.0f64; side * stride];
-    for (oy, weights) in yw.iter().enumerate() {
-        for &(y, wt) in weights {
-            for i in 0..stride {
-                out[oy * stride + i] += rows[y * stride + i] * wt;
-            }
-        }
-    }
-    out
-}
-
-/// For each of `n` output cells, the source indices it covers and their normalised overlap weights.
-fn area_weights(len: usize, n: usize) -> Vec<Vec<(usize, f64)>> {
-    let scale = len as f64 / n as f64;
-    (0..n)
-        .map(|o| {
-            let (start, end) = (o as f64 * scale, (o + 1) as f64 * scale);
-            let first = start.floor() as usize;
-            let last = (end.ceil() as usize).min(len);
-            (first..last)
-                .map(|i| (i, ((i + 1) as f64).min(end) - (i as f64).max(start)))
-                .filter(|&(_, wt)| wt > 0.0)
-                .map(|(i, wt)| (i, wt / scale))
-                .collect()
-        })
-        .collect()
+    let scale = 255.0 / (block * block) as f64;
+    sums.map(|s| (s * scale).round().clamp(0.0, 255.0) as u8)
 }
 
 /// cos(pi (2x + 1) k / 2n) for k < 8, x < 32, computed once.
@@ -696,7 +653,11 @@ fn summarize(
     let d = ctx.settings.dedup;
     summary.fact(
         "near duplicates",
-        if d.near { format!("pHash within {} bits", d.phash_threshold) } else { "off".into() },
+        if d.near {
+            format!("pHash within {} bits, colour difference <= {NEAR_MAX_COLOUR_DIFFERENCE}", d.phash_threshold)
+        } else {
+            "off".into()
+        },
     );
     summary.fact("manifest", ctx.workdir.manifest_path(STAGE).display());
 }
@@ -831,22 +792,6 @@ mod tests {
         assert!(d <= 4, "resize moved the hash by {d} bits");
         let other = image::imageops::rotate90(&face(200, 200));
         assert!((phash(&a) ^ phash(&other)).count_ones() > 12);
-    }
-
-    #[test]
-    fn area_weights_partition_every_source_pixel() {
-        for (len, n) in [(64, 32), (7, 32), (1000, 32), (33, 32)] {
-            let w = area_weights(len, n);
-            let mut per_source = vec![0.0; len];
-            for cell in &w {
-                let total: f64 = cell.iter().map(|c| c.1).sum();
-                assert!((total - 1.0).abs() < 1e-9);
-                for &(i, wt) in cell {
-                    per_source[i] += wt * len as f64 / n as f64;
-                }
-            }
-            assert!(per_source.iter().all(|&c| (c - 1.0).abs() < 1e-9), "{len} -> {n}");
-        }
     }
 
     fn item(key: &str, source_index: u32, object: &str, w: u32, h: u32) -> Item {

@@ -356,6 +356,9 @@ struct ArchiveFile {
 }
 
 fn list_sources(ctx: &Ctx) -> Result<Vec<Listing>> {
+    if ctx.settings.sources.is_empty() {
+        bail!("no sources to ingest: add a `sources:` list to pipeline.yaml, or pass `--source PATH` (repeatable)");
+    }
     let skip = workdir_dirs(&ctx.workdir);
     ctx.settings.sources.iter().map(|s| list_source(s, &skip)).collect()
 }
