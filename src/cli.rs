@@ -405,6 +405,15 @@ pub struct BenchStepArgs {
     /// Turn ONNX Runtime's graph optimisations off
     #[arg(long)]
     pub no_optimize: bool,
+    /// ONNX Runtime graph optimisation level: 0 (off), 1 (basic), 2 (extended), 3 (all, with layout changes)
+    #[arg(long, value_name = "N")]
+    pub opt_level: Option<u8>,
+    /// Turn ONNX Runtime's memory-pattern planning off
+    #[arg(long)]
+    pub no_memory_pattern: bool,
+    /// Let intra-op threads sleep instead of spinning between kernels
+    #[arg(long)]
+    pub no_spinning: bool,
     /// Also profile this many iterations per configuration and print the top operators (stderr)
     #[arg(long, default_value_t = 0)]
     pub profile_steps: usize,

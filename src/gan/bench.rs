@@ -1,7 +1,7 @@
 //! `anime-pipe bench-step` (hidden): times training iterations of the runner on random data, like
 //! `bench/torch_dcgan.py` times PyTorch, and summarises ONNX Runtime profiles by operator and by phase.
 use super::models::Arch;
-use super::runner::{GanConfig, Runner, RunnerOptions};
+use super::runner::{GanConfig, Runner, RunnerOptions, SessionTuning};
 use crate::runtime::Device;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -24,6 +24,7 @@ pub struct BenchRequest {
     /// Iterations to profile after timing (0: no profile).
     pub profile_steps: usize,
     pub profile_dir: PathBuf,
+    pub tuning: SessionTuning,
 }
 
 /// One timing, printed as a JSON line (same keys as bench/torch_dcgan.py's).
@@ -39,6 +40,8 @@ pub struct BenchResult {
     pub threads: usize,
     pub device: String,
     pub optimize: bool,
+    /// Non-default session settings, e.g. "opt_level=2 spinning=false".
+    pub tuning: String,
 }
 
 /// Times every (batch, mode) and prints each result as it comes; then profiles when asked.
@@ -68,7 +71,7 @@ fn runner(req: &BenchRequest, batch: usize, fused: bool, profile: Option<PathBuf
         fetch_metrics_every: u64::MAX,
         profile,
     };
-    Runner::new(&config, &options)
+    Runner::with_tuning(&config, &options, req.tuning)
 }
 
 /// Random real images (the step's cost does not depend on the pixel values).
@@ -109,7 +112,22 @@ fn time_one(req: &BenchRequest, batch: usize, fused: bool) -> Result<BenchResult
         threads: req.threads,
         device: format!("{:?}", r.device()).to_lowercase(),
         optimize: req.optimize,
+        tuning: describe(&req.tuning),
     })
+}
+
+fn describe(t: &SessionTuning) -> String {
+    let mut parts = Vec::new();
+    if let Some(l) = t.opt_level {
+        parts.push(format!("opt_level={l}"));
+    }
+    if let Some(m) = t.memory_pattern {
+        parts.push(format!("memory_pattern={m}"));
+    }
+    if let Some(s) = t.spinning {
+        parts.push(format!("spinning={s}"));
+    }
+    parts.join(" ")
 }
 
 fn median(sorted: &[f64]) -> f64 {
@@ -242,6 +260,11 @@ pub fn run_command(args: &crate::cli::BenchStepArgs, global: &crate::cli::Global
         optimize: !args.no_optimize,
         profile_steps: args.profile_steps,
         profile_dir: args.profile_dir.clone(),
+        tuning: SessionTuning {
+            opt_level: args.opt_level,
+            memory_pattern: args.no_memory_pattern.then_some(false),
+            spinning: args.no_spinning.then_some(false),
+        },
     };
     run(&req).map(|_| ())
 }

@@ -19,6 +19,7 @@ use crate::runtime::{self, Device, Resolved, SessionOptions};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use onnxgrad::nn::ParamStore;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{IoBinding, Session};
 use ort::value::{DynTensor, Tensor, TensorElementType};
 use rand::rngs::ChaCha8Rng;
@@ -134,6 +135,17 @@ pub struct RunnerOptions {
     pub profile: Option<PathBuf>,
 }
 
+/// ONNX Runtime session knobs that only change speed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionTuning {
+    /// Graph optimisation level 0 (off) ..= 3 (layout transformations, "all"); None: `optimize`'s choice.
+    pub opt_level: Option<u8>,
+    /// Memory-pattern planning (ONNX Runtime's default: on).
+    pub memory_pattern: Option<bool>,
+    /// Intra-op threads spin before sleeping (ONNX Runtime's default: on).
+    pub spinning: Option<bool>,
+}
+
 impl Default for RunnerOptions {
     fn default() -> Self {
         RunnerOptions {
@@ -240,6 +252,11 @@ impl Runner {
     /// Builds the graphs for `config`, opens their sessions on `options.device` and uploads the seeded initial
     /// state.
     pub fn new(config: &GanConfig, options: &RunnerOptions) -> Result<Runner> {
+        Runner::with_tuning(config, options, SessionTuning::default())
+    }
+
+    /// [`Runner::new`] with non-default ONNX Runtime session settings (benchmarks).
+    pub fn with_tuning(config: &GanConfig, options: &RunnerOptions, tuning: SessionTuning) -> Result<Runner> {
         ensure!(options.fetch_metrics_every > 0, "fetch_metrics_every must be at least 1");
         let mut store = steps::init_store(&config.arch, config.seed)?;
         let opts = config.step_options();
@@ -254,7 +271,7 @@ impl Runner {
                 StepKind::GStep => steps::g_step(&opts, &mut store)?,
                 _ => steps::fused_step(&opts, &mut store)?,
             };
-            let (session, got) = open_session(&spec, &session_options, options.profile.as_ref())?;
+            let (session, got) = open_session(&spec, &session_options, options, tuning)?;
             if resolved.is_some_and(|r| r != got) {
                 bail!("the step graphs resolved to different devices ({resolved:?} and {got:?})");
             }
@@ -617,9 +634,29 @@ impl Exec {
     }
 }
 
-fn open_session(spec: &StepGraph, options: &SessionOptions, profile: Option<&PathBuf>) -> Result<(Session, Resolved)> {
-    let (mut builder, resolved) = runtime::session_builder(options)?;
-    if let Some(prefix) = profile {
+fn open_session(
+    spec: &StepGraph,
+    session_options: &SessionOptions,
+    options: &RunnerOptions,
+    t: SessionTuning,
+) -> Result<(Session, Resolved)> {
+    let (mut builder, resolved) = runtime::session_builder(session_options)?;
+    if let Some(level) = t.opt_level {
+        let level = match level {
+            0 => GraphOptimizationLevel::Disable,
+            1 => GraphOptimizationLevel::Level1,
+            2 => GraphOptimizationLevel::Level2,
+            _ => GraphOptimizationLevel::All,
+        };
+        builder = builder.with_optimization_level(level).map_err(|e| anyhow!("{e}"))?;
+    }
+    if let Some(on) = t.memory_pattern {
+        builder = builder.with_memory_pattern(on).map_err(|e| anyhow!("{e}"))?;
+    }
+    if let Some(on) = t.spinning {
+        builder = builder.with_intra_op_spinning(on).map_err(|e| anyhow!("{e}"))?;
+    }
+    if let Some(prefix) = &options.profile {
         let path = PathBuf::from(format!("{}{}", prefix.display(), spec.kind.file_name().trim_end_matches(".onnx")));
         builder = builder.with_profiling(path).map_err(|e| anyhow!("{e}"))?;
     }
