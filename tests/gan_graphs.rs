@@ -419,3 +419,118 @@ fn graph_command_writes_four_models_and_describes_them() -> Result<()> {
     }
     Ok(())
 }
+
+/// The step graph's gradients (ONNX Runtime, f32) against PyTorch autograd in float64 on an independent PyTorch
+/// definition of the same model (read from `dir`: graph.onnx, feeds.json). Prints per-tensor normalised errors.
+const PYTORCH_REFERENCE: &str = r#"
+import json, sys, numpy as np, onnxruntime as ort, torch, torch.nn.functional as F
+d, kind, family, L, p_drop = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+idx = json.load(open(f"{d}/feeds.json"))
+feeds = {k: np.fromfile(f"{d}/{v['file']}", dtype=v["dtype"]).reshape(v["shape"]) for k, v in idx.items()}
+so = ort.SessionOptions(); so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+s = ort.InferenceSession(f"{d}/graph.onnx", so, providers=["CPUExecutionProvider"])
+out = dict(zip([o.name for o in s.get_outputs()], s.run(None, {i.name: feeds[i.name] for i in s.get_inputs()})))
+t = lambda n: torch.tensor(feeds[n].astype(np.float64))
+P = {k: t(k).requires_grad_() for k in feeds if k.startswith(("g.", "d.")) and not k.endswith(".mask")}
+def bn(x, name):
+    axes = [a for a in range(x.dim()) if a != 1]
+    m = x.mean(dim=axes, keepdim=True); v = ((x - m) ** 2).mean(dim=axes, keepdim=True)
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    return (x - m) / torch.sqrt(v + 1e-5) * P[name + ".weight"].view(shape) + P[name + ".bias"].view(shape)
+lrelu = lambda x: F.leaky_relu(x, 0.2)
+def G(z):
+    B = z.shape[0]
+    if family == "dcgan":
+        h = z.view(B, -1, 1, 1)
+        for i in range(L):
+            h = F.conv_transpose2d(h, P[f"g.convt{i+1}.weight"], stride=1 if i == 0 else 2, padding=0 if i == 0 else 1)
+            h = F.relu(bn(h, f"g.bn{i+1}"))
+        return torch.tanh(F.conv_transpose2d(h, P[f"g.convt{L+1}.weight"], stride=2, padding=1))
+    h = (z @ P["g.project.weight"].T).view(B, -1, 8, 8)
+    h = lrelu(bn(h, "g.bn0"))
+    for i in range(L):
+        h = lrelu(bn(F.conv_transpose2d(h, P[f"g.convt{i+1}.weight"], stride=2, padding=1), f"g.bn{i+1}"))
+    return torch.tanh(F.conv2d(h, P["g.to_rgb.weight"], P["g.to_rgb.bias"], padding=1))
+def D(x, tag):
+    h = x
+    if family == "dcgan":
+        for i in range(L):
+            h = F.conv2d(h, P[f"d.conv{i+1}.weight"], stride=2, padding=1)
+            h = lrelu(bn(h, f"d.bn{i+1}") if i > 0 else h)
+        return F.conv2d(h, P[f"d.conv{L+1}.weight"]).view(-1)
+    for i in range(L):
+        h = F.max_pool2d(lrelu(F.conv2d(h, P[f"d.conv{i+1}.weight"], P[f"d.conv{i+1}.bias"], padding=1)), 2)
+    h = lrelu(h.flatten(1) @ P["d.fc1.weight"].T + P["d.fc1.bias"])
+    h = h * t(f"d.drop_{tag}.mask") / (1 - p_drop)
+    return (h @ P["d.fc2.weight"].T + P["d.fc2.bias"]).view(-1)
+bce = F.binary_cross_entropy_with_logits
+if kind == "DStep":
+    real = torch.tensor(feeds["real"].astype(np.float64) / 127.5 - 1).permute(0, 3, 1, 2)
+    fake = G(t("z")).detach()
+    loss, name = bce(D(real, "real"), t("real_target")) + bce(D(fake, "fake"), t("fake_target")), "d_loss"
+else:
+    loss, name = bce(D(G(t("z")), "gen"), t("gen_target")), "g_loss"
+loss.backward()
+errors = {}
+for o in out:
+    if o.endswith(".grad"):
+        ref = P[o[:-5]].grad.numpy()
+        errors[o[:-5]] = float(np.abs(ref - out[o]).max() / np.abs(ref).max())
+print(json.dumps({"loss": [float(loss), float(out[name])], "errors": errors}))
+"#;
+
+#[test]
+fn step_gradients_match_pytorch_autograd_in_float64() -> Result<()> {
+    let torch_ok = Command::new("python3")
+        .args(["-c", "import torch, onnxruntime, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !torch_ok {
+        // PyTorch is not in requirements-dev.txt (it is large): this check runs where bench/torch_dcgan.py does.
+        eprintln!("note: python3 with torch + onnxruntime + numpy not found; skipping the PyTorch reference check");
+        return Ok(());
+    }
+    for arch in [tiny_dcgan(), tiny_anime300()] {
+        let mut store = steps::init_store(&arch, 4)?;
+        let opts = StepOptions { output_gradients: true, ..StepOptions::new(arch.clone(), 4) };
+        let (family, levels) = match arch.family {
+            Family::Dcgan => ("dcgan", (arch.image_size / 4).trailing_zeros()),
+            Family::Anime300 => ("anime300", (arch.image_size / 8).trailing_zeros()),
+        };
+        let graphs = [steps::d_step(&opts, &mut store)?, steps::g_step(&opts, &mut store)?];
+        for (k, graph) in graphs.iter().enumerate() {
+            let dir = tempfile::tempdir()?;
+            std::fs::write(dir.path().join("graph.onnx"), graph.to_onnx_bytes())?;
+            let mut index = serde_json::Map::new();
+            for (name, feed) in step_feeds(graph, &store, &mut Rng(10 + k as u64))? {
+                write_feed(dir.path(), &mut index, &name, &feed)?;
+            }
+            std::fs::write(dir.path().join("feeds.json"), serde_json::to_string(&index)?)?;
+            let out = Command::new("python3")
+                .arg("-c")
+                .arg(PYTORCH_REFERENCE)
+                .arg(dir.path())
+                .arg(format!("{:?}", graph.kind))
+                .arg(family)
+                .arg(levels.to_string())
+                .arg(arch.dropout.to_string())
+                .output()?;
+            if !out.status.success() {
+                bail!("{}: python failed:\n{}", arch.name(), String::from_utf8_lossy(&out.stderr));
+            }
+            let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let (torch_loss, ort_loss) = (r["loss"][0].as_f64().unwrap(), r["loss"][1].as_f64().unwrap());
+            assert!(close(ort_loss, torch_loss, 1e-5), "{:?}: loss {ort_loss} vs PyTorch {torch_loss}", graph.kind);
+            let errors = r["errors"].as_object().unwrap();
+            assert_eq!(errors.len(), graph.outputs.iter().filter(|p| p.name.ends_with(".grad")).count());
+            for (name, err) in errors {
+                // f32 gradients vs float64 ones: rounding leaves ~1e-6 of the largest component (observed <= 9e-7).
+                let err = err.as_f64().unwrap();
+                assert!(err < 1e-5, "{} {:?} {name}: normalised error {err:.2e} vs PyTorch", arch.name(), graph.kind);
+            }
+            let worst = errors.values().map(|e| e.as_f64().unwrap()).fold(0.0, f64::max);
+            eprintln!("{} {:?}: worst normalised error vs PyTorch float64 {worst:.1e}", arch.name(), graph.kind);
+        }
+    }
+    Ok(())
+}
