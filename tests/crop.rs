@@ -337,19 +337,38 @@ fn yolo_unmapping_handles_fractional_ratio_and_padding() {
 
 // ---- end to end ---------------------------------------------------------------------------------------------
 
+/// Links `names` from `from` into a new folder `to` (the shared data is never copied).
+fn link_subset(from: &std::path::Path, names: &[&str], to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for name in names {
+        std::os::unix::fs::symlink(from.join(name), to.join(name)).unwrap();
+    }
+}
+
 #[test]
-fn run_over_illust_produces_crops_manifests_and_a_contact_sheet() {
+fn run_end_to_end_produces_crops_upscales_packs_and_a_contact_sheet() {
     let Some(shared) = shared_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
+    let illust = ["demo__touhou_banner.jpg", "ao7108__Emilia__Emilia_11.jpg", "ao7108__Gojo_Satoru__Gojo_Satoru_2.jpg"];
+    link_subset(&shared.join("data/illust"), &illust, &dir.path().join("illust"));
+    let mut faces: Vec<String> = std::fs::read_dir(shared.join("data/holoen256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    faces.sort();
+    let faces: Vec<&str> = faces.iter().take(3).map(String::as_str).collect();
+    link_subset(&shared.join("data/holoen256"), &faces, &dir.path().join("faces"));
     let yaml = format!(
-        "sources:\n  - {{name: illust, path: {}}}\nstages: [ingest, dedup, crop, upscale, clean, pack]\n\
-         pack: {{sizes: [64, 128]}}\nmodels: {{face_detector: {}}}\n",
-        shared.join("data/illust").display(),
-        shared.join("models/anime_faceboxes.onnx").display()
+        "sources:\n  - {{name: illust, path: illust}}\n  - {{name: faces, path: faces, already_cropped: true}}\n\
+         stages: [ingest, dedup, crop, upscale, clean, pack]\npack: {{sizes: [64, 256]}}\n\
+         upscale: {{method: waifu2x}}\nmodels: {{face_detector: {m}/anime_faceboxes.onnx, waifu2x: \
+         {m}/waifu2x_upconv7_anime_scale2x.onnx}}\n",
+        m = shared.join("models").display()
     );
     std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-    let status = common::anime_pipe().current_dir(dir.path()).args(["-q", "run"]).status().unwrap();
-    assert!(status.success());
+    let run = || common::anime_pipe().current_dir(dir.path()).args(["--json", "-j", "2", "run"]).output().unwrap();
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let sheet = dir.path().join("sheet.png");
     let out =
         common::anime_pipe().current_dir(dir.path()).args(["stats", "--contact-sheet"]).arg(&sheet).output().unwrap();
@@ -357,16 +376,45 @@ fn run_over_illust_produces_crops_manifests_and_a_contact_sheet() {
 
     let workdir = anime_pipe::workdir::Workdir::open(dir.path()).unwrap();
     let crops = read_stage(&workdir, "crop");
-    let faces = accepted_faces(&crops);
-    assert!(faces.len() >= 200, "{} face crops from 270 illustrations", faces.len());
+    let found = accepted_faces(&crops);
+    // 7 faces on the banner (README) and at least one on each single-character illustration.
+    assert!(found.len() >= 8, "{} face crops", found.len());
+    let kinds = strs(&crops, "kind");
+    assert_eq!(kinds.iter().filter(|k| k.as_deref() == Some("passthrough")).count(), 3);
+    // upscale: one row per usable crop row; crops under 256 px were upscaled by waifu2x to exactly 256.
     let upscale = read_stage(&workdir, "upscale");
-    assert_eq!(upscale.height(), strs(&crops, "status").iter().filter(|s| s.as_deref() == Some("ok")).count());
+    let ok_crops = strs(&crops, "status").iter().filter(|s| s.as_deref() == Some("ok")).count();
+    assert_eq!(upscale.height(), ok_crops);
+    let (method, width, up_w) =
+        (strs(&upscale, "upscale_method"), u32s(&upscale, "width"), u32s(&upscale, "upscaled_width"));
+    let up_h = u32s(&upscale, "upscaled_height");
+    for r in 0..upscale.height() {
+        let small = width[r].unwrap() < 256;
+        assert_eq!(method[r].as_deref(), Some(if small { "waifu2x" } else { "none" }), "row {r}");
+        if small {
+            assert_eq!(up_w[r].unwrap().min(up_h[r].unwrap()), 256);
+        }
+    }
+    assert!(method.iter().any(|m| m.as_deref() == Some("waifu2x")), "the banner's ~120 px faces need upscaling");
+    // clean reads upscale.parquet; pack packs every accepted item at both sizes.
     let clean = read_stage(&workdir, "clean");
-    assert_eq!(clean.height(), upscale.height());
+    assert_eq!(strs(&clean, "key"), strs(&upscale, "key"));
+    let accepted = strs(&clean, "status").iter().filter(|s| s.as_deref() == Some("ok")).count();
+    assert!(accepted >= 8);
     let pack = read_stage(&workdir, "pack");
-    assert!(pack.height() > 0);
+    assert_eq!(strs(&pack, "status").iter().filter(|s| s.as_deref() == Some("ok")).count(), 2 * accepted);
+    // The contact sheet shows every face crop in 96 px cells.
     let sheet = image::open(&sheet).unwrap();
-    let shown = faces.len().min(anime_pipe::contact_sheet::MAX_CROPS) as u32;
-    let rows = shown.div_ceil(anime_pipe::contact_sheet::COLUMNS);
-    assert_eq!(sheet.height(), rows * 96 + (rows + 1) * 2);
+    let cols = (found.len() as u32).min(anime_pipe::contact_sheet::COLUMNS);
+    let rows = (found.len() as u32).div_ceil(cols);
+    assert_eq!((sheet.width(), sheet.height()), (cols * 96 + (cols + 1) * 2, rows * 96 + (rows + 1) * 2));
+
+    // A second run finds everything up to date and changes nothing.
+    let manifests = std::fs::read(workdir.manifest_path("crop")).unwrap();
+    let second = run();
+    assert!(second.status.success());
+    let text = String::from_utf8_lossy(&second.stdout);
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["counts"][0], serde_json::json!(["stages run", 0]), "{text}");
+    assert_eq!(std::fs::read(workdir.manifest_path("crop")).unwrap(), manifests);
 }
