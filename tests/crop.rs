@@ -418,3 +418,31 @@ fn run_end_to_end_produces_crops_upscales_packs_and_a_contact_sheet() {
     assert_eq!(last["counts"][0], serde_json::json!(["stages run", 0]), "{text}");
     assert_eq!(std::fs::read(workdir.manifest_path("crop")).unwrap(), manifests);
 }
+
+/// All 270 illustrations: ~10 min in a debug build on 2 cores (the resizer's generic code is compiled without
+/// optimisation there), about a minute in release: `cargo test --release --test crop -- --ignored`.
+#[test]
+#[ignore = "slow in debug builds; run with --release -- --ignored"]
+fn run_over_all_of_illust() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "sources:\n  - {{name: illust, path: {}}}\nstages: [ingest, dedup, crop, upscale, clean, pack]\n\
+         pack: {{sizes: [64, 128]}}\nmodels: {{face_detector: {}}}\n",
+        shared.join("data/illust").display(),
+        shared.join("models/anime_faceboxes.onnx").display()
+    );
+    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
+    assert!(common::anime_pipe().current_dir(dir.path()).args(["-q", "run"]).status().unwrap().success());
+    let sheet = dir.path().join("sheet.png");
+    let status = common::anime_pipe().current_dir(dir.path()).args(["-q", "stats", "--contact-sheet"]).arg(&sheet);
+    assert!(status.status().unwrap().success());
+    let workdir = anime_pipe::workdir::Workdir::open(dir.path()).unwrap();
+    let crops = read_stage(&workdir, "crop");
+    // 251 unique illustrations, most with one main character; grid36 and the group pictures add ~80 faces.
+    let faces = accepted_faces(&crops).len();
+    assert!(faces >= 250, "{faces} face crops");
+    let images: std::collections::BTreeSet<Option<String>> = strs(&crops, "parent_key").into_iter().collect();
+    assert_eq!(images.len(), 251, "every unique image has a row");
+    assert!(image::open(&sheet).is_ok());
+}
