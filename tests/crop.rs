@@ -435,8 +435,9 @@ fn run_over_all_of_illust() {
     std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
     assert!(common::anime_pipe().current_dir(dir.path()).args(["-q", "run"]).status().unwrap().success());
     let sheet = dir.path().join("sheet.png");
-    let status = common::anime_pipe().current_dir(dir.path()).args(["-q", "stats", "--contact-sheet"]).arg(&sheet);
-    assert!(status.status().unwrap().success());
+    let mut stats = common::anime_pipe();
+    stats.current_dir(dir.path()).args(["-q", "stats", "--contact-sheet"]).arg(&sheet);
+    assert!(stats.status().unwrap().success());
     let workdir = anime_pipe::workdir::Workdir::open(dir.path()).unwrap();
     let crops = read_stage(&workdir, "crop");
     // 251 unique illustrations, most with one main character; grid36 and the group pictures add ~80 faces.
