@@ -31,10 +31,8 @@ pub struct ConfigFile {
     pub upscale: UpscaleOptions,
     #[serde(default)]
     pub train: TrainOptions,
-    /// Sections owned by later stages (eval) are kept as raw YAML until their modules parse them, so this
-    /// file format can grow without breaking older configs.
     #[serde(default)]
-    pub eval: Option<serde_norway::Value>,
+    pub eval: EvalOptions,
     #[serde(default)]
     pub models: ModelsOptions,
     /// Where ONNX graphs run: auto, cpu, cuda or cuda:N (`--device` overrides).
@@ -163,6 +161,20 @@ pub struct TrainOptions {
     pub prefetch: Option<usize>,
 }
 
+/// `eval:` FID/KID evaluation of generators (see `eval` for the method and defaults).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalOptions {
+    pub samples: Option<usize>,
+    pub seed: Option<u64>,
+    pub batch_size: Option<usize>,
+    pub split: Option<String>,
+    pub kid_subsets: Option<usize>,
+    pub kid_subset_size: Option<usize>,
+    pub max_reference: Option<usize>,
+    pub grid: Option<usize>,
+}
+
 /// `models:` ONNX model files; relative paths resolve against the config file's directory.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +199,7 @@ pub struct Settings {
     pub crop: CropSettings,
     pub upscale: UpscaleSettings,
     pub models: ModelPaths,
+    pub eval: EvalSettings,
     /// `train:` resolved against its preset.
     pub train: crate::train::presets::TrainConfig,
     /// Where ONNX graphs run (`device:` / `--device`). Not part of any stage fingerprint: results agree across
@@ -267,6 +280,25 @@ pub struct ModelPaths {
     pub fid_inception: PathBuf,
 }
 
+/// Resolved `eval:`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalSettings {
+    /// Generated samples per checkpoint (10,000 is the usual FID protocol).
+    pub samples: usize,
+    /// Seed of the latents (and of KID's subsets); the same seed gives every checkpoint the same latents.
+    pub seed: u64,
+    /// Images per generator / Inception run.
+    pub batch_size: usize,
+    /// Pack split of the reference images: "train" or "val".
+    pub split: String,
+    pub kid_subsets: usize,
+    pub kid_subset_size: usize,
+    /// Use only the first N reference images in pack order (None = all of the split).
+    pub max_reference: Option<usize>,
+    /// Samples in each report grid.
+    pub grid: usize,
+}
+
 pub const ALL_STAGES: &[&str] = &["ingest", "dedup", "crop", "upscale", "clean", "pack"];
 pub const DEFAULT_STAGES: &[&str] = &["ingest", "dedup", "clean", "pack"];
 
@@ -341,6 +373,7 @@ impl Settings {
         let upscale = resolve_upscale(&file.upscale, &pack)?;
         let models = resolve_models(&file.models, base_dir);
         let train = crate::train::presets::resolve(&file.train)?;
+        let eval = resolve_eval(&file.eval)?;
         let device = match &file.device {
             None => Device::Auto,
             Some(d) => d.parse().map_err(|e| anyhow::anyhow!("device = {d:?}: {e}"))?,
@@ -356,6 +389,7 @@ impl Settings {
             crop,
             upscale,
             models,
+            eval,
             train,
             device,
             file,
@@ -382,7 +416,7 @@ fn resolve_crop(c: &CropOptions) -> Result<CropSettings> {
         bail!("crop.max_side = {max_side}: expected 64..=16384 pixels (default 2048)");
     }
     let yolo_input_size = c.yolo_input_size.unwrap_or(640);
-    if yolo_input_size < 32 || yolo_input_size % 32 != 0 {
+    if yolo_input_size < 32 || !yolo_input_size.is_multiple_of(32) {
         bail!("crop.yolo_input_size = {yolo_input_size}: expected a positive multiple of 32 (default 640)");
     }
     let max_faces = c.max_faces.unwrap_or(64);
@@ -436,6 +470,46 @@ fn resolve_upscale(u: &UpscaleOptions, pack: &PackSettings) -> Result<UpscaleSet
         bail!("upscale.tile_batch = 0: expected at least 1 tile per model run (default 4)");
     }
     Ok(UpscaleSettings { method: u.method.unwrap_or_default(), target, tiling })
+}
+
+fn resolve_eval(e: &EvalOptions) -> Result<EvalSettings> {
+    let eval = EvalSettings {
+        samples: e.samples.unwrap_or(10_000),
+        seed: e.seed.unwrap_or(0),
+        batch_size: e.batch_size.unwrap_or(50),
+        split: e.split.clone().unwrap_or_else(|| "train".into()),
+        kid_subsets: e.kid_subsets.unwrap_or(100),
+        kid_subset_size: e.kid_subset_size.unwrap_or(1000),
+        max_reference: e.max_reference,
+        grid: e.grid.unwrap_or(64),
+    };
+    if eval.samples < 2 {
+        bail!(
+            "eval.samples = {}: expected at least 2 generated samples (10000 is the usual FID protocol)",
+            eval.samples
+        );
+    }
+    if eval.batch_size == 0 {
+        bail!("eval.batch_size = 0: expected at least 1 image per batch (default 50)");
+    }
+    if !["train", "val"].contains(&eval.split.as_str()) {
+        bail!("eval.split = {:?}: expected \"train\" or \"val\"", eval.split);
+    }
+    if eval.kid_subsets == 0 || eval.kid_subset_size < 2 {
+        bail!(
+            "eval.kid_subsets = {}, eval.kid_subset_size = {}: expected at least 1 subset of at least 2 samples \
+             (default 100 subsets of 1000)",
+            eval.kid_subsets,
+            eval.kid_subset_size
+        );
+    }
+    if eval.max_reference.is_some_and(|n| n < 2) {
+        bail!("eval.max_reference: expected at least 2 reference images (or leave it unset for the whole split)");
+    }
+    if eval.grid > 1024 {
+        bail!("eval.grid = {}: expected at most 1024 samples per report grid (default 64)", eval.grid);
+    }
+    Ok(eval)
 }
 
 /// Model paths; the defaults point at the shared models beside the checkout (`../shared/models/`). Existence is
@@ -577,6 +651,27 @@ mod tests {
             ("upscale: {target: 4}", "upscale.target"),
             ("models: {detector: x.onnx}", "detector"),
             ("device: gpu", "device"),
+        ] {
+            let err = format!("{:#}", resolve(yaml).unwrap_err());
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn eval_defaults_and_errors() {
+        let s = resolve("{}").unwrap();
+        assert_eq!((s.eval.samples, s.eval.kid_subsets, s.eval.kid_subset_size), (10_000, 100, 1000));
+        assert_eq!((s.eval.split.as_str(), s.eval.max_reference), ("train", None));
+        assert_eq!(s.models.fid_inception, Path::new("/base/../shared/models/fid_inception_v3_pool3.onnx"));
+        let s = resolve("eval: {samples: 64, split: val}\nmodels: {fid_inception: /m/i.onnx}\n").unwrap();
+        assert_eq!((s.eval.samples, s.eval.split.as_str()), (64, "val"));
+        assert_eq!(s.models.fid_inception, Path::new("/m/i.onnx"));
+        for (yaml, key) in [
+            ("eval: {samples: 1}", "eval.samples"),
+            ("eval: {split: test}", "eval.split"),
+            ("eval: {kid_subset_size: 1}", "eval.kid_subset_size"),
+            ("eval: {batch_size: 0}", "eval.batch_size"),
+            ("eval: {sampels: 5}", "sampels"),
         ] {
             let err = format!("{:#}", resolve(yaml).unwrap_err());
             assert!(err.contains(key), "{yaml}: {err}");

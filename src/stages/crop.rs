@@ -100,10 +100,14 @@ pub fn fingerprint(ctx: &Ctx) -> Result<String> {
         .with_context(|| format!("crop needs manifests/{UPSTREAM}.parquet: run `anime-pipe {UPSTREAM}` first"))?;
     // A missing model only matters when some image needs detection; `run` says so then.
     let model = file_blake3(&ctx.settings.models.face_detector).unwrap_or_else(|_| "missing".into());
+    // Which sources pass through (the config's flag wins over the manifest's, see `read_parents`).
+    let cropped: Vec<(&str, bool)> =
+        ctx.settings.sources.iter().map(|s| (s.name.as_str(), s.already_cropped)).collect();
     let mut hasher = blake3::Hasher::new();
     for part in [
         ALGORITHM.to_string(),
         upstream,
+        serde_json::to_string(&cropped)?,
         serde_json::to_string(&ctx.settings.crop)?,
         serde_json::to_string(&ctx.settings.limits)?,
         model,
