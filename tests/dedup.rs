@@ -179,6 +179,26 @@ fn by_key_pixel_hash(workdir: &Path, key: &str) -> String {
 }
 
 #[test]
+fn objects_that_no_longer_decode_under_the_limits_are_rejected_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("big.png"), png(&picture(100, 100, 1))).unwrap();
+    fs::write(data.join("small.png"), png(&picture(20, 20, 2))).unwrap();
+    let mut ctx = context(&tmp.path().join("work"), tmp.path(), &sources_yaml(&[("s", &data)]));
+    ingest::run(&ctx).unwrap();
+    // Lowered after ingest: the 100x100 image is now over the pixel cap.
+    ctx.settings.limits.max_pixels = 50 * 50;
+    let summary = dedup::run(&ctx).unwrap();
+    let rows = rows_of(&ctx);
+    let got: Vec<(&str, &str, Option<&str>)> =
+        rows.iter().map(|r| (r.key.as_str(), r.status.as_str(), r.reason.as_deref())).collect();
+    assert_eq!(got, vec![("s/big.png", "rejected", Some("decompression_bomb")), ("s/small.png", "ok", None)]);
+    assert_eq!(summary.rejects.get("decompression_bomb"), Some(&1));
+    assert_eq!(count(&summary, "rejected"), 1);
+}
+
+#[test]
 fn cli_flags_and_thread_counts_give_identical_manifests() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("sample");

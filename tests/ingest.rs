@@ -66,7 +66,8 @@ fn build_messy_folder(root: &Path) -> BTreeMap<String, Option<&'static str>> {
     put("photo.jpg", b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf", Some("unsupported_format"));
     put("bomb.png", &png_claiming(100_000, 100_000), Some("decompression_bomb"));
     put("big.png", &vec![0x89u8; 300_000], Some("too_large"));
-    // Not representable by `put`: links, a FIFO and a non-UTF-8 name.
+    // Not representable by `put`: links, a FIFO and a non-UTF-8 name. `unreadable` is exercised by a broken
+    // symlink: tests run as root, for whom chmod 000 does not make a file unreadable.
     std::os::unix::fs::symlink("does-not-exist.jpg", root.join("broken_link.jpg")).unwrap();
     expected.insert("broken_link.jpg".into(), Some("unreadable"));
     std::os::unix::fs::symlink("..", root.join("nested/loop")).unwrap();

@@ -83,9 +83,10 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     let settings = ctx.settings.dedup;
     let threshold = settings.near.then_some(settings.phash_threshold);
     let verdicts = group(&items, &item_sigs, threshold);
-    let mut df = manifest_frame(&items, &item_sigs, &by_object, &verdicts)?;
+    let reasons = reasons(&items, &by_object, &verdicts);
+    let mut df = manifest_frame(&items, &item_sigs, &reasons, &verdicts)?;
     manifest::publish_stage(&ctx.workdir, STAGE, &mut df, &inputs)?;
-    summarize(&mut summary, ctx, &items, &item_sigs, &verdicts, objects.len());
+    summarize(&mut summary, ctx, &items, &reasons, &verdicts, objects.len());
     Ok(summary.finish())
 }
 
@@ -571,10 +572,28 @@ fn colour_difference(a: &[u8; THUMB_LEN], b: &[u8; THUMB_LEN]) -> f64 {
     f64::from(total) / THUMB_LEN as f64
 }
 
+/// The `reason` column: null when kept, the dup_kind for duplicates, the decode reason for rejected rows.
+fn reasons(
+    items: &[Item],
+    by_object: &HashMap<&str, &Result<Signature, imageio::DecodeError>>,
+    verdicts: &[Verdict],
+) -> Vec<Option<String>> {
+    let decode_error = |i: usize| by_object[items[i].object.as_str()].as_ref().err();
+    verdicts
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Verdict::Ok => None,
+            Verdict::Rejected => decode_error(i).map(|e| e.reason.to_string()),
+            Verdict::Duplicate { kind, .. } => Some(kind.to_string()),
+        })
+        .collect()
+}
+
 fn manifest_frame(
     items: &[Item],
     sigs: &[Option<&Signature>],
-    by_object: &HashMap<&str, &Result<Signature, imageio::DecodeError>>,
+    reasons: &[Option<String>],
     verdicts: &[Verdict],
 ) -> Result<polars::prelude::DataFrame> {
     let status: Vec<&str> = verdicts
@@ -583,16 +602,6 @@ fn manifest_frame(
             Verdict::Ok => "ok",
             Verdict::Rejected => "rejected",
             Verdict::Duplicate { .. } => "duplicate",
-        })
-        .collect();
-    let decode_error = |i: usize| by_object[items[i].object.as_str()].as_ref().err();
-    let reason: Vec<Option<String>> = verdicts
-        .iter()
-        .enumerate()
-        .map(|(i, v)| match v {
-            Verdict::Ok => None,
-            Verdict::Rejected => decode_error(i).map(|e| e.reason.to_string()),
-            Verdict::Duplicate { kind, .. } => Some(kind.to_string()),
         })
         .collect();
     let dup = |f: &dyn Fn(usize, &'static str, Option<u32>) -> Option<String>| -> Vec<Option<String>> {
@@ -624,7 +633,7 @@ fn manifest_frame(
             col("width", items.iter().map(|it| it.width).collect::<Vec<u32>>()),
             col("height", items.iter().map(|it| it.height).collect::<Vec<u32>>()),
             col("status", status),
-            col("reason", reason),
+            col("reason", reasons.to_vec()),
             col("duplicate_of", dup(&|of, _, _| Some(items[of].key.clone()))),
             col("dup_kind", dup(&|_, kind, _| Some(kind.to_string()))),
             col("hamming", hamming),
@@ -638,7 +647,7 @@ fn summarize(
     summary: &mut Summary,
     ctx: &Ctx,
     items: &[Item],
-    sigs: &[Option<&Signature>],
+    reasons: &[Option<String>],
     verdicts: &[Verdict],
     objects: usize,
 ) {
@@ -654,13 +663,10 @@ fn summarize(
         .count("decoded objects", objects as u64)
         .count("kept", count(&|v| *v == Verdict::Ok))
         .count("duplicates", count(&|v| matches!(v, Verdict::Duplicate { .. })))
-        .count("duplicate groups", groups.len() as u64);
-    for (i, v) in verdicts.iter().enumerate() {
-        match v {
-            Verdict::Duplicate { kind, .. } => summary.reject(kind),
-            Verdict::Rejected if sigs[i].is_none() => summary.reject("undecodable"),
-            _ => {}
-        }
+        .count("duplicate groups", groups.len() as u64)
+        .count("rejected", count(&|v| *v == Verdict::Rejected));
+    for reason in reasons.iter().flatten() {
+        summary.reject(reason);
     }
     let d = ctx.settings.dedup;
     summary.fact(

@@ -610,7 +610,8 @@ fn ingest_archive(
             return Ok(vec![Row::new(source_index, b"", 0, Outcome::rejected(reason, detail.clone()))]);
         }
     };
-    let bar = ctx.reporter.bar(0, "ingest");
+    // A zip's entry count is known up front (the bar gets its length in `read_zip`); a tar's is not.
+    let bar = if kind == ArchiveKind::Zip { ctx.reporter.bar(0, "ingest") } else { ctx.reporter.spinner("ingest") };
     bar.set_message(format!("{} ({})", source.name, archive.path.display()));
     let mut batch = Batch::new(ctx, source_index, stats, bar.clone());
     let opened = File::open(&archive.path);
