@@ -65,6 +65,11 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             summary
         }
+        Command::Eval(args) => {
+            let outcome = crate::eval::run(&ctx, &crate::eval::EvalRequest::from_args(args))?;
+            outcome.emit(&ctx.reporter);
+            return Ok(());
+        }
         Command::Verify => stages::verify::run(&ctx)?,
         Command::Train(args) => crate::train::run(&ctx, args)?,
         Command::SampleData(_) | Command::Graph(_) | Command::BenchStep(_) | Command::Sample(_) => {
@@ -156,6 +161,20 @@ fn apply_overrides(file: &mut ConfigFile, command: &Command) -> Result<()> {
             p.val_fraction = a.val_fraction.or(p.val_fraction);
         }
         Command::Train(a) => crate::train::apply_flags(&mut file.train, a),
+        Command::Eval(a) => {
+            let e = &mut file.eval;
+            e.samples = a.samples.or(e.samples);
+            e.seed = a.seed.or(e.seed);
+            e.batch_size = a.batch_size.or(e.batch_size);
+            e.split = a.split.clone().or(e.split.take());
+            e.kid_subsets = a.kid_subsets.or(e.kid_subsets);
+            e.kid_subset_size = a.kid_subset_size.or(e.kid_subset_size);
+            e.max_reference = a.max_reference.or(e.max_reference);
+            if let Some(path) = &a.inception {
+                // Relative to where the command runs, not to the config file.
+                file.models.fid_inception = Some(std::env::current_dir()?.join(path));
+            }
+        }
         _ => {}
     }
     Ok(())

@@ -75,6 +75,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// Check cache objects and shards against the checksums in the manifests
     Verify,
+    /// FID and KID (Inception pool3) of a training run's checkpoints or one generator; report.html for runs
+    Eval(EvalArgs),
     /// Train a DCGAN on the packed shards (ONNX Runtime, CPU or CUDA) into runs/<name>/: checkpoints, samples, curves
     Train(TrainArgs),
     /// Generate images with an exported generator (runs/<name>/generator.onnx): grids and latent-space walks
@@ -202,6 +204,54 @@ pub struct StatsArgs {
     /// Also write a PNG grid of the face crops in manifests/crop.parquet (96 px cells, with scores) to PATH
     #[arg(long, value_name = "PATH")]
     pub contact_sheet: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["run", "model"])))]
+pub struct EvalArgs {
+    /// Training run directory (or a run name under <workdir>/runs): evaluates its checkpoints, writes eval.parquet
+    /// and report.html there
+    #[arg(long, value_name = "DIR")]
+    pub run: Option<PathBuf>,
+    /// One exported generator (.onnx) instead of a run; results are printed only
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Only these epochs' checkpoints, comma-separated (e.g. 100,200,300) [default: every checkpoint]
+    #[arg(long, value_delimiter = ',', value_name = "EPOCHS", requires = "run")]
+    pub checkpoints: Vec<u32>,
+    /// Generated samples per generator [config: eval.samples, default 10000]
+    #[arg(short = 'n', long = "samples", value_name = "N")]
+    pub samples: Option<usize>,
+    /// Seed of the latents and of KID's subsets [config: eval.seed, default 0]
+    #[arg(long, value_name = "SEED")]
+    pub seed: Option<u64>,
+    /// Images per generator / Inception batch [config: eval.batch_size, default 50]
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Reference split of the packed dataset [config: eval.split, default train]
+    #[arg(long, value_name = "SPLIT")]
+    pub split: Option<String>,
+    /// Reference pack size [default: the generator's output size]
+    #[arg(long, value_name = "PX")]
+    pub size: Option<u32>,
+    /// The FID Inception model [config: models.fid_inception, default ../shared/models/fid_inception_v3_pool3.onnx]
+    #[arg(long, value_name = "PATH")]
+    pub inception: Option<PathBuf>,
+    /// KID subsets [config: eval.kid_subsets, default 100]
+    #[arg(long, value_name = "N")]
+    pub kid_subsets: Option<usize>,
+    /// KID subset size [config: eval.kid_subset_size, default 1000]
+    #[arg(long, value_name = "N")]
+    pub kid_subset_size: Option<usize>,
+    /// Use only the first N reference images in pack order [config: eval.max_reference, default all]
+    #[arg(long, value_name = "N")]
+    pub max_reference: Option<usize>,
+    /// Re-evaluate checkpoints that eval.parquet already holds with the same settings
+    #[arg(long)]
+    pub force: bool,
+    /// Also write each generator's Inception features to DIR/<generator>.safetensors (for bench/fid_reference.py)
+    #[arg(long, value_name = "DIR")]
+    pub save_features: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

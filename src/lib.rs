@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod contact_sheet;
 pub mod digest;
+pub mod eval;
 pub mod faces;
 pub mod gan;
 pub mod imageio;

@@ -90,12 +90,12 @@ impl Generator {
         let (pixels, side) = match &self.output {
             Output::U8Nhwc(name) => {
                 let (shape, values) = outputs[name.as_str()].try_extract_tensor::<u8>().map_err(|e| anyhow!("{e}"))?;
-                let side = square_side(&shape[..], batch, 1, 3).with_context(|| self.name.clone())?;
+                let side = square_side(&shape[..], batch, 3, 1).with_context(|| self.name.clone())?;
                 (values.to_vec(), side)
             }
             Output::F32Nchw(name) => {
                 let (shape, values) = outputs[name.as_str()].try_extract_tensor::<f32>().map_err(|e| anyhow!("{e}"))?;
-                let side = square_side(&shape[..], batch, 3, 1).with_context(|| self.name.clone())?;
+                let side = square_side(&shape[..], batch, 1, 2).with_context(|| self.name.clone())?;
                 (nchw_unit_to_nhwc_u8(values, batch, side as usize), side)
             }
         };
@@ -117,7 +117,7 @@ fn pick_output(session: &Session) -> Result<Output> {
         .ok_or_else(|| anyhow!("expected an output {U8_OUTPUT:?} (u8 NHWC) or a float32 NCHW image output"))
 }
 
-/// S of an image tensor shaped `[batch, S, S, 3]` (channel axis at `c_axis` = 3) or `[batch, 3, S, S]` (1).
+/// S of an image tensor shaped `[batch, S, S, 3]` (`c_axis` 3, `first_spatial` 1) or `[batch, 3, S, S]` (1, 2).
 fn square_side(shape: &[i64], batch: usize, c_axis: usize, first_spatial: usize) -> Result<u32> {
     let ok = shape.len() == 4
         && shape[0] as usize == batch
@@ -172,6 +172,15 @@ mod tests {
         blocks.extend(s.next_block(3));
         assert_eq!(blocks, LatentStream::new(5, 3).next_block(5));
         assert_ne!(blocks[..3], LatentStream::new(6, 3).next_block(1)[..]);
+    }
+
+    #[test]
+    fn image_shapes_give_their_side() {
+        assert_eq!(square_side(&[8, 64, 64, 3], 8, 3, 1).unwrap(), 64);
+        assert_eq!(square_side(&[8, 3, 32, 32], 8, 1, 2).unwrap(), 32);
+        assert!(square_side(&[8, 3, 32, 16], 8, 1, 2).is_err());
+        assert!(square_side(&[4, 3, 32, 32], 8, 1, 2).is_err());
+        assert!(square_side(&[8, 64, 64, 3], 8, 1, 2).is_err());
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct EvalRequest {
     /// Reference pack size (default: the generator's output size).
     pub size: Option<u32>,
     pub force: bool,
+    /// Also write each generator's features to `<dir>/<label>.safetensors` (tensor `features`), for
+    /// bench/fid_reference.py; every generator is then recomputed.
+    pub save_features: Option<PathBuf>,
 }
 
 impl EvalRequest {
@@ -100,7 +103,7 @@ impl EvalRequest {
             (None, Some(model)) => Target::Model(model.clone()),
             (None, None) => unreachable!("clap requires --run or --model"),
         };
-        Self { target, size: args.size, force: args.force }
+        Self { target, size: args.size, force: args.force, save_features: args.save_features.clone() }
     }
 }
 
@@ -217,8 +220,8 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
         None => Vec::new(),
     };
 
-    let mut references: BTreeMap<u32, reference::Reference> = BTreeMap::new();
-    let mut real_spread: BTreeMap<u32, f64> = BTreeMap::new();
+    // Reference set and its mean pairwise feature distance, per pack size.
+    let mut references: BTreeMap<u32, (reference::Reference, f64)> = BTreeMap::new();
     let mut reference_embedded = 0u64;
     let mut generated_embedded = 0u64;
     let inception_blake3 = inception.model_blake3.clone();
@@ -232,7 +235,7 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
                 && r.eval_key == key_of(r.size)
                 && run_dir.as_ref().is_some_and(|d| grid_path(d, &r.label).exists())
         });
-        if let (Some(old), false) = (reusable, request.force) {
+        if let (Some(old), false) = (reusable, request.force || request.save_features.is_some()) {
             rows.push(Row {
                 checkpoint: checkpoint.relative.clone(),
                 label: checkpoint.label.clone(),
@@ -247,7 +250,7 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
         let sample = generate_and_embed(ctx, checkpoint, &mut inception, settings)?;
         generated_embedded += sample.features.rows as u64;
         let ref_size = request.size.unwrap_or(sample.side);
-        if !references.contains_key(&ref_size) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = references.entry(ref_size) {
             let spec = reference::ReferenceSpec {
                 dataset_digest: dataset_digest.clone(),
                 split: settings.split.clone(),
@@ -260,11 +263,14 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
             let r = reference::load_or_compute(&ctx.workdir, &spec, &mut inception, settings.batch_size, &bar)?;
             bar.finish_and_clear();
             reference_embedded += inception.images_embedded() - before;
-            real_spread.insert(ref_size, collapse::mean_pairwise_distance(&r.features, settings.seed));
-            references.insert(ref_size, r);
+            let spread = collapse::mean_pairwise_distance(&r.features, settings.seed);
+            slot.insert((r, spread));
         }
-        let reference = &references[&ref_size];
-        let row = score(checkpoint, &sample, reference, real_spread[&ref_size], ctx, &generator_blake3, key_of)?;
+        let (reference, real_spread) = &references[&ref_size];
+        let row = score(checkpoint, &sample, reference, *real_spread, ctx, &generator_blake3, key_of)?;
+        if let Some(dir) = &request.save_features {
+            reference::write_features(&dir.join(format!("{}.safetensors", checkpoint.label)), &sample.features)?;
+        }
         if let Some(dir) = &run_dir {
             let png = report::grid_png(&sample.grid, sample.side, settings.grid.min(sample.count))?;
             crate::workdir::atomic_write(&grid_path(dir, &checkpoint.label), &png)?;
@@ -277,7 +283,7 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
         .count("generators reused from eval.parquet", rows.iter().filter(|r| r.reused).count() as u64)
         .count("generated images embedded", generated_embedded)
         .count("reference images embedded", reference_embedded);
-    for r in references.values() {
+    for (r, _) in references.values() {
         let how = if r.cached { "cached" } else { "computed" };
         summary.fact(
             &format!("reference {}x{}", r.spec.size, r.spec.size),
@@ -423,60 +429,94 @@ fn resolve_run_dir(ctx: &Ctx, dir: &Path) -> Result<PathBuf> {
     bail!("--run {}: no such run directory (nor {})", dir.display(), under_runs.display())
 }
 
-/// `epoch-0005.generator.onnx` -> 5.
-fn checkpoint_epoch(name: &str) -> Option<u32> {
-    let digits = name.strip_prefix("epoch-")?.strip_suffix(".generator.onnx")?;
-    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
+/// What a checkpoint file name says: `epoch-0005.generator.onnx` (end of epoch 5) or
+/// `step-00001234.generator.onnx` (a run stopped inside an epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CheckpointName {
+    Epoch(u32),
+    Step(u64),
 }
 
-/// The generators of a run, by epoch: `checkpoints/epoch-NNNN.generator.onnx`, or `generator.onnx` when there
-/// are none. `epochs` (non-empty) selects some; a missing one is an error naming those available.
+fn parse_checkpoint_name(name: &str) -> Option<CheckpointName> {
+    let stem = name.strip_suffix(".generator.onnx")?;
+    fn number(digits: &str) -> Option<&str> {
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+    }
+    if let Some(digits) = stem.strip_prefix("epoch-").and_then(number) {
+        return digits.parse().ok().map(CheckpointName::Epoch);
+    }
+    stem.strip_prefix("step-").and_then(number).and_then(|d| d.parse().ok()).map(CheckpointName::Step)
+}
+
+/// The generators of a run: `checkpoints/epoch-NNNN.generator.onnx` and `checkpoints/step-NNNNNNNN.generator.onnx`
+/// (the latter only without an epoch filter), plus `generator.onnx` as "final" when it differs from every
+/// checkpoint's generator (or there is none). `epochs` (non-empty) selects epoch checkpoints; a missing one is an
+/// error naming those available. Ordered by training progress (step, then epoch).
 pub fn run_checkpoints(dir: &Path, epochs: &[u32]) -> Result<Vec<Checkpoint>> {
-    let mut found: BTreeMap<u32, PathBuf> = BTreeMap::new();
+    let mut found: Vec<(CheckpointName, PathBuf)> = Vec::new();
     let checkpoints_dir = dir.join("checkpoints");
     if checkpoints_dir.is_dir() {
         for entry in std::fs::read_dir(&checkpoints_dir)? {
             let path = entry?.path();
-            if let Some(epoch) = path.file_name().and_then(|n| checkpoint_epoch(&n.to_string_lossy())) {
-                found.insert(epoch, path);
+            if let Some(name) = path.file_name().and_then(|n| parse_checkpoint_name(&n.to_string_lossy())) {
+                found.push((name, path));
             }
         }
     }
-    let metrics = read_epoch_steps(&dir.join("metrics.parquet"));
-    let mut checkpoints = Vec::new();
-    for (&epoch, path) in &found {
-        if !epochs.is_empty() && !epochs.contains(&epoch) {
-            continue;
-        }
-        let label = format!("epoch-{epoch:04}");
-        let step = checkpoint_step(&path.with_file_name(format!("{label}.safetensors")))
-            .or_else(|| metrics.get(&epoch).copied());
-        let relative = format!("checkpoints/{}", path.file_name().expect("listed file").to_string_lossy());
-        checkpoints.push(Checkpoint { path: path.clone(), relative, epoch: Some(epoch), step, label });
-    }
-    if let Some(missing) = epochs.iter().find(|e| !found.contains_key(e)) {
-        let available: Vec<u32> = found.keys().copied().collect();
+    let available: Vec<u32> = found
+        .iter()
+        .filter_map(|(n, _)| match n {
+            CheckpointName::Epoch(e) => Some(*e),
+            CheckpointName::Step(_) => None,
+        })
+        .collect();
+    if let Some(missing) = epochs.iter().find(|e| !available.contains(e)) {
+        let mut available = available.clone();
+        available.sort_unstable();
         bail!(
             "--checkpoints: {} has no checkpoints/epoch-{missing:04}.generator.onnx (available epochs: {available:?})",
             dir.display()
         );
     }
-    if checkpoints.is_empty() {
-        let last = dir.join("generator.onnx");
-        if !last.is_file() {
-            bail!(
-                "{} has no generator to evaluate: expected checkpoints/epoch-NNNN.generator.onnx or generator.onnx \
-                 (is it a run directory written by `anime-pipe train`?)",
-                dir.display()
-            );
+    let metrics = read_epoch_steps(&dir.join("metrics.parquet"));
+    let mut checkpoints = Vec::new();
+    for (name, path) in found {
+        let file = path.file_name().expect("listed file").to_string_lossy().to_string();
+        let label = file.trim_end_matches(".generator.onnx").to_string();
+        let recorded_step = checkpoint_step(&path.with_file_name(format!("{label}.safetensors")));
+        let (epoch, step) = match name {
+            CheckpointName::Epoch(e) if epochs.is_empty() || epochs.contains(&e) => {
+                (Some(e), recorded_step.or_else(|| metrics.get(&e).copied()))
+            }
+            CheckpointName::Step(s) if epochs.is_empty() => (None, Some(s)),
+            _ => continue,
+        };
+        checkpoints.push(Checkpoint { path, relative: format!("checkpoints/{file}"), epoch, step, label });
+    }
+    checkpoints.sort_by_key(|c| progress_key(c.step, c.epoch, &c.relative));
+    let last = dir.join("generator.onnx");
+    if epochs.is_empty() && last.is_file() {
+        let hash = crate::manifest::file_blake3(&last)?;
+        let mut same = false;
+        for c in &checkpoints {
+            same |= crate::manifest::file_blake3(&c.path)? == hash;
         }
-        checkpoints.push(Checkpoint {
-            path: last,
-            relative: "generator.onnx".into(),
-            epoch: None,
-            step: None,
-            label: "final".into(),
-        });
+        if !same {
+            checkpoints.push(Checkpoint {
+                path: last,
+                relative: "generator.onnx".into(),
+                epoch: None,
+                step: None,
+                label: "final".into(),
+            });
+        }
+    }
+    if checkpoints.is_empty() {
+        bail!(
+            "{} has no generator to evaluate: expected checkpoints/epoch-NNNN.generator.onnx or generator.onnx \
+             (is it a run directory written by `anime-pipe train`?)",
+            dir.display()
+        );
     }
     Ok(checkpoints)
 }
@@ -590,12 +630,17 @@ fn label_of(checkpoint: &str, epoch: Option<u32>) -> String {
     }
 }
 
-/// Previous rows of generators not evaluated now, plus the new rows; sorted by epoch (None last), then checkpoint.
+/// Training-progress order: by step, then epoch (unknown last), then path.
+fn progress_key(step: Option<u64>, epoch: Option<u32>, path: &str) -> (u64, u32, String) {
+    (step.unwrap_or(u64::MAX), epoch.unwrap_or(u32::MAX), path.to_string())
+}
+
+/// Previous rows of generators not evaluated now, plus the new rows, in training-progress order.
 fn merge_rows(previous: Vec<Row>, new: &[Row]) -> Vec<Row> {
     let mut all: Vec<Row> =
         previous.into_iter().filter(|p| !new.iter().any(|r| r.checkpoint == p.checkpoint)).collect();
     all.extend(new.iter().cloned());
-    all.sort_by(|a, b| (a.epoch.is_none(), a.epoch, &a.checkpoint).cmp(&(b.epoch.is_none(), b.epoch, &b.checkpoint)));
+    all.sort_by_key(|r| progress_key(r.step, r.epoch, &r.checkpoint));
     all
 }
 
@@ -631,12 +676,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checkpoint_names_parse_to_epochs() {
-        assert_eq!(checkpoint_epoch("epoch-0005.generator.onnx"), Some(5));
-        assert_eq!(checkpoint_epoch("epoch-12345.generator.onnx"), Some(12345));
-        assert_eq!(checkpoint_epoch("epoch-0005.safetensors"), None);
-        assert_eq!(checkpoint_epoch("epoch-.generator.onnx"), None);
-        assert_eq!(checkpoint_epoch("epoch-x1.generator.onnx"), None);
+    fn checkpoint_names_parse_to_epochs_and_steps() {
+        use CheckpointName::*;
+        assert_eq!(parse_checkpoint_name("epoch-0005.generator.onnx"), Some(Epoch(5)));
+        assert_eq!(parse_checkpoint_name("epoch-12345.generator.onnx"), Some(Epoch(12345)));
+        assert_eq!(parse_checkpoint_name("step-00001234.generator.onnx"), Some(Step(1234)));
+        assert_eq!(parse_checkpoint_name("epoch-0005.safetensors"), None);
+        assert_eq!(parse_checkpoint_name("epoch-.generator.onnx"), None);
+        assert_eq!(parse_checkpoint_name("epoch-x1.generator.onnx"), None);
     }
 
     #[test]
@@ -646,8 +693,21 @@ mod tests {
         for e in [5, 10] {
             std::fs::write(dir.path().join(format!("checkpoints/epoch-{e:04}.generator.onnx")), b"x").unwrap();
         }
+        std::fs::write(dir.path().join("checkpoints/step-00000123.generator.onnx"), b"y").unwrap();
+        std::fs::write(dir.path().join("generator.onnx"), b"y").unwrap();
         let all = run_checkpoints(dir.path(), &[]).unwrap();
-        assert_eq!(all.iter().map(|c| c.epoch).collect::<Vec<_>>(), vec![Some(5), Some(10)]);
+        let got: Vec<(&str, Option<u32>, Option<u64>)> =
+            all.iter().map(|c| (c.label.as_str(), c.epoch, c.step)).collect();
+        // No metadata or metrics: epoch checkpoints have no step and sort after the step checkpoint; generator.onnx
+        // equals step-00000123's bytes, so it is not listed again.
+        assert_eq!(
+            got,
+            vec![("step-00000123", None, Some(123)), ("epoch-0005", Some(5), None), ("epoch-0010", Some(10), None)]
+        );
+        std::fs::write(dir.path().join("generator.onnx"), b"z").unwrap();
+        assert_eq!(run_checkpoints(dir.path(), &[]).unwrap().last().unwrap().label, "final");
+        let only = run_checkpoints(dir.path(), &[10]).unwrap();
+        assert_eq!(only.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(), vec!["epoch-0010"]);
         let err = run_checkpoints(dir.path(), &[7]).unwrap_err().to_string();
         assert!(err.contains("epoch-0007") && err.contains("[5, 10]"), "{err}");
     }

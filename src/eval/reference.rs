@@ -204,6 +204,13 @@ fn write_cache(path: &std::path::Path, spec: &ReferenceSpec, features: &Features
     atomic_write(path, &bytes)
 }
 
+/// A safetensors file with one F32 tensor `features` [n, d] (what bench/fid_reference.py reads).
+pub fn write_features(path: &std::path::Path, features: &Features) -> Result<()> {
+    let bytes: Vec<u8> = features.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = TensorView::new(Dtype::F32, vec![features.rows, features.dim], &bytes)?;
+    atomic_write(path, &safetensors::serialize([("features", view)], None)?)
+}
+
 fn read_cache(path: &std::path::Path, spec: &ReferenceSpec) -> Result<(Features, GaussianStats)> {
     let bytes = std::fs::read(path)?;
     let (_, header) = SafeTensors::read_metadata(&bytes)?;
@@ -232,5 +239,11 @@ fn read_cache(path: &std::path::Path, spec: &ReferenceSpec) -> Result<(Features,
     let cov = Mat::from_fn(d, d, |i, j| cov_values[i * d + j]);
     let data: Vec<f32> =
         feats.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
-    Ok((Features { rows: n, dim: d, data }, GaussianStats { count: n, mean, cov }))
+    let features = Features { rows: n, dim: d, data };
+    if n <= d {
+        // Small reference sets keep the low-rank factor (see `fid`); recomputing is cheaper than storing it.
+        let stats = GaussianStats::of(&features)?;
+        return Ok((features, stats));
+    }
+    Ok((features, GaussianStats { count: n, mean, cov, factor: None }))
 }

@@ -322,10 +322,12 @@ fn settings_section(ctx: &Ctx, rows: &[Row], dataset_digest: &str) -> String {
     html
 }
 
-/// x positions: epochs when every row has one, else row order.
+/// x positions: epochs when every row has one, else steps when every row has one, else table order.
 fn x_of(rows: &[Row]) -> (Vec<f64>, &'static str) {
     if rows.iter().all(|r| r.epoch.is_some()) {
         (rows.iter().map(|r| f64::from(r.epoch.unwrap_or(0))).collect(), "epoch")
+    } else if rows.iter().all(|r| r.step.is_some()) {
+        (rows.iter().map(|r| r.step.unwrap_or(0) as f64).collect(), "step")
     } else {
         ((0..rows.len()).map(|i| i as f64).collect(), "generator (table order)")
     }

@@ -35,6 +35,15 @@ pub fn matmul_f32(dst: MatMut<'_, f32>, accumulate: bool, lhs: MatRef<'_, f32>, 
     matmul(dst, accum, lhs, rhs, alpha, Par::rayon(0));
 }
 
+/// `out[i][j] = scale[i] * (m[i][j] + m[j][i]) / 2 * scale[j]` (all scales 1 when `scale` is None): the symmetric
+/// part of a square matrix, optionally under a diagonal congruence, rounding asymmetries removed.
+pub fn symmetrize_scaled(m: MatRef<'_, f64>, scale: Option<&[f64]>) -> Mat<f64> {
+    let n = m.nrows();
+    assert_eq!(n, m.ncols(), "square matrix");
+    let s = |i: usize| scale.map_or(1.0, |s| s[i]);
+    Mat::from_fn(n, n, |i, j| s(i) * 0.5 * (m[(i, j)] + m[(j, i)]) * s(j))
+}
+
 /// Eigenvalues (ascending) and eigenvectors (columns of the matrix, in the same order) of the symmetric matrix
 /// `a`; only its lower triangle is read.
 pub fn symmetric_eigen(a: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>), NoConvergence> {
@@ -67,6 +76,14 @@ mod tests {
         assert!(only.iter().zip(&values).all(|(x, y)| (x - y).abs() < 1e-12));
         // Trace and determinant are the sum and product of the eigenvalues.
         assert!((values.iter().sum::<f64>() - 9.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn symmetrize_scaled_averages_and_scales() {
+        let m = Mat::from_fn(2, 2, |i, j| [[1.0, 2.0], [4.0, 3.0]][i][j]);
+        let s = symmetrize_scaled(m.as_ref(), Some(&[2.0, 10.0]));
+        assert_eq!((s[(0, 0)], s[(0, 1)], s[(1, 0)], s[(1, 1)]), (4.0, 60.0, 60.0, 300.0));
+        assert_eq!(symmetrize_scaled(m.as_ref(), None)[(1, 0)], 3.0);
     }
 
     #[test]
