@@ -412,6 +412,17 @@ fn graph_command_writes_four_models_and_describes_them() -> Result<()> {
     assert_eq!(role("g.convt1.weight").as_deref(), Some("frozen_state"));
     assert_eq!(role("g.bn1.running_mean"), None, "the D step neither reads nor updates G's running statistics");
 
+    // The same command writes the same bytes (seeded weights, deterministic names and node order).
+    let again = tempfile::tempdir()?;
+    let status = Command::new(env!("CARGO_BIN_EXE_anime-pipe"))
+        .args(["graph", "--arch", "dcgan64", "--batch", "8", "--ngf", "8", "--ndf", "8", "-q", "--out"])
+        .arg(again.path())
+        .status()?;
+    assert!(status.success());
+    for f in ["d_step.onnx", "g_step.onnx", "gan_step.onnx", "generator.onnx"] {
+        assert!(std::fs::read(dir.path().join(f))? == std::fs::read(again.path().join(f))?, "{f} differs between runs");
+    }
+
     let help = Command::new(env!("CARGO_BIN_EXE_anime-pipe")).args(["graph", "--help"]).output()?;
     let help = String::from_utf8_lossy(&help.stdout);
     for needle in ["d_step.onnx", "g_step.onnx", "gan_step.onnx", "generator.onnx", "InferenceSession", "X.new"] {
