@@ -359,6 +359,40 @@ fn a_second_run_reads_nothing_and_changes_are_picked_up() {
     assert!(object.is_file());
 }
 
+#[test]
+fn an_archive_listed_twice_and_an_archive_inside_a_folder() {
+    let (src, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let d = src.path();
+    write(&d.join("dir/a.png"), &png(&picture(32, 32, 1)));
+    write(
+        &d.join("dir/inner.zip"),
+        &zip_bytes(&[("b.png", &png(&picture(32, 32, 2)))], zip::CompressionMethod::Stored),
+    );
+    write(&d.join("pack.zip"), &zip_bytes(&[("x.png", &png(&picture(32, 32, 3)))], zip::CompressionMethod::Stored));
+    let yaml = sources_yaml(&[("one", &d.join("dir")), ("two", &d.join("pack.zip")), ("three", &d.join("pack.zip"))]);
+    let ctx = context(work.path(), d, &yaml);
+    let first = ingest::run(&ctx).unwrap();
+    let manifest = fs::read(work.path().join("manifests/ingest.parquet")).unwrap();
+    let second = ingest::run(&ctx).unwrap();
+    assert_eq!(count(&first, "files"), 4);
+    assert_eq!((count(&second, "decoded"), count(&second, "reused")), (0, 4));
+    assert_eq!(fs::read(work.path().join("manifests/ingest.parquet")).unwrap(), manifest);
+    let rows = rows(work.path(), "ingest");
+    let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["one/a.png", "one/inner.zip", "two/x.png", "three/x.png"]);
+    let inner = by_path(&rows, "inner.zip");
+    assert_eq!(inner.reason.as_deref(), Some("not_an_image"));
+    let error = read_error(work.path(), "one/inner.zip");
+    assert!(error.contains("sources:"), "{error}");
+}
+
+fn read_error(workdir: &Path, key: &str) -> String {
+    let df = anime_pipe::manifest::read_parquet(&workdir.join("manifests/ingest.parquet")).unwrap();
+    let keys = anime_pipe::stages::columns::strings(&df, "key").unwrap();
+    let errors = anime_pipe::stages::columns::opt_strings(&df, "error").unwrap();
+    errors[keys.iter().position(|k| k == key).unwrap()].clone().unwrap()
+}
+
 /// Creates the same tree under `root`, writing files in the given order.
 fn build_tree(root: &Path, order: &[usize]) {
     let files: Vec<(String, Vec<u8>)> = (0..12)

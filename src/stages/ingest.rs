@@ -282,15 +282,25 @@ fn examine(bytes: &[u8], ctx: &Ctx, stats: &Stats) -> Result<Outcome> {
         }
         Err(e) => {
             let format = imageio::sniff_format(bytes).or_else(|| imageio::sniff_unsupported(bytes));
+            let detail = match looks_like_archive(bytes) {
+                true if e.reason == "not_an_image" => {
+                    "an archive inside a source is not opened: list it under `sources:` to ingest its entries".into()
+                }
+                _ => e.detail,
+            };
             Outcome {
                 bytes: size,
                 blake3: Some(hash),
                 format: format.map(str::to_string),
-                ..Outcome::rejected(e.reason, e.detail)
+                ..Outcome::rejected(e.reason, detail)
             }
         }
     };
     Ok(out)
+}
+
+fn looks_like_archive(b: &[u8]) -> bool {
+    b.starts_with(b"PK\x03\x04") || b.starts_with(&[0x1F, 0x8B]) || b.get(257..262) == Some(b"ustar")
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -824,8 +834,10 @@ fn read_zip(file: File, batch: &mut Batch) -> Result<()> {
         let mut entry = match zip.by_index(i) {
             Ok(entry) => entry,
             Err(e) => {
-                let reason =
-                    if e.to_string().to_ascii_lowercase().contains("password") { "unreadable" } else { "corrupt" };
+                // Encrypted entries and compression methods this build does not read are unreadable, not corrupt.
+                let msg = e.to_string().to_ascii_lowercase();
+                let unreadable = ["password", "not supported", "unsupported"].iter().any(|m| msg.contains(m));
+                let reason = if unreadable { "unreadable" } else { "corrupt" };
                 batch.reject(path_identity(&normalized, None), ordinal, Outcome::rejected(reason, e.to_string()));
                 continue;
             }
@@ -973,7 +985,11 @@ impl Index {
     }
 
     fn save(workdir: &Workdir, rows: &[IndexRow]) -> Result<()> {
-        let strs = |f: fn(&IndexRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+        // Two sources naming the same folder or archive would record it twice.
+        let mut seen = std::collections::HashSet::new();
+        let rows: Vec<&IndexRow> =
+            rows.iter().filter(|r| seen.insert((&r.origin, r.ordinal, &r.path, &r.path_hex))).collect();
+        let strs = |f: fn(&IndexRow) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
         let mut df = frame(
             rows.len(),
             vec![
