@@ -6,12 +6,18 @@
 //! - `exact_pixels`: same decoded RGB8 pixels and size, different bytes (e.g. a PNG and a lossless WebP/BMP of the
 //!   same picture). `pixel_hash` = blake3 of `width (u32 LE) ‖ height (u32 LE) ‖ RGB8 rows`.
 //! - `near`: 64-bit DCT perceptual hashes within `dedup.phash_threshold` bits (Hamming distance; `--threshold`;
-//!   off with `--no-near` / `dedup.near: false`). The pHash: the image reduced to 32x32 RGB
-//!   (image's triangle filter, in f32; images larger than 128 px on a side are first reduced to at most 128x128 in
-//!   8-bit), luma = 0.299 R + 0.587 G + 0.114 B, 2-D DCT-II, the top-left 8x8 coefficients compared with their median, bit `63 - (8u + v)` set when
-//!   coefficient (u, v) is above it (the construction of Python's `imagehash.phash`). Robust to resizing,
-//!   re-encoding (JPEG quality) and crops of up to about 3% of a side at the default threshold (a 5% crop moves
-//!   the hash by about 10 bits); not to flips or large crops.
+//!   off with `--no-near` / `dedup.near: false`), **confirmed by colour**: the mean absolute difference of the
+//!   two images' 4x4 RGB thumbnails must be at most [`NEAR_MAX_COLOUR_DIFFERENCE`] (10 of 255). pHash sees only
+//!   luma structure, and aligned face crops share it: on the Getchu faces, pHash alone at 6 bits pairs different
+//!   characters in the same pose and chains them into groups of hundreds; with the colour check every pair we
+//!   inspected was the same picture (retouched, re-encoded or resized).
+//!   The pHash: the image reduced to 32x32 RGB (image's triangle filter, in f32; images larger than 128 px on a
+//!   side are first reduced to at most 128x128 in 8-bit), luma = 0.299 R + 0.587 G + 0.114 B, 2-D DCT-II, the
+//!   top-left 8x8 coefficients compared with their median, bit `63 - (8u + v)` set when coefficient (u, v) is
+//!   above it (the construction of Python's `imagehash.phash`). Every hash has 32 bits set, so distances are even
+//!   (thresholds 6 and 7 behave alike). The thumbnail is the 8x8-block means of the same 32x32 reduction. Robust
+//!   to resizing, re-encoding (JPEG quality) and crops of up to about 3% of a side at the default threshold (a
+//!   5% crop moves the hash by about 10 bits); not to flips or large crops.
 //!
 //! ## Groups and the keep policy
 //! Duplicate relations are merged with union-find into connected components, so relations **chain**: if A~B and
@@ -26,9 +32,9 @@
 //! group's kept row, which for an exact copy of a near duplicate is not itself byte-identical.
 //!
 //! ## Scale
-//! Each distinct cache object is decoded once (from the cache, never from the sources), in parallel; pixel hash
-//! and pHash come from the same decode. The near search runs over distinct pHash values with multi-index hashing
-//! ([`near_pairs`]): no quadratic scan.
+//! Each distinct cache object is decoded once (from the cache, never from the sources), in parallel; pixel hash,
+//! pHash and thumbnail come from the same decode. The near search runs over distinct pictures (one per pixel
+//! hash) with multi-index hashing ([`near_pairs`]): no quadratic scan.
 //!
 //! ## dedup.parquet (one row per accepted ingest row, in ingest order: source_index, path)
 //! | column | type | meaning |
@@ -37,7 +43,7 @@
 //! | already_cropped | bool | as in ingest.parquet |
 //! | object | str | cache object (blake3 of the bytes) |
 //! | width, height | u32 | image size |
-//! | status | str | "ok" (kept or unique), "duplicate", or "rejected" (the cached object no longer decodes under the current limits) |
+//! | status | str | "ok" (kept or unique), "duplicate", or "rejected" (no longer decodes under the limits) |
 //! | reason | str? | null when ok; the dup_kind for duplicates; the decode reason for rejected rows |
 //! | duplicate_of | str? | key of the kept row (duplicates only) |
 //! | dup_kind | str? | "exact_bytes", "exact_pixels" or "near" (duplicates only) |
@@ -412,8 +418,8 @@ fn flip_masks(bits: u32, radius: u32) -> Vec<u32> {
 }
 
 /// All hashes bucketed by one block's value, in CSR layout: bucket `v` is `offsets[v]..offsets[v + 1]` of `ids`
-/// (ascending within a bucket) and of `values` (the full hashes, stored beside the ids so that verifying a candidate reads contiguous memory
-/// instead of a random `hashes[j]`).
+/// (ascending within a bucket) and of `values`, the full hashes stored beside the ids so that verifying a
+/// candidate reads contiguous memory instead of a random `hashes[j]`.
 struct BlockTable {
     shift: u32,
     mask: u64,

@@ -16,22 +16,24 @@
 //! ## ingest.parquet (one row per file or archive entry; sorted by source_index, path, path_hex, entry order)
 //! | column | type | meaning |
 //! |---|---|---|
-//! | key | str | `<source>/<path>`, unique (a repeated name, e.g. a zip holding the same entry name twice, gets `#2`, `#3`, ...) |
+//! | key | str | `<source>/<path>`; unique: a repeated name (e.g. twice in one zip) gets `#2`, `#3`, ... |
 //! | source | str | source name from pipeline.yaml |
 //! | source_index | u32 | position of the source in pipeline.yaml |
-//! | path | str | '/'-separated path inside the source (lossy UTF-8; zip names without the UTF-8 flag decoded as CP437); "" for a row about the archive itself |
+//! | path | str | '/'-separated path inside the source, lossy UTF-8 (*); "" for a row about an archive itself |
 //! | path_hex | str? | the raw name bytes in hex when they are not UTF-8 (null otherwise), so nothing is lost |
 //! | already_cropped | bool | the source's `already_cropped` flag |
 //! | bytes | u64? | file size (null when it could not be determined) |
 //! | blake3 | str? | blake3 hex of the file bytes (null when the file was not read) |
 //! | object | str? | cache object holding the bytes (= blake3) for accepted rows, null otherwise |
-//! | format | str? | format detected by content: jpeg, png, gif, webp, bmp, tiff, or a recognised unsupported one (avif, heic, svg, psd, ...) |
+//! | format | str? | by content: jpeg, png, gif, webp, bmp, tiff, or an unsupported one (avif, heic, svg, psd, ...) |
 //! | width, height | u32? | upright image size (accepted rows) |
 //! | color | str? | original colour type (rgb8, rgba8, l8, la8, rgb16, rgba16, l16, cmyk8, palette, ...) |
 //! | frames | u32? | frames in the file (animations: the first is used) |
 //! | status | str | "ok" or "rejected" |
 //! | reason | str? | null when ok, else one of the reasons below |
 //! | error | str? | human-readable detail for rejected rows |
+//!
+//! (*) Zip names without the UTF-8 flag are decoded as CP437 (the zip spec's default); `path_hex` keeps the bytes.
 //!
 //! Reasons: from decoding (`empty_file`, `too_large`, `not_an_image`, `unsupported_format`, `decompression_bomb`,
 //! `truncated`, `corrupt`), from the file system (`unreadable`: permission/IO error or broken symlink;
