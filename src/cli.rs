@@ -260,7 +260,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
     /// Continue the run in DIR from its latest checkpoint, with its own config (only --epochs, --steps and the
-    /// *-every/--prefetch flags may change)
+    /// *-every/--prefetch flags may change; the same -j gives bit-identical results on CPU)
     #[arg(long, value_name = "DIR", conflicts_with = "name")]
     pub resume: Option<PathBuf>,
     /// Run directory name under <workdir>/runs/ [default: <preset>-<YYYYmmdd-HHMMSS> (UTC)]
@@ -299,12 +299,12 @@ pub struct TrainArgs {
     /// Generator learning rate [config: train.lr_g]
     #[arg(long, value_name = "LR")]
     pub lr_g: Option<f64>,
-    /// Discriminator Adam betas [config: train.betas_d, e.g. 0.5,0.999]
-    #[arg(long, value_name = "B1,B2", value_delimiter = ',', num_args = 2)]
-    pub betas_d: Option<Vec<f64>>,
-    /// Generator Adam betas [config: train.betas_g]
-    #[arg(long, value_name = "B1,B2", value_delimiter = ',', num_args = 2)]
-    pub betas_g: Option<Vec<f64>>,
+    /// Discriminator Adam betas, e.g. 0.5,0.999 [config: train.betas_d]
+    #[arg(long, value_name = "B1,B2", value_parser = parse_betas)]
+    pub betas_d: Option<[f64; 2]>,
+    /// Generator Adam betas, e.g. 0.5,0.999 [config: train.betas_g]
+    #[arg(long, value_name = "B1,B2", value_parser = parse_betas)]
+    pub betas_g: Option<[f64; 2]>,
     /// Weight decay of both optimisers [config: train.weight_decay, default 0]
     #[arg(long, value_name = "WD")]
     pub weight_decay: Option<f64>,
@@ -353,6 +353,18 @@ pub struct TrainArgs {
     /// Write ONNX Runtime profiles (Chrome trace JSON) with this path prefix
     #[arg(long, value_name = "PREFIX", hide = true)]
     pub profile: Option<PathBuf>,
+}
+
+/// `B1,B2` for `--betas-d` / `--betas-g`.
+fn parse_betas(s: &str) -> Result<[f64; 2], String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    match parts[..] {
+        [a, b] => match (a.trim().parse(), b.trim().parse()) {
+            (Ok(a), Ok(b)) => Ok([a, b]),
+            _ => Err(format!("{s:?}: expected two numbers, e.g. 0.5,0.999")),
+        },
+        _ => Err(format!("{s:?}: expected two comma-separated numbers, e.g. 0.5,0.999")),
+    }
 }
 
 #[derive(Debug, Args, Clone)]

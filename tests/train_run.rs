@@ -251,6 +251,21 @@ fn resume_refuses_flags_that_change_results_and_cuda_errors_clearly() {
         assert!(stderr.contains("CUDA") && stderr.contains("--device cpu"), "{stderr}");
         assert!(!run_dir(w, "gpu").exists(), "a run that cannot start leaves no directory");
     }
+    // Pairs and enums from the command line land in the resolved config.
+    ok(&mut train(w, "--steps 1 --name flags --betas-g 0.6,0.99 --optimizer adamw --weight-decay 0.01"));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir(w, "flags").join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (config["train"]["g"]["beta1"].as_f64(), config["train"]["g"]["beta2"].as_f64()),
+        (Some(0.6), Some(0.99))
+    );
+    assert_eq!(
+        (config["train"]["d"]["beta1"].as_f64(), config["gan"]["g_optimizer"].as_str()),
+        (Some(0.5), Some("adamw"))
+    );
+    let (success, stderr) = run(&mut train(w, "--steps 1 --name bad --betas-g 0.6"));
+    assert!(!success && stderr.contains("0.5,0.999"), "{stderr}");
+
     let (success, stderr) = run(&mut train(w, "--steps 2 --name big --batch-size 512"));
     assert!(!success && stderr.contains("batch"), "{stderr}");
     assert!(!run_dir(w, "big").exists());

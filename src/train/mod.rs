@@ -60,8 +60,8 @@ pub fn apply_flags(o: &mut TrainOptions, a: &TrainArgs) {
     );
     set(&mut o.lr_d, &a.lr_d);
     set(&mut o.lr_g, &a.lr_g);
-    set(&mut o.betas_d, &a.betas_d.as_deref().map(|b| [b[0], b[1]]));
-    set(&mut o.betas_g, &a.betas_g.as_deref().map(|b| [b[0], b[1]]));
+    set(&mut o.betas_d, &a.betas_d);
+    set(&mut o.betas_g, &a.betas_g);
     set(&mut o.weight_decay, &a.weight_decay);
     set(&mut o.real_label, &a.real_label);
     set(&mut o.label_flip, &a.label_flip);
