@@ -34,14 +34,20 @@ pub fn store_object_unsynced(workdir: &Workdir, hash: &str, bytes: &[u8]) -> Res
         return Ok(false);
     }
     let dir = path.parent().expect("object paths have a parent");
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {} (is the workdir writable?)", dir.display()))?;
     let tmp = dir.join(format!(
         ".{}.{}.{}.tmp",
         &hash[2..],
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, &path));
+    // The 256 prefix directories are created on first use (not checked before every write).
+    let mut written = fs::write(&tmp, bytes);
+    if written.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {} (is the workdir writable?)", dir.display()))?;
+        written = fs::write(&tmp, bytes);
+    }
+    let written = written.and_then(|()| fs::rename(&tmp, &path));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(e)
