@@ -29,8 +29,9 @@
 //! | `lr_d`, `lr_g` | f64 | learning rates in force |
 //! | `images_per_s` | f64 | real images through D per second since the previous row (wall clock) |
 //!
-//! Losses are fetched from the device only at logged steps (`log_every`), so rows are every `log_every` steps
-//! plus the last step before each checkpoint.
+//! Losses are fetched from the device only at logged steps, so rows are every `log_every` steps plus the last
+//! step of each epoch and of the run (where samples and checkpoints are written, and where the divergence check
+//! runs).
 use crate::manifest::{read_parquet, write_parquet};
 use crate::stages::columns::{col, frame};
 use anyhow::{bail, Context, Result};
