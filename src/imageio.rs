@@ -9,7 +9,8 @@
 //!   time (16-bit rounds to the nearest 8-bit value). Alpha is composited over **white** (transparent backgrounds of
 //!   anime cut-outs become white rather than the black of dropping the channel). The `color` field records the
 //!   original colour type: `l8`, `la8`, `rgb8`, `rgba8`, `l16`, `la16`, `rgb16`, `rgba16`, `cmyk8`, `palette`, ...
-//! - **EXIF orientation** is applied (JPEG/PNG/WebP/TIFF), so width/height are those of the upright image.
+//! - **EXIF orientation** is applied where the decoder reports it (JPEG, WebP, TIFF, PNG eXIf), so width and
+//!   height are those of the upright image ([`probe`] alone reports the stored header size).
 //! - **Animations** (GIF, APNG, animated WebP) keep their first frame; `frames` counts the frames (1 for stills).
 //!   Multi-page TIFFs keep their first page and report `frames` = 1.
 //! - **Limits before work**: empty input is `empty_file`; more than `limits.max_file_bytes` is `too_large`; the
@@ -190,7 +191,7 @@ fn open_decoder<'a>(
     reader.into_decoder().map_err(classify)
 }
 
-/// Format and dimensions from the header, without decoding pixels. Applies the same size, format and pixel-count
+/// Format and stored dimensions from the header (before EXIF orientation), without decoding pixels. Applies the same size, format and pixel-count
 /// checks as [`decode_rgb8`] (so a `decompression_bomb` is caught here), but cannot detect truncation.
 pub fn probe(bytes: &[u8], limits: &Limits) -> Result<(&'static str, u32, u32), DecodeError> {
     let format = identify(bytes, limits)?;
@@ -702,5 +703,26 @@ mod tests {
         let close = |p: &Rgb<u8>, want: [u8; 3]| p.0.iter().zip(want).all(|(&a, b)| a.abs_diff(b) <= 8);
         assert!(close(d.image.get_pixel(2, 2), [255, 0, 0]), "{:?}", d.image.get_pixel(2, 2));
         assert!(close(d.image.get_pixel(12, 2), [0, 255, 255]), "{:?}", d.image.get_pixel(12, 2));
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let img = pattern(40, 20);
+        let mut plain = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut plain, 95).encode_image(&img).unwrap();
+        // APP1 "Exif": big-endian TIFF header, one IFD entry: Orientation (0x0112), SHORT, 1 value, 6 = rotate 90 CW.
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0".to_vec();
+        let mut app1 = vec![0xFF, 0xE1];
+        app1.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+        app1.append(&mut exif);
+        let rotated: Vec<u8> = [&plain[..2], &app1, &plain[2..]].concat();
+        let d = decode_rgb8(&rotated, &limits()).unwrap();
+        assert_eq!(d.image.dimensions(), (20, 40));
+        let info = inspect(&rotated, &limits()).unwrap();
+        assert_eq!((info.width, info.height), (20, 40));
+        // Rotating 90 degrees clockwise puts the original bottom-left pixel at the top-left.
+        let want = image::imageops::rotate90(&decode_rgb8(&plain, &limits()).unwrap().image);
+        assert_eq!(d.image, want);
+        assert_eq!(probe(&rotated, &limits()).unwrap(), ("jpeg", 40, 20), "probe reports the stored (header) size");
     }
 }
