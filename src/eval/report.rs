@@ -37,8 +37,14 @@ pub fn grid_png(pixels: &[u8], side: u32, count: usize) -> Result<Vec<u8>> {
         let (x, y) = ((k as u32 % cols) * cell + GRID_GAP, (k as u32 / cols) * cell + GRID_GAP);
         image::imageops::replace(&mut canvas, &tile, i64::from(x), i64::from(y));
     }
+    // Best compression: these grids are embedded in report.html, and generated noise compresses poorly.
     let mut out = Vec::new();
-    canvas.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)?;
+    let encoder = image::codecs::png::PngEncoder::new_with_quality(
+        &mut out,
+        image::codecs::png::CompressionType::Best,
+        image::codecs::png::FilterType::Adaptive,
+    );
+    canvas.write_with_encoder(encoder)?;
     Ok(out)
 }
 
@@ -106,8 +112,7 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series], reference_line:
     }
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" \
-         class=\"chart\"><text x=\"{}\" y=\"20\" class=\"title\">{}</text>",
-        left,
+         class=\"chart\"><text x=\"10\" y=\"20\" class=\"title\">{}</text>",
         escape(title)
     );
     if xs.is_empty() || ys.is_empty() {
@@ -212,9 +217,10 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series], reference_line:
             }
         }
     }
-    for (i, s) in series.iter().enumerate() {
-        let x = w - right - 150.0;
-        let y = top + 6.0 + 16.0 * i as f64;
+    // Legend in the title band, right-aligned, one entry per series from right to left.
+    for (i, s) in series.iter().enumerate().rev() {
+        let x = w - right - 110.0 * (series.len() - i) as f64;
+        let y = 20.0;
         let _ = write!(
             svg,
             "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" class=\"legend\">{}</text>",
@@ -300,11 +306,16 @@ fn settings_section(ctx: &Ctx, rows: &[Row], dataset_digest: &str) -> String {
         .map(|r| format!("{} x {} px {} images (key {})", r.reference_count, r.size, s.split, &r.reference[..12]))
         .collect();
     refs.dedup();
+    // As used (subsets shrink for small n), not as configured.
+    let mut kid: Vec<String> =
+        rows.iter().map(|r| format!("{} subsets of {}", r.kid_subsets, r.kid_subset_size)).collect();
+    kid.dedup();
+    let kid_text = format!("{} (unbiased MMD², kernel (x·y/d + 1)³)", kid.join("; "));
     let items = [
         ("dataset digest", format!("<code>{}</code>", escape(dataset_digest))),
         ("reference", escape(&refs.join("; "))),
         ("generated per checkpoint", format!("{} (seed {})", s.samples, s.seed)),
-        ("KID", format!("{} subsets of {} (unbiased MMD², cubic polynomial kernel)", s.kid_subsets, s.kid_subset_size)),
+        ("KID", kid_text),
         ("Inception", escape(&ctx.settings.models.fid_inception.display().to_string())),
         ("near duplicates", format!("pHash within {} bits", ctx.settings.dedup.phash_threshold)),
     ];
