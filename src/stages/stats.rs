@@ -193,16 +193,17 @@ pub fn render(stage: &str, s: &ManifestStats) -> String {
             .collect();
         out += &table(&["pixels", "width", "height", "shorter side"], rows);
     }
-    let pack = s
-        .pack
-        .values()
+    let mut cells: Vec<&PackCell> = s.pack.values().collect();
+    cells.sort_by(|a, b| (a.size, &a.split).cmp(&(b.size, &b.split))); // numeric, not "128" < "64"
+    let pack = cells
+        .into_iter()
         .map(|c| vec![c.size.to_string(), c.split.clone(), c.samples.to_string(), c.shards.to_string()])
         .collect();
     out += &table(&["size", "split", "samples", "shards"], pack);
     out
 }
 
-/// A plain-text table: first column left-aligned, the others right-aligned; nothing when there are no rows.
+/// A plain-text table: numeric columns right-aligned, text columns left-aligned; nothing when there are no rows.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     if rows.is_empty() {
         return String::new();
@@ -210,17 +211,16 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let widths: Vec<usize> = (0..headers.len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).chain([headers[c].len()]).max().unwrap_or(0))
         .collect();
+    // The first column holds labels (a size bucket like "64-127", or a size) even when it looks numeric.
+    let numeric: Vec<bool> =
+        (0..headers.len()).map(|c| c > 0 && rows.iter().all(|r| r[c].parse::<f64>().is_ok())).collect();
     let line = |cells: Vec<&str>| {
-        let mut text = String::from(" ");
+        let mut text = String::new();
         for (c, cell) in cells.iter().enumerate() {
-            let pad = widths[c] - cell.chars().count();
-            if c == 0 {
-                text += &format!(" {cell}{}", " ".repeat(pad));
-            } else {
-                text += &format!("  {}{cell}", " ".repeat(pad));
-            }
+            let pad = " ".repeat(widths[c] - cell.chars().count());
+            text += &if numeric[c] { format!("  {pad}{cell}") } else { format!("  {cell}{pad}") };
         }
-        text + "\n"
+        text.trim_end().to_string() + "\n"
     };
     let mut out = line(headers.to_vec());
     out += &line(widths.iter().map(|&w| "─".repeat(w)).collect::<Vec<_>>().iter().map(String::as_str).collect());
