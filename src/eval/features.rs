@@ -73,6 +73,9 @@ pub struct Inception {
     pub model_blake3: String,
     pub device: Resolved,
     images_embedded: u64,
+    /// Time spent resizing to 299x299 and running the network, since loading.
+    pub resize_time: std::time::Duration,
+    pub network_time: std::time::Duration,
 }
 
 impl Inception {
@@ -92,7 +95,15 @@ impl Inception {
                 path.display()
             );
         }
-        Ok(Self { session, path: path.to_path_buf(), model_blake3, device, images_embedded: 0 })
+        Ok(Self {
+            session,
+            path: path.to_path_buf(),
+            model_blake3,
+            device,
+            images_embedded: 0,
+            resize_time: Default::default(),
+            network_time: Default::default(),
+        })
     }
 
     /// How many images went through the network since loading.
@@ -106,11 +117,14 @@ impl Inception {
         if pixels.len() != count * image_len {
             bail!("embed: {} bytes for {count} images of {width}x{height}", pixels.len());
         }
+        let started = std::time::Instant::now();
         let plane = 3 * INPUT_SIDE * INPUT_SIDE;
         let mut input = vec![0f32; count * plane];
         input.par_chunks_mut(plane).zip(pixels.par_chunks(image_len)).for_each(|(dst, src)| {
             resize_to_nchw(src, height, width, INPUT_SIDE, INPUT_SIDE, dst);
         });
+        let resized = std::time::Instant::now();
+        self.resize_time += resized - started;
         let tensor =
             ort::value::Tensor::from_array(([count, 3, INPUT_SIDE, INPUT_SIDE], input)).map_err(|e| anyhow!("{e}"))?;
         let outputs = self
@@ -122,6 +136,7 @@ impl Inception {
             bail!("Inception returned pool3 of shape {shape:?}, expected [{count}, {FEATURE_DIM}]");
         }
         self.images_embedded += count as u64;
+        self.network_time += resized.elapsed();
         Ok(Features { rows: count, dim: FEATURE_DIM, data: values.to_vec() })
     }
 }

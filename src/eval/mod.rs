@@ -225,6 +225,7 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
     let mut reference_embedded = 0u64;
     let mut generated_embedded = 0u64;
     let inception_blake3 = inception.model_blake3.clone();
+    let mut timings = Timings::default();
     let mut rows = Vec::new();
     for checkpoint in &checkpoints {
         let generator_blake3 = crate::manifest::file_blake3(&checkpoint.path)?;
@@ -247,7 +248,7 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
             continue;
         }
         let started = Instant::now();
-        let sample = generate_and_embed(ctx, checkpoint, &mut inception, settings)?;
+        let sample = generate_and_embed(ctx, checkpoint, &mut inception, settings, &mut timings)?;
         generated_embedded += sample.features.rows as u64;
         let ref_size = request.size.unwrap_or(sample.side);
         let mut reference_time = std::time::Duration::ZERO;
@@ -268,9 +269,14 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
             let spread = collapse::mean_pairwise_distance(&r.features, settings.seed);
             slot.insert((r, spread));
             reference_time = reference_started.elapsed();
+            timings.reference += reference_time;
         }
         let (reference, real_spread) = &references[&ref_size];
-        let row = score(checkpoint, &sample, reference, *real_spread, ctx, &generator_blake3, key_of)?;
+        let row = Row {
+            generator_blake3: generator_blake3.clone(),
+            eval_key: key_of(sample.side),
+            ..score(checkpoint, &sample, reference, *real_spread, ctx, &mut timings)?
+        };
         if let Some(dir) = &request.save_features {
             reference::write_features(&dir.join(format!("{}.safetensors", checkpoint.label)), &sample.features)?;
         }
@@ -299,6 +305,16 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
             ),
         );
     }
+    let seconds = |d: std::time::Duration| format!("{:.1} s", d.as_secs_f64());
+    summary
+        .fact("time: generators", seconds(timings.generate))
+        .fact("time: resize to 299 (all images)", seconds(inception.resize_time))
+        .fact("time: Inception network (all images)", seconds(inception.network_time))
+        .fact("time: reference (read + embed + stats)", seconds(timings.reference))
+        .fact("time: FID / KID / spread / pHash", {
+            let t = [timings.fid, timings.kid, timings.spread, timings.phash];
+            t.map(|d| format!("{:.2}", d.as_secs_f64())).join(" / ") + " s"
+        });
     summary.fact("dataset digest", &dataset_digest).fact("inception", ctx.settings.models.fid_inception.display());
     if let Some(dir) = &run_dir {
         let all = merge_rows(previous, &rows);
@@ -308,6 +324,17 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
         summary.fact("eval table", dir.join(EVAL_PARQUET).display()).fact("report", dir.join(REPORT_HTML).display());
     }
     Ok(Outcome { rows, summary: summary.finish() })
+}
+
+/// Where the time went, over all generators (reported in the summary; the benchmark figures come from here).
+#[derive(Debug, Default)]
+struct Timings {
+    generate: std::time::Duration,
+    phash: std::time::Duration,
+    reference: std::time::Duration,
+    fid: std::time::Duration,
+    kid: std::time::Duration,
+    spread: std::time::Duration,
 }
 
 /// The features, hashes and grid of one generator's samples.
@@ -327,6 +354,7 @@ fn generate_and_embed(
     checkpoint: &Checkpoint,
     inception: &mut Inception,
     settings: &crate::config::EvalSettings,
+    timings: &mut Timings,
 ) -> Result<Sample> {
     let options = SessionOptions { device: ctx.settings.device, threads: ctx.threads, optimize: true };
     let mut generator = generator::Generator::load(&checkpoint.path, &options)?;
@@ -339,7 +367,9 @@ fn generate_and_embed(
     while sample.count < n {
         let count = batch.min(n - sample.count);
         let z = latents.next_block(count);
+        let started = Instant::now();
         let (pixels, side) = generator.generate(&z, count)?;
+        timings.generate += started.elapsed();
         if sample.side != 0 && side != sample.side {
             bail!("{}: output size changed between batches ({} then {side})", checkpoint.path.display(), sample.side);
         }
@@ -347,7 +377,9 @@ fn generate_and_embed(
         let image_len = (side * side * 3) as usize;
         let features = inception.embed(&pixels, count, side as usize, side as usize)?;
         sample.features.push_rows(&features.data);
+        let started = Instant::now();
         sample.phashes.extend(collapse::phashes(&pixels, side));
+        timings.phash += started.elapsed();
         let grid_missing = settings.grid.saturating_sub(sample.count).min(count);
         sample.grid.extend_from_slice(&pixels[..grid_missing * image_len]);
         sample.count += count;
@@ -363,16 +395,21 @@ fn score(
     reference: &reference::Reference,
     real_spread: f64,
     ctx: &Ctx,
-    generator_blake3: &str,
-    key_of: impl Fn(u32) -> String,
+    timings: &mut Timings,
 ) -> Result<Row> {
     let settings = &ctx.settings.eval;
+    let started = Instant::now();
     let stats = fid::GaussianStats::of(&sample.features)?;
     let fid = fid::fid(&stats, &reference.stats)?;
+    let kid_started = Instant::now();
+    timings.fid += kid_started - started;
     let kid_options =
         kid::KidOptions { subsets: settings.kid_subsets, subset_size: settings.kid_subset_size, seed: settings.seed };
     let kid = kid::kid(&sample.features, &reference.features, &kid_options)?;
+    let spread_started = Instant::now();
+    timings.kid += spread_started - kid_started;
     let spread = collapse::mean_pairwise_distance(&sample.features, settings.seed) / real_spread;
+    timings.spread += spread_started.elapsed();
     let near = collapse::near_duplicate_count(&sample.phashes, ctx.settings.dedup.phash_threshold);
     Ok(Row {
         checkpoint: checkpoint.relative.clone(),
@@ -392,8 +429,8 @@ fn score(
         seed: settings.seed,
         reference: reference.key.clone(),
         reference_count: reference.features.rows as u32,
-        generator_blake3: generator_blake3.to_string(),
-        eval_key: key_of(sample.side),
+        generator_blake3: String::new(),
+        eval_key: String::new(),
         reused: false,
     })
 }
