@@ -417,7 +417,8 @@ mod tests {
             (0..n).flat_map(|k| (0..c).map(move |ch| (ch, k))).map(|(ch, k)| channel_major[ch * n + k]).collect();
         assert_eq!(decode_yolo(&box_major, &[1, 8, 6], 0.5).unwrap(), boxes);
         assert!(decode_yolo(&channel_major, &[6, 8], 0.5).is_err());
-        assert!(decode_yolo(&channel_major[..32], &[1, 4, 8], 0.5).is_err(), "no class channel");
+        assert!(decode_yolo(&channel_major[..12], &[1, 4, 3], 0.5).is_err(), "no class channel on either axis");
+        assert!(decode_yolo(&channel_major[..40], &[1, 6, 8], 0.5).is_err(), "size mismatch");
     }
 
     #[test]

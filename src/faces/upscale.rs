@@ -304,6 +304,21 @@ mod tests {
     }
 
     #[test]
+    fn blending_normalises_weights_and_clips_to_the_8_bit_range() {
+        // A 2x1 output (CHW planes), accumulated from two weighted contributions per pixel.
+        let (mut acc, mut weights) = (vec![0f32; 6], vec![0f32; 2]);
+        let tile_a = [1.5, 0.5, -0.2, 0.5, 0.25, 0.75];
+        let tile_b = [1.5, 0.0, -0.2, 1.0, 0.25, 0.25];
+        accumulate(&mut acc, &mut weights, (2, 1), &tile_a, (0, 0), &[1.0, 0.25], &[1.0]);
+        accumulate(&mut acc, &mut weights, (2, 1), &tile_b, (0, 0), &[1.0, 0.75], &[1.0]);
+        let image = to_rgb8(&acc, &weights, 2, 1);
+        // Pixel 0: equal weights, R 1.5 -> 255 (clipped), G -0.2 -> 0 (clipped), B 0.25 -> 64.
+        assert_eq!(image.get_pixel(0, 0).0, [255, 0, 64]);
+        // Pixel 1: (0.25 a + 0.75 b) / 1: R 0.125 -> 32, G 0.875 -> 223, B 0.375 -> 96.
+        assert_eq!(image.get_pixel(1, 0).0, [32, 223, 96]);
+    }
+
+    #[test]
     fn target_size_keeps_aspect() {
         assert_eq!(scaled_to_short_side(100, 100, 256), (256, 256));
         assert_eq!(scaled_to_short_side(100, 150, 256), (256, 384));
