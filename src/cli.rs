@@ -473,9 +473,9 @@ pub struct BenchStepArgs {
     /// Turn ONNX Runtime's memory-pattern planning off
     #[arg(long)]
     pub no_memory_pattern: bool,
-    /// Let intra-op threads sleep instead of spinning between kernels
+    /// Let intra-op threads spin between kernels (ONNX Runtime's default; the runner turns it off)
     #[arg(long)]
-    pub no_spinning: bool,
+    pub spinning: bool,
     /// Also profile this many iterations per configuration and print the top operators (stderr)
     #[arg(long, default_value_t = 0)]
     pub profile_steps: usize,

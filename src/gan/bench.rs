@@ -263,7 +263,7 @@ pub fn run_command(args: &crate::cli::BenchStepArgs, global: &crate::cli::Global
         tuning: SessionTuning {
             opt_level: args.opt_level,
             memory_pattern: args.no_memory_pattern.then_some(false),
-            spinning: args.no_spinning.then_some(false),
+            spinning: Some(args.spinning),
         },
     };
     run(&req).map(|_| ())
