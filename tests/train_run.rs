@@ -62,7 +62,14 @@ fn short_run_writes_the_documented_run_directory() {
     for name in files_in(&run.join("samples")) {
         assert_eq!(decode(&run.join("samples").join(name)).dimensions(), (grid_side(8), grid_side(4)));
     }
-    assert_eq!(decode(&run.join("progress.png")).dimensions(), (grid_side(8), 3 * 18 + 2));
+    let progress = decode(&run.join("progress.png"));
+    assert_eq!(progress.dimensions(), (grid_side(8), 3 * 18 + 2));
+    for (row, epoch) in [(0u32, 1), (1, 2), (2, 3)] {
+        // Row r of the progression is the first grid row (border above it included) of the r-th sampled epoch.
+        let grid = decode(&run.join(format!("samples/epoch-{epoch:04}.png")));
+        let strip = |img: &image::RgbImage, y0: u32| image::imageops::crop_imm(img, 0, y0, grid_side(8), 18).to_image();
+        assert!(strip(&progress, row * 18) == strip(&grid, 0), "progress row {row} is epoch {epoch}'s first row");
+    }
 
     // Checkpoints every 2 epochs and at the end, each with its generator; generator.onnx = the latest.
     assert_eq!(
