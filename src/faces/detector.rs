@@ -23,9 +23,10 @@
 //! catching faces of ~50-100 px). Candidates of all scales, mapped back to source pixels, are merged by one NMS.
 //! Resizing is bilinear convolution (antialiased when reducing, like PIL's `BILINEAR`).
 use crate::faces::geometry::BoxF;
+use crate::faces::load_session;
 use crate::faces::nms::{nms, Detection};
 use crate::faces::resize_rgb;
-use crate::runtime::{session_from_file, Resolved, SessionOptions};
+use crate::runtime::{Resolved, SessionOptions};
 use anyhow::{anyhow, bail, Context, Result};
 use fast_image_resize as fir;
 use image::RgbImage;
@@ -198,7 +199,7 @@ pub struct Detector {
 
 impl Detector {
     pub fn load(model: &Path, params: DetectorParams, options: &SessionOptions) -> Result<Self> {
-        let (session, device) = session_from_file(model, options)?;
+        let (session, device) = load_session(model, options)?;
         let input = session.inputs().first().ok_or_else(|| anyhow!("{} has no inputs", model.display()))?;
         let input_name = input.name().to_string();
         let dims: Vec<i64> = input.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();

@@ -5,8 +5,26 @@ pub mod geometry;
 pub mod nms;
 pub mod upscale;
 
+use crate::runtime::{session_builder, Resolved, SessionOptions};
+use anyhow::{anyhow, Context, Result};
 use fast_image_resize as fir;
 use image::RgbImage;
+use ort::session::Session;
+use std::path::Path;
+
+/// An ONNX Runtime session for a face/upscale model, built by `runtime::session_builder` (device, `-j` threads,
+/// optimisation) with idle intra-op threads sleeping instead of spinning: these stages run rayon workers (decoding,
+/// resizing, PNG encoding) beside the session, and spinning ORT threads would steal their cores.
+pub fn load_session(path: &Path, options: &SessionOptions) -> Result<(Session, Resolved)> {
+    let bytes = std::fs::read(path).with_context(|| {
+        format!("cannot read model {} (set its path under `models:` in pipeline.yaml)", path.display())
+    })?;
+    let (builder, resolved) = session_builder(options)?;
+    let mut builder = builder.with_intra_op_spinning(false).map_err(|e| anyhow!("{e}"))?;
+    let session =
+        builder.commit_from_memory(&bytes).map_err(|e| anyhow!("cannot load ONNX model {}: {e}", path.display()))?;
+    Ok((session, resolved))
+}
 
 /// Resizes an RGB8 image with a convolution filter (antialiased when reducing); same size returns a copy.
 pub fn resize_rgb(image: &RgbImage, w: u32, h: u32, filter: fir::FilterType) -> RgbImage {
@@ -23,12 +41,12 @@ pub fn resize_rgb(image: &RgbImage, w: u32, h: u32, filter: fir::FilterType) -> 
 
 /// PNG bytes with fixed encoder settings (default zlib level, adaptive filter, no metadata or timestamps), so the
 /// same pixels always give the same bytes and therefore the same cache object.
-pub fn encode_png(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
+pub fn encode_png(image: &RgbImage) -> Result<Vec<u8>> {
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     use image::ImageEncoder;
     let mut bytes = Vec::new();
     PngEncoder::new_with_quality(&mut bytes, CompressionType::Default, FilterType::Adaptive)
         .write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::Rgb8)
-        .map_err(|e| anyhow::anyhow!("cannot encode a {}x{} PNG: {e}", image.width(), image.height()))?;
+        .map_err(|e| anyhow!("cannot encode a {}x{} PNG: {e}", image.width(), image.height()))?;
     Ok(bytes)
 }

@@ -21,8 +21,9 @@
 //! [`upscale_to`] makes the shorter side exactly `target`: Lanczos3 resizes directly; a model runs as many passes
 //! as needed to reach at least `target` (2x repeatedly for waifu2x; 4x for Real-ESRGAN), then Lanczos3 reduces the
 //! result to the exact size.
+use crate::faces::load_session;
 use crate::faces::resize_rgb;
-use crate::runtime::{session_from_file, Resolved, SessionOptions};
+use crate::runtime::{Resolved, SessionOptions};
 use anyhow::{anyhow, bail, Result};
 use fast_image_resize as fir;
 use image::RgbImage;
@@ -85,7 +86,7 @@ impl SrModel {
         let Some((factor, border)) = method.model_geometry() else {
             bail!("upscale method {} uses no model", method.name());
         };
-        let (session, device) = session_from_file(path, options)?;
+        let (session, device) = load_session(path, options)?;
         let input_name = session
             .inputs()
             .first()
