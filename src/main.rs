@@ -2,6 +2,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    restore_default_sigpipe();
     let cli = anime_pipe::cli::Cli::parse();
     match anime_pipe::app::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -9,5 +10,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {err:#}");
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `anime-pipe stats | head` would panic in `println!` once `head` exits. Restoring the
+/// default makes the process end quietly instead, like other Unix command-line tools.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
