@@ -78,6 +78,7 @@ fn panel(
     chart
         .configure_mesh()
         .x_desc("step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc(y_label)
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 16))
