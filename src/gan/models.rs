@@ -213,3 +213,84 @@ fn anime300_discriminator(net: &mut Net, arch: &Arch, x: ValueId, pass: &str) ->
     let batch = net.graph().shape(logits)[0];
     net.graph().reshape(logits, &[batch as i64])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gan::steps::init_store;
+    use onnxgrad::nn::{Binding, Mode, ParamKind, ParamStore};
+    use onnxgrad::{DType, Graph};
+
+    fn count(store: &ParamStore, prefix: &str, kind: ParamKind) -> usize {
+        let names = store.names().into_iter().filter(|n| n.starts_with(prefix) && store.kind(n) == Some(kind));
+        names.map(|n| store.get(&n).unwrap().data.len()).sum()
+    }
+
+    #[test]
+    fn dcgan64_has_the_pytorch_example_sizes() {
+        // PyTorch's DCGAN example (bench/torch_dcgan.py): netG 3,576,704 parameters, netD 2,765,568; running
+        // statistics 2 x (512+256+128+64) in G and 2 x (128+256+512) in D (PyTorch adds num_batches_tracked).
+        let store = init_store(&Arch::dcgan64(), 1).unwrap();
+        assert_eq!(count(&store, "g.", ParamKind::Trainable), 3_576_704);
+        assert_eq!(count(&store, "d.", ParamKind::Trainable), 2_765_568);
+        assert_eq!(count(&store, "g.", ParamKind::Buffer), 1920);
+        assert_eq!(count(&store, "d.", ParamKind::Buffer), 1792);
+        // DCGAN's initialisation: conv weights N(0, 0.02), batch-norm scales N(1, 0.02).
+        let w = &store.get("d.conv2.weight").unwrap().data;
+        let mean = w.iter().sum::<f32>() / w.len() as f32;
+        let std = (w.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / w.len() as f32).sqrt();
+        assert!(mean.abs() < 1e-3 && (std - 0.02).abs() < 1e-3, "mean {mean}, std {std}");
+        let s = &store.get("g.bn1.weight").unwrap().data;
+        assert!(s.iter().all(|x| (x - 1.0).abs() < 0.12), "batch-norm scales near 1");
+    }
+
+    #[test]
+    fn every_arch_maps_latents_to_images_and_images_to_one_logit() {
+        // Layer structure depends on the family and size only; narrow widths keep the initialisation cheap.
+        let narrow = |a: Arch| Arch { ngf: 4, ndf: 2, ..a };
+        let archs = [Arch::dcgan64(), Arch::dcgan128(), Arch::anime300(), Arch { image_size: 32, ..Arch::anime300() }];
+        for arch in archs.map(narrow) {
+            let mut store = ParamStore::new(0);
+            let mut g = Graph::new("shapes");
+            let z = g.input("z", DType::F32, &[3, arch.nz]).unwrap();
+            let mut net = Net::new(&mut g, &mut store, Mode::Train, Binding::Inputs);
+            let image = generator(&mut net, &arch, z).unwrap();
+            let logits = discriminator(&mut net, &arch, image, "x").unwrap();
+            let masks = net.finish().masks;
+            let s = arch.image_size;
+            assert_eq!(g.shape(image), [3, 3, s, s], "{}", arch.name());
+            assert_eq!(g.shape(logits), [3], "{}", arch.name());
+            let want_masks: Vec<(String, Vec<usize>)> =
+                arch.dropout_features().map(|f| ("d.drop_x.mask".to_string(), vec![3, f])).into_iter().collect();
+            assert_eq!(masks, want_masks, "{}", arch.name());
+            let shape = |n: &str| store.get(n).map(|t| t.shape.clone());
+            match (arch.family, s) {
+                // 64x64 anime300: an 8x8x(8 ngf) projection (8x8x512 at ngf 64) and a dense layer of 8 ndf (512).
+                (Family::Anime300, 64) => {
+                    assert_eq!(shape("g.project.weight"), Some(vec![8 * 8 * 8 * 4, 300]));
+                    assert_eq!(shape("d.fc1.weight"), Some(vec![8 * 2, 4 * 2 * 8 * 8]));
+                }
+                // dcgan128: one more layer each side than dcgan64 (z -> 16 ngf at 4x4, then 8, 4, 2, 1 ngf, RGB).
+                (Family::Dcgan, 128) => {
+                    assert_eq!(shape("g.convt1.weight"), Some(vec![100, 16 * 4, 4, 4]));
+                    assert!(shape("g.convt6.weight").is_some() && shape("d.conv6.weight").is_some());
+                    assert!(shape("g.convt7.weight").is_none() && shape("d.conv7.weight").is_none());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn arch_parses_round_trips_and_validates() {
+        assert_eq!("dcgan128".parse::<Arch>().unwrap(), Arch::dcgan128());
+        assert!("dcgan32".parse::<Arch>().unwrap_err().to_string().contains("dcgan64, dcgan128 or anime300"));
+        let json = serde_json::to_string(&Arch::anime300()).unwrap();
+        assert!(json.contains("\"family\":\"anime300\""), "{json}");
+        assert_eq!(serde_json::from_str::<Arch>(&json).unwrap(), Arch::anime300());
+        assert!(Arch { image_size: 48, ..Arch::dcgan64() }.validate().is_err());
+        assert!(Arch { dropout: 0.5, ..Arch::dcgan64() }.validate().is_err());
+        assert!(Arch { image_size: 8, ..Arch::anime300() }.validate().is_err());
+        assert_eq!(Arch { image_size: 32, ..Arch::dcgan64() }.name(), "dcgan32");
+    }
+}
