@@ -9,7 +9,7 @@
 //!   [`steps::StepGraph`] whose ports carry a [`steps::Role`].
 //! * [`runner`]: [`runner::Runner`] keeps the state on the device and runs iterations; [`runner::GanConfig`]
 //!   holds everything that defines results.
-//! * [`export`]: `anime-pipe graph` (writes the four `.onnx` files and describes them); [`bench`]: the hidden
+//! * [`export`]: `anime-pipe graph` (writes the four `.onnx` files and describes them); [`mod@bench`]: the hidden
 //!   `anime-pipe bench-step`.
 //!
 //! # Graph I/O naming convention
