@@ -58,6 +58,69 @@ pub fn store_object_unsynced(workdir: &Workdir, hash: &str, bytes: &[u8]) -> Res
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Stores objects on a few background threads. Creating tens of thousands of small files is bound by file-system
+/// latency, not CPU; writing behind lets hashing and decoding (on the `-j` workers) overlap with it. Objects are
+/// content-addressed, so the order in which writers finish never matters.
+/// A background writer thread; it returns how many new objects it wrote.
+type WriterThread = std::thread::JoinHandle<Result<u64>>;
+
+pub struct ObjectWriter {
+    sender: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>>,
+    workers: std::sync::Mutex<Vec<WriterThread>>,
+    /// Hashes already queued: a duplicate file is written (and counted) once.
+    queued: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl ObjectWriter {
+    pub fn new(workdir: &Workdir, threads: usize) -> ObjectWriter {
+        // Bounded, so a fast reader cannot queue an archive's worth of bytes in memory.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(256);
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        let workers = (0..threads.max(1))
+            .map(|_| {
+                let (receiver, workdir) = (receiver.clone(), workdir.clone());
+                std::thread::spawn(move || {
+                    let mut written = 0;
+                    loop {
+                        let next = receiver.lock().expect("writer queue poisoned").recv();
+                        let Ok((hash, bytes)) = next else { return Ok(written) };
+                        written += u64::from(store_object_unsynced(&workdir, &hash, &bytes)?);
+                    }
+                })
+            })
+            .collect();
+        ObjectWriter {
+            sender: std::sync::Mutex::new(Some(sender)),
+            workers: std::sync::Mutex::new(workers),
+            queued: std::sync::Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// Queues an object; fails only when the writers have stopped on an error (reported by [`Self::finish`]).
+    pub fn store(&self, hash: String, bytes: Vec<u8>) -> Result<()> {
+        if !self.queued.lock().expect("writer poisoned").insert(hash.clone()) {
+            return Ok(());
+        }
+        let sender = self.sender.lock().expect("writer poisoned").clone();
+        match sender.map(|s| s.send((hash, bytes))) {
+            Some(Ok(())) => Ok(()),
+            // A writer hit an error and the queue closed: report that error rather than a vague one.
+            _ => Err(self.finish().err().unwrap_or_else(|| anyhow::anyhow!("cache writers stopped"))),
+        }
+    }
+
+    /// Waits for every queued object; returns how many new objects were written, or the first write error.
+    pub fn finish(&self) -> Result<u64> {
+        drop(self.sender.lock().expect("writer poisoned").take());
+        let workers = std::mem::take(&mut *self.workers.lock().expect("writer poisoned"));
+        let mut written = 0;
+        for worker in workers {
+            written += worker.join().map_err(|_| anyhow::anyhow!("a cache writer panicked"))??;
+        }
+        Ok(written)
+    }
+}
+
 /// Makes every object written by [`store_object_unsynced`] durable: one `syncfs` of the cache's file system on
 /// Linux (instead of thousands of fsyncs), a sync of each object directory elsewhere.
 pub fn sync_objects(workdir: &Workdir) -> Result<()> {

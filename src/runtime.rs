@@ -157,8 +157,7 @@ pub fn session_builder(options: &SessionOptions) -> Result<(SessionBuilder, Reso
             Ok(()) => Resolved::Cuda(0),
             Err(reason) => {
                 if AUTO_FALLBACK_SAID.set(()).is_ok() {
-                    tracing::warn!("--device auto: CUDA unavailable ({reason}); running on CPU");
-                    eprintln!("note: --device auto: CUDA unavailable, running on CPU");
+                    eprintln!("note: --device auto: CUDA unavailable ({reason}); running on CPU");
                 }
                 Resolved::Cpu
             }

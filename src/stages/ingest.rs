@@ -89,7 +89,7 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     let inputs = fingerprint_of(ctx, &listings);
     let limits_tag = limits_tag(&ctx.settings.limits);
     let index = Index::load(&ctx.workdir, &limits_tag);
-    let stats = Stats::default();
+    let stats = Stats::new(&ctx.workdir);
     let mut new_index = Vec::new();
     let mut rows = Vec::new();
     for (i, (source, listing)) in ctx.settings.sources.iter().zip(listings).enumerate() {
@@ -100,6 +100,7 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
         };
         rows.extend(found);
     }
+    stats.new_objects.store(stats.writer.finish()?, Ordering::Relaxed);
     cache::sync_objects(&ctx.workdir)?;
     for entry in &mut new_index {
         entry.limits.clone_from(&limits_tag);
@@ -230,11 +231,25 @@ fn manifest_frame(sources: &[Source], rows: &[Row]) -> Result<DataFrame> {
     )
 }
 
-#[derive(Default)]
 struct Stats {
     decoded: AtomicU64,
     reused: AtomicU64,
     new_objects: AtomicU64,
+    writer: cache::ObjectWriter,
+}
+
+/// Background threads storing cache objects: file creation is latency-bound, so more writers than cores pay off.
+const OBJECT_WRITERS: usize = 8;
+
+impl Stats {
+    fn new(workdir: &Workdir) -> Stats {
+        Stats {
+            decoded: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+            new_objects: AtomicU64::new(0),
+            writer: cache::ObjectWriter::new(workdir, OBJECT_WRITERS),
+        }
+    }
 }
 
 fn summarize(summary: &mut Summary, ctx: &Ctx, rows: &[Row], stats: &Stats) {
@@ -267,9 +282,7 @@ fn examine(bytes: &[u8], ctx: &Ctx, stats: &Stats) -> Result<Outcome> {
     let size = Some(bytes.len() as u64);
     let out = match imageio::inspect(bytes, &ctx.settings.limits) {
         Ok(info) => {
-            if cache::store_object_unsynced(&ctx.workdir, &hash, bytes)? {
-                stats.new_objects.fetch_add(1, Ordering::Relaxed);
-            }
+            stats.writer.store(hash.clone(), bytes.to_vec())?;
             Outcome {
                 bytes: size,
                 blake3: Some(hash),
