@@ -63,9 +63,11 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// content-addressed, so the order in which writers finish never matters.
 /// A background writer thread; it returns how many new objects it wrote.
 type WriterThread = std::thread::JoinHandle<Result<u64>>;
+/// (blake3 hex, bytes) waiting to be written.
+type QueuedObject = (String, Vec<u8>);
 
 pub struct ObjectWriter {
-    sender: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>>,
+    sender: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<QueuedObject>>>,
     workers: std::sync::Mutex<Vec<WriterThread>>,
     /// Hashes already queued: a duplicate file is written (and counted) once.
     queued: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -74,7 +76,7 @@ pub struct ObjectWriter {
 impl ObjectWriter {
     pub fn new(workdir: &Workdir, threads: usize) -> ObjectWriter {
         // Bounded, so a fast reader cannot queue an archive's worth of bytes in memory.
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(256);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<QueuedObject>(256);
         let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
         let workers = (0..threads.max(1))
             .map(|_| {
