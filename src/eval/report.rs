@@ -317,7 +317,14 @@ fn settings_section(ctx: &Ctx, rows: &[Row], dataset_digest: &str) -> String {
         ("generated per checkpoint", format!("{} (seed {})", s.samples, s.seed)),
         ("KID", kid_text),
         ("Inception", escape(&ctx.settings.models.fid_inception.display().to_string())),
-        ("near duplicates", format!("pHash within {} bits", ctx.settings.dedup.phash_threshold)),
+        (
+            "near duplicates",
+            format!(
+                "generated samples within {} bits (pHash) of another, transitively: the test of `anime-pipe dedup`, so a \
+                 deduplicated pack has none among its reals",
+                ctx.settings.dedup.phash_threshold
+            ),
+        ),
     ];
     let mut html = String::from("<dl>");
     for (k, v) in items {

@@ -93,19 +93,32 @@ pub fn cli(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A workdir whose pack (size 64, everything in train) holds `jpegs`, built by running the real stages.
+/// A workdir whose pack (size 64, split "train") holds the decoded `jpegs`, written in pack's documented format
+/// (one shard `shards/64/train-00000.safetensors` from `stages::pack::shard_header`, and `manifests/pack.parquet`
+/// with the columns eval reads), so the eval tests do not depend on the other stages' current behaviour.
 pub fn packed_workdir(root: &Path, jpegs: &[(String, Vec<u8>)]) -> PathBuf {
-    let source = root.join("faces");
-    std::fs::create_dir_all(&source).unwrap();
-    for (name, bytes) in jpegs {
-        std::fs::write(source.join(name), bytes).unwrap();
-    }
+    use anime_pipe::stages::columns::{col, frame};
     let workdir = root.join("work");
-    let w = workdir.to_str().unwrap();
-    cli(&["--workdir", w, "-q", "ingest", "--source", source.to_str().unwrap(), "--already-cropped"]);
-    cli(&["--workdir", w, "-q", "dedup"]);
-    cli(&["--workdir", w, "-q", "clean"]);
-    cli(&["--workdir", w, "-q", "pack", "--size", "64", "--val-fraction", "0"]);
+    let wd = anime_pipe::workdir::Workdir::open(&workdir).unwrap();
+    let keys: Vec<String> = jpegs.iter().map(|(name, _)| format!("faces/{name}")).collect();
+    let shard = "shards/64/train-00000.safetensors";
+    let mut bytes = anime_pipe::stages::pack::shard_header(64, "train", anime_pipe::config::Fit::Crop, &keys).unwrap();
+    bytes.extend_from_slice(&decode_64(jpegs));
+    anime_pipe::workdir::atomic_write(&wd.root().join(shard), &bytes).unwrap();
+    let n = keys.len();
+    let mut df = frame(
+        n,
+        vec![
+            col("key", keys.clone()),
+            col("size", vec![64u32; n]),
+            col("split", vec!["train"; n]),
+            col("shard", vec![shard; n]),
+            col("index", (0..n as u32).collect::<Vec<_>>()),
+            col("status", vec!["ok"; n]),
+        ],
+    )
+    .unwrap();
+    anime_pipe::manifest::write_parquet(&wd.manifest_path("pack"), &mut df).unwrap();
     workdir
 }
 
