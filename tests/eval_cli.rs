@@ -201,3 +201,21 @@ fn a_missing_inception_model_says_how_to_provide_it() {
     assert!(err.contains("nowhere/fid_inception_v3_pool3.onnx"), "{err}");
     assert!(err.contains("models:") && err.contains("fid_inception:") && err.contains("--inception"), "{err}");
 }
+
+#[test]
+fn a_workdir_without_a_pack_is_refused_with_the_command_to_run() {
+    let Some(shared) = common::shared_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("g.onnx");
+    std::fs::write(&model, linear_generator(4, 8, 64, 1.0, 0.0, 1)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_anime-pipe"))
+        .args(["--workdir", tmp.path().join("w").to_str().unwrap(), "eval", "-n", "8", "--model"])
+        .arg(&model)
+        .arg("--inception")
+        .arg(inception_path(&shared))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("anime-pipe pack"), "{err}");
+}

@@ -30,6 +30,8 @@ pub struct Generator {
     /// The model's batch size when its graph fixes one.
     fixed_batch: Option<usize>,
     output: Output,
+    /// The image side the graph declares (static shapes), if it does.
+    declared_side: Option<u32>,
     name: String,
 }
 
@@ -56,8 +58,14 @@ impl Generator {
         };
         let fixed_batch = (dims[0] > 0).then_some(dims[0] as usize);
         let output = pick_output(&session).with_context(|| format!("{name}: no usable image output"))?;
+        let declared_side = declared_side(&session, &output);
         let input = input.name().to_string();
-        Ok(Self { session, input, latent_shape, fixed_batch, output, name })
+        Ok(Self { session, input, latent_shape, fixed_batch, output, declared_side, name })
+    }
+
+    /// The output side the graph declares, when its shapes are static (known before running it).
+    pub fn declared_side(&self) -> Option<u32> {
+        self.declared_side
     }
 
     pub fn latent_len(&self) -> usize {
@@ -115,6 +123,17 @@ fn pick_output(session: &Session) -> Result<Output> {
         .find(|o| matches!(o.dtype(), ValueType::Tensor { ty: TensorElementType::Float32, .. }))
         .map(|o| Output::F32Nchw(o.name().to_string()))
         .ok_or_else(|| anyhow!("expected an output {U8_OUTPUT:?} (u8 NHWC) or a float32 NCHW image output"))
+}
+
+fn declared_side(session: &Session, output: &Output) -> Option<u32> {
+    let (name, first_spatial) = match output {
+        Output::U8Nhwc(name) => (name, 1),
+        Output::F32Nchw(name) => (name, 2),
+    };
+    let outlet = session.outputs().iter().find(|o| o.name() == name)?;
+    let dims: Vec<i64> = outlet.dtype().tensor_shape()?.iter().copied().collect();
+    let (h, w) = (*dims.get(first_spatial)?, *dims.get(first_spatial + 1)?);
+    (h > 0 && h == w).then_some(h as u32)
 }
 
 /// S of an image tensor shaped `[batch, S, S, 3]` (`c_axis` 3, `first_spatial` 1) or `[batch, 3, S, S]` (1, 2).

@@ -248,7 +248,15 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
             continue;
         }
         let started = Instant::now();
-        let sample = generate_and_embed(ctx, checkpoint, &mut inception, settings, &mut timings)?;
+        let mut generator = generator::Generator::load(&checkpoint.path, &options)?;
+        if let Some(side) = generator.declared_side() {
+            // Fail before minutes of sampling when there is nothing to compare against.
+            let size = request.size.unwrap_or(side);
+            if !references.contains_key(&size) {
+                reference::reference_items(&ctx.workdir, size, &settings.split)?;
+            }
+        }
+        let sample = generate_and_embed(ctx, checkpoint, &mut generator, &mut inception, settings, &mut timings)?;
         generated_embedded += sample.features.rows as u64;
         let ref_size = request.size.unwrap_or(sample.side);
         let mut reference_time = std::time::Duration::ZERO;
@@ -352,12 +360,11 @@ struct Sample {
 fn generate_and_embed(
     ctx: &Ctx,
     checkpoint: &Checkpoint,
+    generator: &mut generator::Generator,
     inception: &mut Inception,
     settings: &crate::config::EvalSettings,
     timings: &mut Timings,
 ) -> Result<Sample> {
-    let options = SessionOptions { device: ctx.settings.device, threads: ctx.threads, optimize: true };
-    let mut generator = generator::Generator::load(&checkpoint.path, &options)?;
     let batch = generator.batch_size(settings.batch_size);
     let mut latents = generator::LatentStream::new(settings.seed, generator.latent_len());
     let n = settings.samples;
