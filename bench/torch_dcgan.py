@@ -41,6 +41,23 @@ def init(m):
         nn.init.zeros_(m.bias)
 
 
+def train_step(g, d, opt_g, opt_d, real, z):
+    """One D step (reals + detached fakes) then one G step on the same fakes (the PyTorch DCGAN example's
+    iteration); returns (loss_d, loss_g) as tensors."""
+    bce = nn.functional.binary_cross_entropy_with_logits
+    ones = torch.ones(real.shape[0], 1, device=real.device)
+    fake = g(z)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d = bce(d(real), ones) + bce(d(fake.detach()), torch.zeros_like(ones))
+    loss_d.backward()
+    opt_d.step()
+    opt_g.zero_grad(set_to_none=True)
+    loss_g = bce(d(fake), ones)
+    loss_g.backward()
+    opt_g.step()
+    return loss_d, loss_g
+
+
 def bench(batch, steps, warmup, device):
     torch.manual_seed(0)
     g, d = generator().to(device), discriminator().to(device)
@@ -48,23 +65,11 @@ def bench(batch, steps, warmup, device):
     d.apply(init)
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    bce = nn.BCEWithLogitsLoss()
     real = torch.rand(batch, 3, 64, 64, device=device) * 2 - 1
-    ones = torch.ones(batch, 1, device=device)
-    zeros = torch.zeros(batch, 1, device=device)
     times = []
     for i in range(warmup + steps):
         t = time.perf_counter()
-        z = torch.randn(batch, 100, 1, 1, device=device)
-        fake = g(z)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d = bce(d(real), ones) + bce(d(fake.detach()), zeros)
-        loss_d.backward()
-        opt_d.step()
-        opt_g.zero_grad(set_to_none=True)
-        loss_g = bce(d(fake), ones)
-        loss_g.backward()
-        opt_g.step()
+        train_step(g, d, opt_g, opt_d, real, torch.randn(batch, 100, 1, 1, device=device))
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         if i >= warmup:

@@ -71,7 +71,12 @@ pub fn run(cli: Cli) -> Result<()> {
             return Ok(());
         }
         Command::Verify => stages::verify::run(&ctx)?,
-        Command::Train(args) => crate::train::run(&ctx, args)?,
+        Command::Train(args) => {
+            let (summary, interrupted) = crate::train::run(&ctx, args)?;
+            ctx.reporter.emit(&summary);
+            // A checkpointed Ctrl-C is not a finished run: scripts chaining `train && eval` must see it.
+            return if interrupted { Err(Interrupted.into()) } else { Ok(()) };
+        }
         Command::SampleData(_) | Command::Graph(_) | Command::BenchStep(_) | Command::Sample(_) => {
             unreachable!("handled above")
         }
@@ -79,6 +84,11 @@ pub fn run(cli: Cli) -> Result<()> {
     ctx.reporter.emit(&summary);
     Ok(())
 }
+
+/// The run stopped because of Ctrl-C, cleanly (outputs written): exit status 130, like a shell's SIGINT.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
 
 fn reporter(global: &GlobalArgs) -> Reporter {
     Reporter { quiet: global.quiet, json: global.json }

@@ -260,7 +260,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
     /// Continue the run in DIR from its latest checkpoint, with its own config (only --epochs, --steps and the
-    /// *-every/--prefetch flags may change; the same -j gives bit-identical results on CPU)
+    /// *-every/--prefetch flags may change; on CPU the result is bit-identical to an uninterrupted run, at any -j)
     #[arg(long, value_name = "DIR", conflicts_with = "name")]
     pub resume: Option<PathBuf>,
     /// Run directory name under <workdir>/runs/ [default: <preset>-<YYYYmmdd-HHMMSS> (UTC)]
@@ -329,6 +329,13 @@ pub struct TrainArgs {
     /// Random translation of up to N pixels, edges replicated [config: train.translate, default 0]
     #[arg(long, value_name = "PX")]
     pub translate: Option<u32>,
+    /// Random crop: keep 1-F..1 of the side at a random place, scaled back (0.1 = small crops) [config: train.crop,
+    /// default 0]
+    #[arg(long, value_name = "F")]
+    pub crop: Option<f64>,
+    /// Random rotation of up to DEG degrees either way, edges replicated [config: train.rotate, default 0]
+    #[arg(long, value_name = "DEG")]
+    pub rotate: Option<f64>,
     /// Sample grid every N epochs [config: train.sample_every, default 1]
     #[arg(long, value_name = "N")]
     pub sample_every: Option<u64>,

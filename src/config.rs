@@ -155,6 +155,8 @@ pub struct TrainOptions {
     pub split: Option<String>,
     pub flip: Option<bool>,
     pub translate: Option<u32>,
+    pub crop: Option<f64>,
+    pub rotate: Option<f64>,
     pub sample_every: Option<u64>,
     pub checkpoint_every: Option<u64>,
     pub log_every: Option<u64>,

@@ -1,4 +1,5 @@
-//! The `anime-pipe` binary: parse the command line, hand over to the library, map errors to exit codes.
+//! The `anime-pipe` binary: parse the command line, hand over to the library, map errors to exit codes
+//! (2: an error, 130: a clean stop on Ctrl-C).
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
@@ -6,6 +7,7 @@ fn main() -> std::process::ExitCode {
     let cli = anime_pipe::cli::Cli::parse();
     match anime_pipe::app::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) if err.is::<anime_pipe::app::Interrupted>() => std::process::ExitCode::from(130),
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::from(2)

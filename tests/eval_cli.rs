@@ -219,3 +219,26 @@ fn a_workdir_without_a_pack_is_refused_with_the_command_to_run() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("anime-pipe pack"), "{err}");
 }
+
+#[test]
+fn sample_accepts_the_generators_eval_accepts_such_as_a_float_output_export_with_a_fixed_batch() {
+    // Float NCHW output, no image_u8, a fixed batch of 4 (so 6 samples take two runs, the second padded), and
+    // W = 0: every latent gives the same image, so every cell of the grid must be identical.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("plain.onnx");
+    std::fs::write(&model, linear_generator(4, 8, 8, 0.0, 1.0, 5)).unwrap();
+    let out = tmp.path().join("grid.png");
+    cli(&["sample", "--model", model.to_str().unwrap(), "-n", "6", "--grid", "3x2", "--out", out.to_str().unwrap()]);
+    let grid = image::open(&out).unwrap().to_rgb8();
+    assert_eq!(grid.dimensions(), (3 * 10 + 2, 2 * 10 + 2), "3x2 cells of 8 px with 2 px borders");
+    let grid = &grid;
+    let cell = |c: u32, r: u32| -> Vec<u8> {
+        let (x0, y0) = (2 + c * 10, 2 + r * 10);
+        (0..8).flat_map(|y| (0..8).flat_map(move |x| grid.get_pixel(x0 + x, y0 + y).0)).collect()
+    };
+    let first = cell(0, 0);
+    assert!(first.iter().collect::<std::collections::BTreeSet<_>>().len() > 3, "a bias image, not a flat cell");
+    for (c, r) in [(1, 0), (2, 0), (0, 1), (1, 1), (2, 1)] {
+        assert_eq!(cell(c, r), first, "cell ({c}, {r})");
+    }
+}

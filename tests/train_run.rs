@@ -172,8 +172,9 @@ fn assert_same_state(a: &Path, b: &Path) {
     }
 }
 
-/// Trains `steps` straight, and `cut` steps + resume to `steps`; the final states must be identical.
-fn check_resume(extra: &str, cut: u64, steps: u64) {
+/// Trains `steps` straight, and `cut` steps + resume to `steps` with `resume_threads` threads; the final states
+/// must be identical.
+fn check_resume(extra: &str, cut: u64, steps: u64, resume_threads: &str) {
     let data = dataset();
     let w = data.path();
     ok(&mut train(w, &format!("{extra} --steps {steps} --name straight")));
@@ -182,7 +183,8 @@ fn check_resume(extra: &str, cut: u64, steps: u64) {
     let mid = cut_dir.join(format!("checkpoints/step-{cut:08}.safetensors"));
     assert!(mid.exists(), "a run stopped inside an epoch leaves a step checkpoint: {:?}", files_in(&cut_dir));
     let mut resume = anime_pipe_in(w);
-    resume.args(["-j", "1", "--json", "train", "--resume"]).arg(&cut_dir).args(["--steps", &steps.to_string()]);
+    resume.args(["-j", resume_threads, "--json", "train", "--resume"]).arg(&cut_dir);
+    resume.args(["--steps", &steps.to_string()]);
     assert_eq!(steps_this_session(&mut resume), steps - cut, "the resumed run starts at the cut");
     let last = format!("checkpoints/step-{steps:08}.safetensors");
     assert_same_state(&run_dir(w, "straight").join(&last), &cut_dir.join(&last));
@@ -205,17 +207,64 @@ fn check_resume(extra: &str, cut: u64, steps: u64) {
 }
 
 #[test]
-fn resume_mid_epoch_is_bit_identical_with_augmentation_and_noisy_labels() {
-    // 24 steps cross the epoch boundary at 16; the cut at 11 is mid-epoch. Flips, translations and label flips
-    // exercise every random stream.
-    check_resume("--translate 2 --label-flip 0.1", 11, 24);
+fn resume_mid_epoch_is_bit_identical_with_augmentation_noisy_labels_and_other_threads() {
+    // 24 steps cross the epoch boundary at 16; the cut at 11 is mid-epoch. Flips, translations, crops, rotations
+    // and label flips exercise every random stream. The resumed part runs on 2 threads: the result does not
+    // depend on the thread count.
+    check_resume("--translate 2 --crop 0.15 --rotate 8 --label-flip 0.1", 11, 24, "2");
 }
 
 #[test]
 fn resume_is_bit_identical_for_anime300_with_dropout_and_two_d_steps() {
     // anime300 at 16x16 (dropout masks from the runner's stream), two D steps per G step on the split graphs:
     // 8 steps per epoch, cut at 5, end at 12.
-    check_resume("--arch anime300 --d-steps 2 --real-label 0.9", 5, 12);
+    check_resume("--arch anime300 --d-steps 2 --real-label 0.9", 5, 12, "1");
+}
+
+#[test]
+fn ctrl_c_finishes_the_step_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one() {
+    use std::io::{BufRead, BufReader, Read};
+    let data = dataset();
+    let w = data.path();
+    // Not quiet: without a terminal the trainer logs one line per epoch, which tells us it is inside its loop
+    // (the Ctrl-C handler is installed) without any timing assumption.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_anime-pipe"));
+    cmd.current_dir(w).arg("--workdir").arg(w).args(["-j", "1", "train"]).args(tiny_flags());
+    cmd.args(["--epochs", "100000", "--checkpoint-every", "100000", "--name", "int"]);
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("epoch 1/100000 done") {
+        assert!(stderr.read_line(&mut seen).unwrap() > 0, "the run ended before its first epoch: {seen}");
+    }
+    // SAFETY: kill(2) on our own child's pid, which has not been waited for, so it cannot have been reused.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    stderr.read_to_string(&mut seen).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "a clean Ctrl-C stop exits 130: {seen}");
+    assert!(seen.contains("Ctrl-C: finishing this step and writing a checkpoint"), "{seen}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("interrupted") && stdout.contains("train --resume"), "summary says how to go on: {stdout}");
+
+    let run = run_dir(w, "int");
+    let checkpoints: Vec<String> =
+        files_in(&run.join("checkpoints")).into_iter().filter(|f| f.ends_with(".safetensors")).collect();
+    assert_eq!(checkpoints.len(), 1, "exactly the Ctrl-C checkpoint: {checkpoints:?}");
+    let cut = checkpoint::read(&run.join("checkpoints").join(&checkpoints[0])).unwrap().meta.progress.step();
+    assert!((16..1_600_000).contains(&cut), "stopped after epoch 1, long before the end: step {cut}");
+
+    // Resuming to cut + 20 steps equals a run that went straight there.
+    let end = cut + 20;
+    let mut resume = anime_pipe_in(w);
+    resume.args(["-j", "1", "--json", "train", "--resume"]).arg(&run).args(["--steps", &end.to_string()]);
+    assert_eq!(steps_this_session(&mut resume), 20);
+    ok(&mut train(w, &format!("--checkpoint-every 100000 --steps {end} --name straight")));
+    // 16 steps per epoch: a run that ends on an epoch boundary names its checkpoint after the epoch.
+    let last = match end % 16 {
+        0 => format!("checkpoints/epoch-{:04}.safetensors", end / 16),
+        _ => format!("checkpoints/step-{end:08}.safetensors"),
+    };
+    assert_same_state(&run_dir(w, "straight").join(&last), &run.join(&last));
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //! Latents: sample i's latent is the i-th block of `nz` draws of a standard normal (ChaCha8 seeded with `seed`,
 //! Box-Muller via `rand_distr`), so it depends only on (seed, i): not on the batch size, and the same seed gives
 //! the same latents to every checkpoint, which makes their sample grids comparable cell by cell.
-use crate::runtime::{session_from_file, SessionOptions};
+use crate::runtime::{session_from_bytes, session_from_file, SessionOptions};
 use anyhow::{anyhow, bail, Context, Result};
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
@@ -43,7 +43,16 @@ enum Output {
 impl Generator {
     pub fn load(path: &Path, options: &SessionOptions) -> Result<Self> {
         let (session, _) = session_from_file(path, options)?;
-        let name = path.display().to_string();
+        Self::from_session(session, path.display().to_string())
+    }
+
+    /// A generator from an in-memory model (`name` labels errors).
+    pub fn from_bytes(model: &[u8], options: &SessionOptions, name: &str) -> Result<Self> {
+        let (session, _) = session_from_bytes(model, options)?;
+        Self::from_session(session, name.to_string())
+    }
+
+    fn from_session(session: Session, name: String) -> Result<Self> {
         let inputs = session.inputs();
         let input = match inputs.iter().find(|i| i.name() == PREFERRED_INPUT) {
             Some(i) => i,

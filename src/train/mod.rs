@@ -72,6 +72,8 @@ pub fn apply_flags(o: &mut TrainOptions, a: &TrainArgs) {
         o.flip = Some(false);
     }
     set(&mut o.translate, &a.translate);
+    set(&mut o.crop, &a.crop);
+    set(&mut o.rotate, &a.rotate);
     set(&mut o.sample_every, &a.sample_every);
     set(&mut o.checkpoint_every, &a.checkpoint_every);
     set(&mut o.log_every, &a.log_every);
@@ -101,15 +103,17 @@ fn result_changing_flags(a: &TrainArgs) -> Vec<&'static str> {
         ("--split", a.split.is_some()),
         ("--no-flip", a.no_flip),
         ("--translate", a.translate.is_some()),
+        ("--crop", a.crop.is_some()),
+        ("--rotate", a.rotate.is_some()),
         ("--split-graphs", a.split_graphs),
     ];
     set.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect()
 }
 
-/// `anime-pipe train`.
-pub fn run(ctx: &Ctx, args: &TrainArgs) -> Result<Summary> {
+/// `anime-pipe train`: the summary, and whether Ctrl-C ended the run (after its checkpoint).
+pub fn run(ctx: &Ctx, args: &TrainArgs) -> Result<(Summary, bool)> {
     if let Some(batches) = args.bench_loader {
-        return bench_loader(ctx, batches);
+        return Ok((bench_loader(ctx, batches)?, false));
     }
     let run = match &args.resume {
         Some(dir) => {
@@ -148,7 +152,8 @@ pub fn run(ctx: &Ctx, args: &TrainArgs) -> Result<Summary> {
             profile: args.profile.clone(),
         },
     };
-    Ok(trainer::train(&request)?.summary())
+    let outcome = trainer::train(&request)?;
+    Ok((outcome.summary(), outcome.stop == trainer::StopReason::Interrupted))
 }
 
 /// `train --bench-loader N`: the loader alone (shuffle, augmentation, assembly, channel), as the trainer uses it.
@@ -171,7 +176,13 @@ fn bench_loader(ctx: &Ctx, batches: u64) -> Result<Summary> {
     summary.count("images in split", set.len() as u64).count("batches", batches);
     summary
         .fact("batch", format!("{} x {}x{}x3 u8", c.batch_size, c.image_size, c.image_size))
-        .fact("augment", format!("flip {}, translate {} px", c.augment.flip, c.augment.translate))
+        .fact(
+            "augment",
+            format!(
+                "flip {}, translate {} px, crop {}, rotate {} deg",
+                c.augment.flip, c.augment.translate, c.augment.crop, c.augment.rotate
+            ),
+        )
         .fact("open + map shards", format!("{:.3} s", open_s))
         .fact("batches/s", format!("{:.1}", batches as f64 / seconds))
         .fact("images/s", format!("{:.0}", images / seconds))

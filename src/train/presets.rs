@@ -24,7 +24,7 @@
 //!   128, batch 64.
 //!
 //! Every preset uses Adam's epsilon 1e-8 (PyTorch's default), one D step per G step, horizontal flips and no
-//! translation, seed 1.
+//! translation, crop or rotation (turn them on with `train.translate`, `train.crop`, `train.rotate`), seed 1.
 use crate::config::TrainOptions;
 use crate::gan::models::Arch;
 use crate::gan::steps::Optimizer;
@@ -116,7 +116,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         d_steps: 1,
         seed: 1,
         split: "train".into(),
-        augment: Augment { flip: true, translate: 0 },
+        augment: Augment { flip: true, translate: 0, crop: 0.0, rotate: 0.0 },
         sample_every: 1,
         checkpoint_every: 5,
         log_every: 10,
@@ -201,6 +201,8 @@ pub fn resolve(o: &TrainOptions) -> Result<TrainConfig> {
     set(&mut c.split, o.split.clone());
     set(&mut c.augment.flip, o.flip);
     set(&mut c.augment.translate, o.translate);
+    set(&mut c.augment.crop, o.crop);
+    set(&mut c.augment.rotate, o.rotate);
     set(&mut c.sample_every, o.sample_every);
     set(&mut c.checkpoint_every, o.checkpoint_every);
     set(&mut c.log_every, o.log_every);
@@ -273,6 +275,12 @@ pub fn validate(c: &TrainConfig) -> Result<()> {
             c.image_size
         );
     }
+    if !(0.0..=0.5).contains(&c.augment.crop) {
+        bail!("train.crop = {}: expected a fraction of the side in [0, 0.5] (0.1 = crops of 90-100%)", c.augment.crop);
+    }
+    if !(0.0..=45.0).contains(&c.augment.rotate) {
+        bail!("train.rotate = {}: expected degrees in [0, 45] (small rotations: 5-10)", c.augment.rotate);
+    }
     for (key, v) in [
         ("train.sample_every", c.sample_every),
         ("train.checkpoint_every", c.checkpoint_every),
@@ -343,6 +351,8 @@ mod tests {
             (TrainOptions { label_flip: Some(0.7), ..Default::default() }, "train.label_flip"),
             (TrainOptions { epochs: Some(0), ..Default::default() }, "train.epochs"),
             (TrainOptions { arch: Some("resnet".into()), ..Default::default() }, "train.arch"),
+            (TrainOptions { crop: Some(0.8), ..Default::default() }, "train.crop"),
+            (TrainOptions { rotate: Some(-5.0), ..Default::default() }, "train.rotate"),
         ] {
             let err = resolve(&o).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");

@@ -4,7 +4,9 @@
 //! `gan::steps::generator_inference`): input `z` f32 `[n, nz]`, outputs `image` f32 `[n, 3, S, S]` in [-1, 1]
 //! and `image_u8` u8 `[n, S, S, 3]` = `floor((x + 1) * 127.5 + 0.5)`. Batch norm runs in evaluation mode, so
 //! every image depends on its own latent only; the batch size `n` is static (ONNX shapes here are), and
-//! [`Generator::generate`] runs any number of latents in chunks of `n`, zero-padding the last.
+//! [`Generator::generate`] runs any number of latents in chunks of `n`, zero-padding the last. Other generators
+//! work too (a PyTorch export with a float output and `[B, nz, 1, 1]` latents, a dynamic batch): the contract is
+//! `eval::generator`'s, so `sample` and `eval` accept the same models.
 //!
 //! **Latents** ([`latents`]): standard normal f32 drawn in row-major order from `ChaCha8Rng::seed_from_u64(seed)`
 //! with `rand_distr::StandardNormal`; `--save-latents` writes them as `.npy` so other tools can reuse them.
@@ -17,11 +19,10 @@
 //!
 //! **Grids**: cells of S x S in rows, separated and framed by a 2-pixel dark grey border ([`GRID_PAD`]), so a
 //! C x R grid is `C (S + 2) + 2` by `R (S + 2) + 2` pixels.
-use crate::runtime::{self, SessionOptions};
+use crate::runtime::SessionOptions;
 use crate::workdir::atomic_write;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use image::RgbImage;
-use ort::session::Session;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::StandardNormal;
@@ -33,9 +34,11 @@ const GRID_BACKGROUND: [u8; 3] = [40, 40, 40];
 /// Batch size of the exported generator graphs.
 pub const EXPORT_BATCH: usize = 64;
 
-/// An exported generator in an ONNX Runtime session.
+/// A generator model in an ONNX Runtime session: anime-pipe's exports, or any model that `eval` accepts
+/// (latents `[B, nz]` or `[B, nz, 1, 1]`, images as `image_u8` or a float NCHW output in [-1, 1], such as a
+/// PyTorch export; see `eval::generator`), run in chunks of its batch size.
 pub struct Generator {
-    session: Session,
+    model: crate::eval::generator::Generator,
     batch: usize,
     nz: usize,
     size: usize,
@@ -43,25 +46,22 @@ pub struct Generator {
 
 impl Generator {
     pub fn from_file(path: &Path, options: &SessionOptions) -> Result<Generator> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read generator {}", path.display()))?;
-        Generator::from_bytes(&bytes, options).with_context(|| format!("generator {}", path.display()))
+        Generator::new(crate::eval::generator::Generator::load(path, options)?)
     }
 
     pub fn from_bytes(model: &[u8], options: &SessionOptions) -> Result<Generator> {
-        let (session, _) = runtime::session_from_bytes(model, options)?;
-        let dims = |outlets: &[ort::value::Outlet], name: &str| -> Result<Vec<i64>> {
-            let outlet = outlets
-                .iter()
-                .find(|o| o.name() == name)
-                .with_context(|| format!("not an anime-pipe generator: no {name:?} input/output"))?;
-            let shape = outlet.dtype().tensor_shape().with_context(|| format!("{name} is not a tensor"))?;
-            Ok(shape.iter().copied().collect())
+        Generator::new(crate::eval::generator::Generator::from_bytes(model, options, "generator")?)
+    }
+
+    fn new(mut model: crate::eval::generator::Generator) -> Result<Generator> {
+        let nz = model.latent_len();
+        let batch = model.batch_size(EXPORT_BATCH);
+        // A graph with dynamic spatial axes tells its image size only when run.
+        let size = match model.declared_side() {
+            Some(side) => side as usize,
+            None => model.generate(&vec![0.0; nz], 1)?.1 as usize,
         };
-        let z = dims(session.inputs(), crate::gan::steps::GEN_Z)?;
-        let image = dims(session.outputs(), crate::gan::steps::GEN_IMAGE_U8)?;
-        ensure!(z.len() == 2 && z.iter().all(|&d| d > 0), "latent input has shape {z:?}, expected [n, nz]");
-        ensure!(image.len() == 4 && image[3] == 3 && image[1] == image[2], "image_u8 has shape {image:?}");
-        Ok(Generator { session, batch: z[0] as usize, nz: z[1] as usize, size: image[1] as usize })
+        Ok(Generator { model, batch, nz, size })
     }
 
     pub fn nz(&self) -> usize {
@@ -76,21 +76,11 @@ impl Generator {
     /// RGB u8 images, `S * S * 3` bytes each, one per latent (`z.len() / nz` latents).
     pub fn generate(&mut self, z: &[f32]) -> Result<Vec<u8>> {
         ensure!(z.len().is_multiple_of(self.nz), "{} latent values are not a multiple of nz = {}", z.len(), self.nz);
-        let count = z.len() / self.nz;
-        let image_bytes = self.size * self.size * 3;
-        let mut out = Vec::with_capacity(count * image_bytes);
+        let mut out = Vec::with_capacity(z.len() / self.nz * self.size * self.size * 3);
         for chunk in z.chunks(self.batch * self.nz) {
-            let mut input = chunk.to_vec();
-            input.resize(self.batch * self.nz, 0.0);
-            let tensor = ort::value::Tensor::from_array(([self.batch, self.nz], input)).map_err(|e| anyhow!("{e}"))?;
-            let outputs = self
-                .session
-                .run(ort::inputs![crate::gan::steps::GEN_Z => tensor])
-                .map_err(|e| anyhow!("running the generator: {e}"))?;
-            let (_, pixels) = outputs[crate::gan::steps::GEN_IMAGE_U8]
-                .try_extract_tensor::<u8>()
-                .map_err(|e| anyhow!("reading image_u8: {e}"))?;
-            out.extend_from_slice(&pixels[..chunk.len() / self.nz * image_bytes]);
+            let (pixels, side) = self.model.generate(chunk, chunk.len() / self.nz)?;
+            ensure!(side as usize == self.size, "the generator's image size changed from {} to {side}", self.size);
+            out.extend_from_slice(&pixels);
         }
         Ok(out)
     }
