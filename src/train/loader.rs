@@ -343,11 +343,11 @@ pub fn warp_bilinear(src: &[u8], dst: &mut [u8], size: usize, flip: bool, shift:
             let wx = ((sx - x0 as f32) * 256.0 + 0.5) as u32;
             let wy = ((sy - y0 as f32) * 256.0 + 0.5) as u32;
             let (top, bottom) = (&src[y0 * stride..], &src[y1 * stride..]);
-            for ch in 0..3 {
+            for (ch, value) in out.iter_mut().enumerate() {
                 let (l, r) = (x0 * 3 + ch, x1 * 3 + ch);
                 let t = u32::from(top[l]) * (256 - wx) + u32::from(top[r]) * wx;
                 let d = u32::from(bottom[l]) * (256 - wx) + u32::from(bottom[r]) * wx;
-                out[ch] = ((t * (256 - wy) + d * wy + (1 << 15)) >> 16) as u8;
+                *value = ((t * (256 - wy) + d * wy + (1 << 15)) >> 16) as u8;
             }
         }
     }
