@@ -78,6 +78,7 @@ pub enum Command {
     /// FID and KID (Inception pool3) of a training run's checkpoints or one generator; report.html for runs
     Eval(EvalArgs),
     /// Train a DCGAN on the packed shards (ONNX Runtime, CPU or CUDA) into runs/<name>/: checkpoints, samples, curves
+    #[command(after_help = TRAIN_EXAMPLES)]
     Train(TrainArgs),
     /// Generate images with an exported generator (runs/<name>/generator.onnx): grids and latent-space walks
     Sample(SampleArgs),
@@ -90,6 +91,16 @@ pub enum Command {
     #[command(hide = true)]
     BenchStep(BenchStepArgs),
 }
+
+const TRAIN_EXAMPLES: &str = "\
+Examples:
+  anime-pipe train --preset dcgan64 --epochs 200     # on shards/64/ (anime-pipe pack)
+  anime-pipe train --preset anime300 --crop 0.1 --rotate 5 --name a300
+  anime-pipe train --resume runs/a300 --epochs 300   # continue or extend a run
+
+Ctrl-C finishes the current step, writes a checkpoint and a sample grid, and exits with status 130 (a second \
+Ctrl-C exits at once). Outputs in runs/<name>/: config.json, metrics.parquet, loss.png, samples/, progress.png, \
+checkpoints/, generator.onnx (for `anime-pipe sample` and `anime-pipe eval`).";
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct IngestArgs {
