@@ -58,14 +58,14 @@ pub fn store_object_unsynced(workdir: &Workdir, hash: &str, bytes: &[u8]) -> Res
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Stores objects on a few background threads. Creating tens of thousands of small files is bound by file-system
-/// latency, not CPU; writing behind lets hashing and decoding (on the `-j` workers) overlap with it. Objects are
-/// content-addressed, so the order in which writers finish never matters.
 /// A background writer thread; it returns how many new objects it wrote.
 type WriterThread = std::thread::JoinHandle<Result<u64>>;
 /// (blake3 hex, bytes) waiting to be written.
 type QueuedObject = (String, Vec<u8>);
 
+/// Stores objects on a few background threads. Creating tens of thousands of small files is bound by file-system
+/// latency, not CPU; writing behind lets hashing and decoding (on the `-j` workers) overlap with it. Objects are
+/// content-addressed, so the order in which writers finish never matters.
 pub struct ObjectWriter {
     sender: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<QueuedObject>>>,
     workers: std::sync::Mutex<Vec<WriterThread>>,

@@ -494,7 +494,7 @@ fn resolve_eval(e: &EvalOptions) -> Result<EvalSettings> {
     if eval.batch_size == 0 {
         bail!("eval.batch_size = 0: expected at least 1 image per batch (default 50)");
     }
-    if !["train", "val"].contains(&eval.split.as_str()) {
+    if !crate::stages::pack::SPLITS.contains(&eval.split.as_str()) {
         bail!("eval.split = {:?}: expected \"train\" or \"val\"", eval.split);
     }
     if eval.kid_subsets == 0 || eval.kid_subset_size < 2 {

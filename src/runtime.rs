@@ -185,10 +185,20 @@ pub fn session_from_bytes(model: &[u8], options: &SessionOptions) -> Result<(Ses
 
 /// A session from an `.onnx` file, with the file named in any error.
 pub fn session_from_file(path: &Path, options: &SessionOptions) -> Result<(Session, Resolved)> {
+    session_from_file_with(path, options, Ok)
+}
+
+/// [`session_from_file`] with one more builder setting applied after `options` (e.g. thread spinning).
+pub fn session_from_file_with(
+    path: &Path,
+    options: &SessionOptions,
+    adjust: impl FnOnce(SessionBuilder) -> Result<SessionBuilder>,
+) -> Result<(Session, Resolved)> {
     let bytes = std::fs::read(path).with_context(|| {
         format!("cannot read model {} (set its path under `models:` in pipeline.yaml)", path.display())
     })?;
-    let (mut builder, resolved) = session_builder(options)?;
+    let (builder, resolved) = session_builder(options)?;
+    let mut builder = adjust(builder)?;
     let session =
         builder.commit_from_memory(&bytes).map_err(|e| anyhow!("cannot load ONNX model {}: {e}", path.display()))?;
     Ok((session, resolved))

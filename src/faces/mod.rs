@@ -5,25 +5,18 @@ pub mod geometry;
 pub mod nms;
 pub mod upscale;
 
-use crate::runtime::{session_builder, Resolved, SessionOptions};
-use anyhow::{anyhow, Context, Result};
+use crate::runtime::{session_from_file_with, Resolved, SessionOptions};
+use anyhow::{anyhow, Result};
 use fast_image_resize as fir;
 use image::RgbImage;
 use ort::session::Session;
 use std::path::Path;
 
-/// An ONNX Runtime session for a face/upscale model, built by `runtime::session_builder` (device, `-j` threads,
-/// optimisation) with idle intra-op threads sleeping instead of spinning: these stages run rayon workers (decoding,
+/// An ONNX Runtime session for a face/upscale model, as `runtime::session_from_file` builds it (device, `-j`
+/// threads, optimisation) but with idle intra-op threads sleeping instead of spinning: these stages run rayon workers (decoding,
 /// resizing, PNG encoding) beside the session, and spinning ORT threads would steal their cores.
 pub fn load_session(path: &Path, options: &SessionOptions) -> Result<(Session, Resolved)> {
-    let bytes = std::fs::read(path).with_context(|| {
-        format!("cannot read model {} (set its path under `models:` in pipeline.yaml)", path.display())
-    })?;
-    let (builder, resolved) = session_builder(options)?;
-    let mut builder = builder.with_intra_op_spinning(false).map_err(|e| anyhow!("{e}"))?;
-    let session =
-        builder.commit_from_memory(&bytes).map_err(|e| anyhow!("cannot load ONNX model {}: {e}", path.display()))?;
-    Ok((session, resolved))
+    session_from_file_with(path, options, |builder| builder.with_intra_op_spinning(false).map_err(|e| anyhow!("{e}")))
 }
 
 /// Resizes an RGB8 image with a convolution filter (antialiased when reducing); same size returns a copy.

@@ -124,18 +124,7 @@ pub fn packed_workdir(root: &Path, jpegs: &[(String, Vec<u8>)]) -> PathBuf {
 
 /// Writes `f` as a float32 .npy file (format 1.0, C order).
 pub fn write_npy(path: &Path, f: &Features) {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}", f.rows, f.dim);
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for v in &f.data {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
+    std::fs::write(path, anime_pipe::train::sample::npy_bytes(&[f.rows, f.dim], &f.data)).unwrap();
 }
 
 /// Whether python3 with numpy and scipy can run; false (saying so) on a developer machine without them, a
