@@ -1,8 +1,19 @@
-//! Command-line definitions only (clap derive). No work happens here: `app` turns these into settings and calls
-//! the stage modules.
-use crate::config::Fit;
+//! Command-line definitions only (clap derive). No work happens here: `commands` resolves these, with
+//! pipeline.yaml, into one request per command. Domain enums stay clap-free: [`choice`] wraps them at this edge.
+use crate::faces::geometry::Border;
+use crate::faces::upscale::Method as UpscaleMethod;
+use crate::gan::steps::Optimizer;
+use crate::named::Named;
+use crate::stages::pack::Fit;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+
+/// The value parser of a domain enum: its names (with their help) as the choices.
+fn choice<T: Named + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    let values = T::ALL.iter().map(|v| PossibleValue::new(v.name()).help(v.help()));
+    PossibleValuesParser::new(values).map(|name| T::parse_name(&name).expect("clap checked the name"))
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -140,19 +151,8 @@ pub struct CropArgs {
     #[arg(long, value_name = "F")]
     pub margin: Option<f64>,
     /// What to do where a crop leaves the image [config: crop.border, default clamp]
-    #[arg(long, value_enum)]
-    pub border: Option<BorderArg>,
-}
-
-/// `--border` values (mirrors `crop.border`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BorderArg {
-    /// Shift the square inside the image (only real pixels)
-    Clamp,
-    /// Keep the face centred; pad with replicated edge pixels
-    Edge,
-    /// Keep the face centred; pad with crop.pad_color
-    Constant,
+    #[arg(long, value_parser = choice::<Border>())]
+    pub border: Option<Border>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -161,8 +161,8 @@ pub struct UpscaleArgs {
     #[arg(long, value_name = "PX")]
     pub target: Option<u32>,
     /// Upscaler [config: upscale.method, default lanczos]
-    #[arg(long, value_enum)]
-    pub method: Option<crate::faces::upscale::Method>,
+    #[arg(long, value_parser = choice::<UpscaleMethod>())]
+    pub method: Option<UpscaleMethod>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -190,7 +190,7 @@ pub struct PackArgs {
     #[arg(long = "size", value_name = "PX")]
     pub sizes: Vec<u32>,
     /// How non-square images become square [config: pack.fit, default crop]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<Fit>())]
     pub fit: Option<Fit>,
     /// Samples per shard file [config: pack.shard_samples, default 4096]
     #[arg(long, value_name = "N")]
@@ -302,8 +302,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
     /// adam (weight decay as L2) or adamw (decoupled) [config: train.optimizer, default adam]
-    #[arg(long, value_name = "OPT", value_parser = ["adam", "adamw"])]
-    pub optimizer: Option<String>,
+    #[arg(long, value_name = "OPT", value_parser = choice::<Optimizer>())]
+    pub optimizer: Option<Optimizer>,
     /// Discriminator learning rate [config: train.lr_d]
     #[arg(long, value_name = "LR")]
     pub lr_d: Option<f64>,

@@ -12,7 +12,7 @@
 //! Encoding (reproducible with any blake3 implementation): `"anime-pipe-digest/1\n"`, then per file the kind
 //! (`"manifest\n"` or `"shard\n"`), its name (manifest file name, or relative shard path with '/'), `"\n"`, its
 //! length as u64 little-endian, and its bytes. The digest is the lowercase hex of the result.
-use crate::stages::columns;
+use crate::manifest::columns;
 use crate::workdir::Workdir;
 use anyhow::{Context, Result};
 use std::fs::File;

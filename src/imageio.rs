@@ -22,10 +22,27 @@
 //!
 //! Reasons (stable manifest values): `empty_file`, `too_large`, `not_an_image`, `unsupported_format`,
 //! `decompression_bomb`, `truncated`, `corrupt`.
-use crate::config::Limits;
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
+use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// What decoding may cost (`limits:` in pipeline.yaml). Every stage that decodes applies the same limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Files larger than this are rejected unread (`too_large`).
+    pub max_file_bytes: u64,
+    /// Images with more pixels than this are rejected before decoding (`decompression_bomb`).
+    pub max_pixels: u64,
+    /// Total uncompressed bytes read from one archive; past it entries are rejected (`archive_budget_exceeded`).
+    pub max_archive_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_file_bytes: 256 << 20, max_pixels: 128_000_000, max_archive_bytes: 64 << 30 }
+    }
+}
 
 /// A decoded image, always RGB8, plus what it was before conversion.
 #[derive(Debug, Clone)]

@@ -5,9 +5,9 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     restore_default_sigpipe();
     let cli = anime_pipe::cli::Cli::parse();
-    match anime_pipe::app::run(cli) {
+    match anime_pipe::commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) if err.is::<anime_pipe::app::Interrupted>() => std::process::ExitCode::from(130),
+        Err(err) if err.is::<anime_pipe::commands::Interrupted>() => std::process::ExitCode::from(130),
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::from(2)

@@ -6,11 +6,11 @@
 //!   side uses at most [`SPREAD_MAX_SAMPLES`] rows (a seeded subset beyond that), i.e. up to ~2M pairs: the mean
 //!   is then known to well under 1%, and the cost stays a few seconds.
 //! - **near-duplicate count**: generated samples that `anime-pipe dedup` would mark as near duplicates of another
-//!   generated sample: 64-bit DCT perceptual hashes ([`crate::stages::dedup::phash`]) within
+//!   generated sample: 64-bit DCT perceptual hashes ([`crate::imagehash::phash`]) within
 //!   `dedup.phash_threshold` bits, grouped transitively (union-find, like dedup's groups); the count is
 //!   samples minus groups, i.e. every sample beyond the first of its group.
 use super::features::Features;
-use crate::stages::dedup::{near_pairs, phash};
+use crate::imagehash::{near_pairs, phash};
 use anime_linalg::{matmul_f64, Mat, MatRef};
 use rand::rngs::ChaCha8Rng;
 use rand::SeedableRng;

@@ -59,14 +59,13 @@ pub mod kid;
 pub mod reference;
 pub mod report;
 
-use crate::app::Ctx;
-use crate::cli::EvalArgs;
+use crate::env::Env;
+use crate::manifest::columns::{self, col, frame};
 use crate::report::{Reporter, Summary};
 use crate::runtime::SessionOptions;
-use crate::stages::columns::{self, col, frame};
 use anyhow::{bail, Context, Result};
 use features::{Features, Inception, FEATURE_DIM};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -75,6 +74,27 @@ pub const EVAL_PARQUET: &str = "eval.parquet";
 pub const REPORT_HTML: &str = "report.html";
 /// Bumped when the meaning of an eval.parquet row changes, so older rows are recomputed.
 const ALGORITHM: &str = "eval/1";
+
+/// Resolved `eval:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSettings {
+    /// Generated samples per checkpoint (10,000 is the usual FID protocol).
+    pub samples: usize,
+    /// Seed of the latents (and of KID's subsets); the same seed gives every checkpoint the same latents.
+    pub seed: u64,
+    /// Images per generator / Inception run.
+    pub batch_size: usize,
+    /// Pack split of the reference images: "train" or "val".
+    pub split: String,
+    pub kid_subsets: usize,
+    pub kid_subset_size: usize,
+    /// Use only the first N reference images in pack order (None = all of the split).
+    pub max_reference: Option<usize>,
+    /// Samples in each report grid.
+    pub grid: usize,
+    /// pHash distance at which two generated samples count as near duplicates (`dedup.phash_threshold`).
+    pub near_threshold: u32,
+}
 
 /// What to evaluate.
 #[derive(Debug, Clone)]
@@ -94,17 +114,15 @@ pub struct EvalRequest {
     /// Also write each generator's features to `<dir>/<label>.safetensors` (tensor `features`), for
     /// bench/fid_reference.py; every generator is then recomputed.
     pub save_features: Option<PathBuf>,
+    pub settings: EvalSettings,
+    /// The FID Inception model (`models.fid_inception`).
+    pub inception: PathBuf,
 }
 
-impl EvalRequest {
-    pub fn from_args(args: &EvalArgs) -> Self {
-        let target = match (&args.run, &args.model) {
-            (Some(dir), _) => Target::Run { dir: dir.clone(), epochs: args.checkpoints.clone() },
-            (None, Some(model)) => Target::Model(model.clone()),
-            (None, None) => unreachable!("clap requires --run or --model"),
-        };
-        Self { target, size: args.size, force: args.force, save_features: args.save_features.clone() }
-    }
+/// One evaluation in progress: where it runs and what was asked.
+pub(crate) struct Ctx<'a> {
+    pub env: &'a Env,
+    pub req: &'a EvalRequest,
 }
 
 /// One generator to evaluate.
@@ -201,9 +219,10 @@ pub fn render_table(rows: &[Row]) -> String {
 }
 
 /// Runs `eval` (see the module docs).
-pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
+pub fn run(env: &Env, request: &EvalRequest) -> Result<Outcome> {
+    let ctx = &Ctx { env, req: request };
     let mut summary = Summary::start("eval");
-    let settings = &ctx.settings.eval;
+    let settings = &ctx.req.settings;
     let (run_dir, checkpoints) = match &request.target {
         Target::Run { dir, epochs } => {
             let dir = resolve_run_dir(ctx, dir)?;
@@ -212,9 +231,9 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
         }
         Target::Model(path) => (None, vec![model_checkpoint(path)?]),
     };
-    let options = SessionOptions { device: ctx.settings.device, threads: ctx.threads, optimize: true };
-    let mut inception = Inception::load(&ctx.settings.models.fid_inception, &options)?;
-    let dataset_digest = crate::digest::dataset_digest(&ctx.workdir)?;
+    let options = SessionOptions { device: ctx.env.device, threads: ctx.env.threads, optimize: true };
+    let mut inception = Inception::load(&ctx.req.inception, &options)?;
+    let dataset_digest = crate::digest::dataset_digest(&ctx.env.workdir)?;
     let previous = match &run_dir {
         Some(dir) => read_rows(&dir.join(EVAL_PARQUET))?,
         None => Vec::new(),
@@ -253,7 +272,7 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
             // Fail before minutes of sampling when there is nothing to compare against.
             let size = request.size.unwrap_or(side);
             if !references.contains_key(&size) {
-                reference::reference_items(&ctx.workdir, size, &settings.split)?;
+                reference::reference_items(&ctx.env.workdir, size, &settings.split)?;
             }
         }
         let sample = generate_and_embed(ctx, checkpoint, &mut generator, &mut inception, settings, &mut timings)?;
@@ -269,9 +288,9 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
                 inception_blake3: inception_blake3.clone(),
                 max_reference: settings.max_reference,
             };
-            let bar = ctx.reporter.bar(0, "reals");
+            let bar = ctx.env.reporter.bar(0, "reals");
             let before = inception.images_embedded();
-            let r = reference::load_or_compute(&ctx.workdir, &spec, &mut inception, settings.batch_size, &bar)?;
+            let r = reference::load_or_compute(&ctx.env.workdir, &spec, &mut inception, settings.batch_size, &bar)?;
             bar.finish_and_clear();
             reference_embedded += inception.images_embedded() - before;
             let spread = collapse::mean_pairwise_distance(&r.features, settings.seed);
@@ -309,7 +328,7 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
                 "{} {} images, {how}: {}",
                 r.features.rows,
                 r.spec.split,
-                r.spec.cache_path(&ctx.workdir).display()
+                r.spec.cache_path(&ctx.env.workdir).display()
             ),
         );
     }
@@ -323,7 +342,7 @@ pub fn run(ctx: &Ctx, request: &EvalRequest) -> Result<Outcome> {
             let t = [timings.fid, timings.kid, timings.spread, timings.phash];
             t.map(|d| format!("{:.2}", d.as_secs_f64())).join(" / ") + " s"
         });
-    summary.fact("dataset digest", &dataset_digest).fact("inception", ctx.settings.models.fid_inception.display());
+    summary.fact("dataset digest", &dataset_digest).fact("inception", ctx.req.inception.display());
     if let Some(dir) = &run_dir {
         let all = merge_rows(previous, &rows);
         write_rows(&dir.join(EVAL_PARQUET), &all)?;
@@ -358,17 +377,17 @@ struct Sample {
 /// Generates `eval.samples` images batch by batch, embedding each batch right away (only features, hashes and
 /// the grid images are kept, so memory does not grow with n beyond the features).
 fn generate_and_embed(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     checkpoint: &Checkpoint,
     generator: &mut generator::Generator,
     inception: &mut Inception,
-    settings: &crate::config::EvalSettings,
+    settings: &EvalSettings,
     timings: &mut Timings,
 ) -> Result<Sample> {
     let batch = generator.batch_size(settings.batch_size);
     let mut latents = generator::LatentStream::new(settings.seed, generator.latent_len());
     let n = settings.samples;
-    let bar = ctx.reporter.bar(n as u64, &checkpoint.label);
+    let bar = ctx.env.reporter.bar(n as u64, &checkpoint.label);
     let mut sample =
         Sample { count: 0, side: 0, features: Features::empty(FEATURE_DIM), phashes: Vec::new(), grid: Vec::new() };
     while sample.count < n {
@@ -401,10 +420,10 @@ fn score(
     sample: &Sample,
     reference: &reference::Reference,
     real_spread: f64,
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     timings: &mut Timings,
 ) -> Result<Row> {
-    let settings = &ctx.settings.eval;
+    let settings = &ctx.req.settings;
     let started = Instant::now();
     let stats = fid::GaussianStats::of(&sample.features)?;
     let fid = fid::fid(&stats, &reference.stats)?;
@@ -417,7 +436,7 @@ fn score(
     timings.kid += spread_started - kid_started;
     let spread = collapse::mean_pairwise_distance(&sample.features, settings.seed) / real_spread;
     timings.spread += spread_started.elapsed();
-    let near = collapse::near_duplicate_count(&sample.phashes, ctx.settings.dedup.phash_threshold);
+    let near = collapse::near_duplicate_count(&sample.phashes, ctx.req.settings.near_threshold);
     Ok(Row {
         checkpoint: checkpoint.relative.clone(),
         label: checkpoint.label.clone(),
@@ -447,7 +466,7 @@ fn eval_key(
     generator_blake3: &str,
     dataset_digest: &str,
     inception_blake3: &str,
-    settings: &crate::config::EvalSettings,
+    settings: &EvalSettings,
     size_override: Option<u32>,
     generated_size: u32,
 ) -> String {
@@ -466,11 +485,11 @@ fn eval_key(
 }
 
 /// `--run DIR`: the directory if it exists, else `<workdir>/runs/DIR` for a bare name.
-fn resolve_run_dir(ctx: &Ctx, dir: &Path) -> Result<PathBuf> {
+fn resolve_run_dir(ctx: &Ctx<'_>, dir: &Path) -> Result<PathBuf> {
     if dir.is_dir() {
         return Ok(dir.to_path_buf());
     }
-    let under_runs = ctx.workdir.runs_dir().join(dir);
+    let under_runs = ctx.env.workdir.runs_dir().join(dir);
     if dir.components().count() == 1 && under_runs.is_dir() {
         return Ok(under_runs);
     }

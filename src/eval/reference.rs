@@ -18,7 +18,7 @@
 //! `rm -r cache/fid` is always safe.
 use super::features::{Features, Inception};
 use super::fid::GaussianStats;
-use crate::stages::columns;
+use crate::manifest::columns;
 use crate::workdir::{atomic_write, Workdir};
 use anime_linalg::Mat;
 use anyhow::{bail, Context, Result};
@@ -112,7 +112,7 @@ pub fn for_each_batch(
         let path = workdir.root().join(shard);
         let bytes = std::fs::read(&path).with_context(|| format!("cannot read shard {}", path.display()))?;
         let tensors = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", shard))?;
-        let images = tensors.tensor(crate::stages::pack::TENSOR_NAME).with_context(|| format!("{shard}: no images"))?;
+        let images = tensors.tensor(crate::shards::TENSOR_NAME).with_context(|| format!("{shard}: no images"))?;
         let shape = images.shape();
         if images.dtype() != Dtype::U8 || shape.len() != 4 || shape[1..] != [size as usize, size as usize, 3] {
             bail!("{shard}: images tensor is {:?} {shape:?}, expected U8 [N, {size}, {size}, 3]", images.dtype());

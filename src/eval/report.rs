@@ -9,9 +9,9 @@
 //! 4. sample grids side by side: real images of the reference split, then every evaluated generator on the same
 //!    latents (cell k of every grid comes from the same latent vector);
 //! 5. the metrics table and the run's `config.json`.
+use super::Ctx;
 use super::{grid_path, Row};
-use crate::app::Ctx;
-use crate::stages::columns;
+use crate::manifest::columns;
 use anyhow::{Context, Result};
 use base64::Engine;
 use std::fmt::Write as _;
@@ -253,13 +253,13 @@ pub fn bucket_means(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
 const COLORS: [&str; 4] = ["#2563eb", "#dc2626", "#059669", "#d97706"];
 
 /// The report page for a run directory and its eval rows.
-pub fn build(ctx: &Ctx, run_dir: &Path, rows: &[Row], dataset_digest: &str) -> Result<String> {
+pub(crate) fn build(ctx: &Ctx<'_>, run_dir: &Path, rows: &[Row], dataset_digest: &str) -> Result<String> {
     let name = run_dir
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
         .unwrap_or_else(|| run_dir.display().to_string());
-    let settings = &ctx.settings.eval;
+    let settings = &ctx.req.settings;
     let mut html = String::new();
     let _ = write!(
         html,
@@ -299,8 +299,8 @@ display:block}.card .cap{font-size:13px;margin-top:6px}.card.real{border-color:#
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;font-size:13px}dt{color:#555}dd{margin:0}\
 pre{background:#fff;border:1px solid #ddd;padding:8px;font-size:12px;overflow:auto}";
 
-fn settings_section(ctx: &Ctx, rows: &[Row], dataset_digest: &str) -> String {
-    let s = &ctx.settings.eval;
+fn settings_section(ctx: &Ctx<'_>, rows: &[Row], dataset_digest: &str) -> String {
+    let s = &ctx.req.settings;
     let mut refs: Vec<String> = rows
         .iter()
         .map(|r| format!("{} x {} px {} images (key {})", r.reference_count, r.size, s.split, &r.reference[..12]))
@@ -316,13 +316,13 @@ fn settings_section(ctx: &Ctx, rows: &[Row], dataset_digest: &str) -> String {
         ("reference", escape(&refs.join("; "))),
         ("generated per checkpoint", format!("{} (seed {})", s.samples, s.seed)),
         ("KID", kid_text),
-        ("Inception", escape(&ctx.settings.models.fid_inception.display().to_string())),
+        ("Inception", escape(&ctx.req.inception.display().to_string())),
         (
             "near duplicates",
             format!(
                 "generated samples within {} bits (pHash) of another, transitively: the test of `anime-pipe dedup`, so a \
                  deduplicated pack has none among its reals",
-                ctx.settings.dedup.phash_threshold
+                ctx.req.settings.near_threshold
             ),
         ),
     ];
@@ -419,16 +419,16 @@ fn training_curves(run_dir: &Path) -> String {
     }
 }
 
-fn sample_grids(ctx: &Ctx, run_dir: &Path, rows: &[Row]) -> Result<String> {
+fn sample_grids(ctx: &Ctx<'_>, run_dir: &Path, rows: &[Row]) -> Result<String> {
     let mut html = String::new();
     if let Some(first) = rows.first() {
-        if let Some(png) = real_grid(ctx, first.size, ctx.settings.eval.grid) {
+        if let Some(png) = real_grid(ctx, first.size, ctx.req.settings.grid) {
             let _ = write!(
                 html,
                 "<div class=\"card real\"><img src=\"{}\" alt=\"real images\"><div class=\"cap\"><b>real</b> ({} split, \
                  {} px)</div></div>",
                 data_uri_png(&png),
-                escape(&ctx.settings.eval.split),
+                escape(&ctx.req.settings.split),
                 first.size
             );
         }
@@ -459,11 +459,11 @@ fn sample_grids(ctx: &Ctx, run_dir: &Path, rows: &[Row]) -> Result<String> {
 }
 
 /// A grid of the first `count` reference images, or None when the pack cannot be read.
-fn real_grid(ctx: &Ctx, size: u32, count: usize) -> Option<Vec<u8>> {
-    let mut items = super::reference::reference_items(&ctx.workdir, size, &ctx.settings.eval.split).ok()?;
+fn real_grid(ctx: &Ctx<'_>, size: u32, count: usize) -> Option<Vec<u8>> {
+    let mut items = super::reference::reference_items(&ctx.env.workdir, size, &ctx.req.settings.split).ok()?;
     items.truncate(count.max(1));
     let mut pixels = Vec::new();
-    super::reference::for_each_batch(&ctx.workdir, &items, size, items.len(), |p, _| {
+    super::reference::for_each_batch(&ctx.env.workdir, &items, size, items.len(), |p, _| {
         pixels.extend_from_slice(p);
         Ok(())
     })

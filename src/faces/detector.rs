@@ -25,7 +25,7 @@
 use crate::faces::geometry::BoxF;
 use crate::faces::load_session;
 use crate::faces::nms::{nms, Detection};
-use crate::faces::resize_rgb;
+use crate::pixels::resize_rgb;
 use crate::runtime::{Resolved, SessionOptions};
 use anyhow::{anyhow, bail, Context, Result};
 use fast_image_resize as fir;
@@ -44,8 +44,20 @@ pub enum Family {
     Yolo,
 }
 
+impl crate::named::Named for Family {
+    const ALL: &'static [Self] = &[Family::Faceboxes, Family::Yolo];
+    const WHAT: &'static str = "crop.detector";
+    fn name(self) -> &'static str {
+        match self {
+            Family::Faceboxes => "faceboxes",
+            Family::Yolo => "yolo",
+        }
+    }
+}
+crate::impl_named_str!(Family);
+
 /// Detector parameters (from `crop:` in pipeline.yaml).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DetectorParams {
     pub family: Family,
     pub scales: Vec<f32>,

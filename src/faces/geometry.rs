@@ -75,8 +75,28 @@ pub enum Border {
     Constant,
 }
 
+impl crate::named::Named for Border {
+    const ALL: &'static [Self] = &[Border::Clamp, Border::Edge, Border::Constant];
+    const WHAT: &'static str = "crop.border";
+    fn name(self) -> &'static str {
+        match self {
+            Border::Clamp => "clamp",
+            Border::Edge => "edge",
+            Border::Constant => "constant",
+        }
+    }
+    fn help(self) -> &'static str {
+        match self {
+            Border::Clamp => "Shift the square inside the image (only real pixels)",
+            Border::Edge => "Keep the face centred; pad with replicated edge pixels",
+            Border::Constant => "Keep the face centred; pad with crop.pad_color",
+        }
+    }
+}
+crate::impl_named_str!(Border);
+
 /// How a face box becomes a crop square.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CropGeometry {
     /// Extra size in total, as a fraction of the box's longer side (0.5: a quarter of it on each side).
     pub margin: f32,

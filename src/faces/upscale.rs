@@ -22,7 +22,8 @@
 //! as needed to reach at least `target` (2x repeatedly for waifu2x; 4x for Real-ESRGAN), then Lanczos3 reduces the
 //! result to the exact size.
 use crate::faces::load_session;
-use crate::faces::resize_rgb;
+use crate::named::Named;
+use crate::pixels::resize_rgb;
 use crate::runtime::{Resolved, SessionOptions};
 use anyhow::{anyhow, bail, Result};
 use fast_image_resize as fir;
@@ -33,7 +34,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// How items are upscaled (`upscale.method`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// Lanczos3 resampling (fast, no model).
@@ -45,14 +46,27 @@ pub enum Method {
     Realesrgan,
 }
 
-impl Method {
-    pub fn name(self) -> &'static str {
+impl crate::named::Named for Method {
+    const ALL: &'static [Self] = &[Method::Lanczos, Method::Waifu2x, Method::Realesrgan];
+    const WHAT: &'static str = "upscale.method";
+    fn name(self) -> &'static str {
         match self {
             Method::Lanczos => "lanczos",
             Method::Waifu2x => "waifu2x",
             Method::Realesrgan => "realesrgan",
         }
     }
+    fn help(self) -> &'static str {
+        match self {
+            Method::Lanczos => "Lanczos3 resampling (fast, no model)",
+            Method::Waifu2x => "waifu2x upconv_7 anime 2x (models.waifu2x), applied repeatedly",
+            Method::Realesrgan => "Real-ESRGAN animevideov3 4x (models.realesrgan)",
+        }
+    }
+}
+crate::impl_named_str!(Method);
+
+impl Method {
     /// (scale factor, border eaten per side) of the model; None for Lanczos.
     pub fn model_geometry(self) -> Option<(u32, u32)> {
         match self {
@@ -64,7 +78,7 @@ impl Method {
 }
 
 /// Tile size, overlap (input pixels) and tiles per model run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tiling {
     pub tile: u32,
     pub overlap: u32,

@@ -236,35 +236,3 @@ fn phase_of(node: &str) -> &'static str {
         "forward"
     }
 }
-
-/// `anime-pipe bench-step`.
-pub fn run_command(args: &crate::cli::BenchStepArgs, global: &crate::cli::GlobalArgs) -> Result<()> {
-    let fused = match args.mode.as_str() {
-        "fused" => vec![true],
-        "split" => vec![false],
-        "both" => vec![true, false],
-        other => anyhow::bail!("--mode {other:?}: expected fused, split or both"),
-    };
-    let device = match &global.device {
-        Some(d) => d.parse()?,
-        None => Device::Auto,
-    };
-    let req = BenchRequest {
-        arch: super::export::arch_from_args(&args.arch, None, None, None)?,
-        batches: args.batch.clone(),
-        steps: args.steps.max(1),
-        warmup: args.warmup,
-        fused,
-        device,
-        threads: global.threads.unwrap_or(0),
-        optimize: !args.no_optimize,
-        profile_steps: args.profile_steps,
-        profile_dir: args.profile_dir.clone(),
-        tuning: SessionTuning {
-            opt_level: args.opt_level,
-            memory_pattern: args.no_memory_pattern.then_some(false),
-            spinning: Some(args.spinning),
-        },
-    };
-    run(&req).map(|_| ())
-}

@@ -199,19 +199,9 @@ pub fn arch_from_args(name: &str, nz: Option<usize>, ngf: Option<usize>, ndf: Op
     Ok(arch)
 }
 
-/// `anime-pipe graph`.
-pub fn run_command(args: &crate::cli::GraphArgs, reporter: &crate::report::Reporter) -> Result<()> {
-    let optimizer = if args.adamw { Optimizer::Adamw } else { Optimizer::Adam };
-    let req = ExportRequest {
-        arch: arch_from_args(&args.arch, args.nz, args.ngf, args.ndf)?,
-        batch: args.batch,
-        samples: args.samples.unwrap_or(args.batch),
-        seed: args.seed,
-        d_optimizer: optimizer,
-        g_optimizer: optimizer,
-    };
-    anyhow::ensure!(req.samples > 0, "--samples must be at least 1");
-    let report = write_graphs(&args.out, &req)?;
+/// `anime-pipe graph`: writes the graphs into `out` and describes them (a table, or JSON with `--json`).
+pub fn run_command(out: &std::path::Path, req: &ExportRequest, reporter: &crate::report::Reporter) -> Result<()> {
+    let report = write_graphs(out, req)?;
     if reporter.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if !reporter.quiet {

@@ -130,6 +130,18 @@ pub enum Optimizer {
     Adamw,
 }
 
+impl crate::named::Named for Optimizer {
+    const ALL: &'static [Self] = &[Optimizer::Adam, Optimizer::Adamw];
+    const WHAT: &'static str = "optimizer";
+    fn name(self) -> &'static str {
+        match self {
+            Optimizer::Adam => "adam",
+            Optimizer::Adamw => "adamw",
+        }
+    }
+}
+crate::impl_named_str!(Optimizer);
+
 impl StepOptions {
     pub fn new(arch: Arch, batch: usize) -> StepOptions {
         StepOptions { arch, batch, d_optimizer: Optimizer::Adam, g_optimizer: Optimizer::Adam, output_gradients: false }

@@ -16,7 +16,7 @@
 //!
 //! Crop squares follow `faces::geometry` (`crop.margin`, `crop.shift_up`, `crop.border`, `crop.pad_color`). Crops
 //! keep the source resolution (no resizing here: `clean --min-size` therefore applies to the crop's real size, and
-//! `pack` resizes). Each crop is PNG-encoded with fixed settings (`faces::encode_png`) and stored in the cache, so
+//! `pack` resizes). Each crop is PNG-encoded with fixed settings (`pixels::encode_png`) and stored in the cache, so
 //! re-runs produce byte-identical objects and manifests.
 //!
 //! Work: images are decoded, resized and normalised in parallel (rayon, `-j`); the detector is one ONNX Runtime
@@ -45,19 +45,34 @@
 //! | `status` | str | "ok" or "rejected" |
 //! | `reason` | str? | null when ok; `no_face`, `low_score`, `face_too_small`, `too_many_faces`, `decode_failed` |
 //! | `error` | str? | decoder message for `decode_failed` |
-use crate::app::Ctx;
 use crate::cache;
-use crate::config::CropSettings;
-use crate::faces::detector::Detector;
-use crate::faces::encode_png;
+use crate::faces::detector::{Detector, DetectorParams};
+use crate::faces::geometry::CropGeometry;
 use crate::faces::geometry::{crop_rect, extract_crop, CropRect};
 use crate::faces::nms::Detection;
+use crate::manifest::columns::{self, col, frame};
 use crate::manifest::{file_blake3, publish_stage, read_stage};
+use crate::pixels::encode_png;
 use crate::report::Summary;
 use crate::runtime::SessionOptions;
-use crate::stages::columns::{self, col, frame};
+use crate::stages::Ctx;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Resolved `crop:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CropSettings {
+    pub detector: DetectorParams,
+    /// Faces scoring at least this are cropped; those between `low_score_floor` and it are `low_score` rows.
+    pub score_threshold: f32,
+    /// Faces whose box's shorter side (source pixels) is below this are `face_too_small`.
+    pub min_face_size: u32,
+    /// Per image, the best faces by score; the rest are `too_many_faces`.
+    pub max_faces: u32,
+    pub geometry: CropGeometry,
+    pub pad_color: [u8; 3],
+}
 
 pub const STAGE: &str = "crop";
 const UPSTREAM: &str = "dedup";
@@ -96,20 +111,19 @@ pub struct CropRow {
 }
 
 pub fn fingerprint(ctx: &Ctx) -> Result<String> {
-    let upstream = file_blake3(&ctx.workdir.manifest_path(UPSTREAM))
+    let upstream = file_blake3(&ctx.env.workdir.manifest_path(UPSTREAM))
         .with_context(|| format!("crop needs manifests/{UPSTREAM}.parquet: run `anime-pipe {UPSTREAM}` first"))?;
     // A missing model only matters when some image needs detection; `run` says so then.
-    let model = file_blake3(&ctx.settings.models.face_detector).unwrap_or_else(|_| "missing".into());
+    let model = file_blake3(&ctx.plan.models.face_detector).unwrap_or_else(|_| "missing".into());
     // Which sources pass through (the config's flag wins over the manifest's, see `read_parents`).
-    let cropped: Vec<(&str, bool)> =
-        ctx.settings.sources.iter().map(|s| (s.name.as_str(), s.already_cropped)).collect();
+    let cropped: Vec<(&str, bool)> = ctx.plan.sources.iter().map(|s| (s.name.as_str(), s.already_cropped)).collect();
     let mut hasher = blake3::Hasher::new();
     for part in [
         ALGORITHM.to_string(),
         upstream,
         serde_json::to_string(&cropped)?,
-        serde_json::to_string(&ctx.settings.crop)?,
-        serde_json::to_string(&ctx.settings.limits)?,
+        serde_json::to_string(&ctx.plan.crop)?,
+        serde_json::to_string(&ctx.plan.limits)?,
         model,
     ] {
         hasher.update(part.as_bytes()).update(b"\0");
@@ -124,7 +138,7 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     let to_detect = parents.iter().filter(|p| !p.already_cropped).count();
     let detector = if to_detect > 0 { Some(load_detector(ctx)?) } else { None };
 
-    let bar = ctx.reporter.bar(parents.len() as u64, STAGE);
+    let bar = ctx.env.reporter.bar(parents.len() as u64, STAGE);
     let per_parent: Vec<Vec<CropRow>> = parents
         .par_iter()
         .map(|parent| {
@@ -142,23 +156,23 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
         parents.iter().zip(per_parent).flat_map(|(p, rows)| rows.into_iter().map(move |r| (p, r))).collect();
     rows.sort_by(|(pa, a), (pb, b)| (pa.source_index, &a.path).cmp(&(pb.source_index, &b.path)));
     let mut df = manifest(&rows)?;
-    publish_stage(&ctx.workdir, STAGE, &mut df, &fingerprint)?;
+    publish_stage(&ctx.env.workdir, STAGE, &mut df, &fingerprint)?;
 
     summarise(&mut summary, &parents, &rows, to_detect);
     if let Some(d) = &detector {
         let p = d.params();
-        summary.fact("detector", format!("{:?} {}", p.family, ctx.settings.models.face_detector.display()));
+        summary.fact("detector", format!("{:?} {}", p.family, ctx.plan.models.face_detector.display()));
         summary.fact("device", format!("{:?}", d.device));
         summary.fact("scales", format!("{:?} (max_side {})", p.scales, p.max_side));
     }
-    summary.fact("manifest", ctx.workdir.manifest_path(STAGE).display());
+    summary.fact("manifest", ctx.env.workdir.manifest_path(STAGE).display());
     Ok(summary.finish())
 }
 
 fn load_detector(ctx: &Ctx) -> Result<Detector> {
-    let options = SessionOptions { device: ctx.settings.device, threads: ctx.threads, optimize: true };
-    let path = &ctx.settings.models.face_detector;
-    Detector::load(path, ctx.settings.crop.detector.clone(), &options)
+    let options = SessionOptions { device: ctx.env.device, threads: ctx.env.threads, optimize: true };
+    let path = &ctx.plan.models.face_detector;
+    Detector::load(path, ctx.plan.crop.detector.clone(), &options)
         .with_context(|| format!("crop: cannot load the face detector (models.face_detector = {})", path.display()))
 }
 
@@ -182,7 +196,7 @@ fn summarise(summary: &mut Summary, parents: &[Parent], rows: &[(&Parent, CropRo
 
 /// The dedup rows with status "ok", in canonical order.
 pub fn read_parents(ctx: &Ctx) -> Result<Vec<Parent>> {
-    let df = read_stage(&ctx.workdir, UPSTREAM)?;
+    let df = read_stage(&ctx.env.workdir, UPSTREAM)?;
     let status = columns::strings(&df, "status")?;
     let (key, source, path, object) = (
         columns::strings(&df, "key")?,
@@ -202,7 +216,7 @@ pub fn read_parents(ctx: &Ctx) -> Result<Vec<Parent>> {
         let missing =
             |what: &str| anyhow::anyhow!("{UPSTREAM}.parquet row {:?}: status \"ok\" but no {what}", key[row]);
         // The source's flag in the current config wins over the manifest's (the flag only steers this stage).
-        let flag = ctx.settings.sources.iter().find(|s| s.name == source[row]).map(|s| s.already_cropped);
+        let flag = ctx.plan.sources.iter().find(|s| s.name == source[row]).map(|s| s.already_cropped);
         parents.push(Parent {
             key: key[row].clone(),
             source: source[row].clone(),
@@ -243,9 +257,9 @@ fn image_row(parent: &Parent, reason: &'static str, error: Option<String>) -> Cr
 /// Detects, classifies and crops the faces of one image. A missing cache object is a workdir error (the stage
 /// fails); an image that does not decode is a `decode_failed` row.
 fn crop_parent(ctx: &Ctx, detector: &Detector, parent: &Parent) -> Result<Vec<CropRow>> {
-    let bytes = cache::read_object(&ctx.workdir, &parent.object)
+    let bytes = cache::read_object(&ctx.env.workdir, &parent.object)
         .with_context(|| format!("crop: cannot read the image of {}", parent.key))?;
-    let image = match crate::imageio::decode_rgb8(&bytes, &ctx.settings.limits) {
+    let image = match crate::imageio::decode_rgb8(&bytes, &ctx.plan.limits) {
         Ok(decoded) => decoded.image,
         Err(e) => return Ok(vec![image_row(parent, "decode_failed", Some(e.to_string()))]),
     };
@@ -254,8 +268,8 @@ fn crop_parent(ctx: &Ctx, detector: &Detector, parent: &Parent) -> Result<Vec<Cr
     if detections.is_empty() {
         return Ok(vec![image_row(parent, "no_face", None)]);
     }
-    let verdicts = classify(&detections, &ctx.settings.crop);
-    let c = &ctx.settings.crop;
+    let verdicts = classify(&detections, &ctx.plan.crop);
+    let c = &ctx.plan.crop;
     let (w, h) = image.dimensions();
     let mut rows = Vec::with_capacity(detections.len());
     for (index, (detection, reason)) in detections.iter().zip(verdicts).enumerate() {
@@ -273,7 +287,7 @@ fn crop_parent(ctx: &Ctx, detector: &Detector, parent: &Parent) -> Result<Vec<Cr
         };
         if reason.is_none() {
             let png = encode_png(&extract_crop(&image, &rect, c.geometry.border, c.pad_color))?;
-            row.object = Some(cache::store_object(&ctx.workdir, &png)?);
+            row.object = Some(cache::store_object(&ctx.env.workdir, &png)?);
             row.size = Some((rect.size, rect.size));
         }
         rows.push(row);
@@ -343,7 +357,7 @@ fn manifest(rows: &[(&Parent, CropRow)]) -> Result<polars::prelude::DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ConfigFile, Settings};
+    use crate::config::ConfigFile;
     use crate::faces::geometry::BoxF;
 
     fn det(side: f32, score: f32) -> Detection {
@@ -353,7 +367,7 @@ mod tests {
     #[test]
     fn classify_checks_score_then_size_then_count() {
         let yaml = "crop: {score_threshold: 0.5, min_face_size: 40, max_faces: 2}\n";
-        let settings = Settings::resolve(ConfigFile::parse(yaml, "p.yaml".as_ref()).unwrap(), "/".as_ref()).unwrap();
+        let settings = ConfigFile::parse(yaml, "p.yaml".as_ref()).unwrap().resolve("/".as_ref()).unwrap().plan;
         let detections = [det(100.0, 0.99), det(30.0, 0.98), det(80.0, 0.9), det(60.0, 0.8), det(20.0, 0.4)];
         assert_eq!(
             classify(&detections, &settings.crop),

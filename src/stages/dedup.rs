@@ -50,25 +50,33 @@
 //! | hamming | u32? | pHash distance to the kept row (near duplicates only) |
 //! | pixel_hash | str? | blake3 of size + decoded RGB8 pixels (null for rejected rows) |
 //! | phash | u64? | 64-bit perceptual hash (null for rejected rows) |
-use crate::app::Ctx;
 use crate::cache;
 use crate::imageio;
 use crate::manifest;
+use crate::manifest::columns::{self, col, frame};
 use crate::report::Summary;
-use crate::stages::columns::{self, col, frame};
+use crate::stages::Ctx;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::HashMap;
+
+/// Resolved `dedup:`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DedupSettings {
+    pub phash_threshold: u32,
+    pub near: bool,
+}
 
 const STAGE: &str = "dedup";
 const UPSTREAM: &str = "ingest";
 
 pub fn fingerprint(ctx: &Ctx) -> Result<String> {
-    let upstream = manifest::file_blake3(&ctx.workdir.manifest_path(UPSTREAM))
+    let upstream = manifest::file_blake3(&ctx.env.workdir.manifest_path(UPSTREAM))
         .with_context(|| format!("run `anime-pipe {UPSTREAM}` first"))?;
-    let d = &ctx.settings.dedup;
-    let l = &ctx.settings.limits;
+    let d = &ctx.plan.dedup;
+    let l = &ctx.plan.limits;
     let settings = format!(
         "anime-pipe dedup/1 upstream={upstream} threshold={} near={} max_file_bytes={} max_pixels={}",
         d.phash_threshold, d.near, l.max_file_bytes, l.max_pixels
@@ -86,12 +94,12 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
         objects.iter().map(String::as_str).zip(&signatures).collect();
     let item_sigs: Vec<Option<&Signature>> =
         items.iter().map(|it| by_object[it.object.as_str()].as_ref().ok()).collect();
-    let settings = ctx.settings.dedup;
+    let settings = ctx.plan.dedup;
     let threshold = settings.near.then_some(settings.phash_threshold);
     let verdicts = group(&items, &item_sigs, threshold);
     let reasons = reasons(&items, &by_object, &verdicts);
     let mut df = manifest_frame(&items, &item_sigs, &reasons, &verdicts)?;
-    manifest::publish_stage(&ctx.workdir, STAGE, &mut df, &inputs)?;
+    manifest::publish_stage(&ctx.env.workdir, STAGE, &mut df, &inputs)?;
     summarize(&mut summary, ctx, &items, &reasons, &verdicts, objects.len());
     Ok(summary.finish())
 }
@@ -110,7 +118,7 @@ struct Item {
 }
 
 fn read_items(ctx: &Ctx) -> Result<Vec<Item>> {
-    let df = manifest::read_stage(&ctx.workdir, UPSTREAM)?;
+    let df = manifest::read_stage(&ctx.env.workdir, UPSTREAM)?;
     let status = columns::strings(&df, "status")?;
     let (key, source, path) =
         (columns::strings(&df, "key")?, columns::strings(&df, "source")?, columns::strings(&df, "path")?);
@@ -165,12 +173,12 @@ pub const NEAR_MAX_COLOUR_DIFFERENCE: f64 = 10.0;
 /// Decodes every object once, in parallel (results in `objects` order). A missing object is an error (the
 /// workdir is damaged); an object that no longer decodes (limits lowered since ingest) is a per-row rejection.
 fn signatures(ctx: &Ctx, objects: &[String]) -> Result<Vec<Result<Signature, imageio::DecodeError>>> {
-    let bar = ctx.reporter.bar(objects.len() as u64, "dedup");
+    let bar = ctx.env.reporter.bar(objects.len() as u64, "dedup");
     let out = objects
         .par_iter()
         .map(|object| {
-            let bytes = cache::read_object(&ctx.workdir, object)?;
-            let sig = imageio::decode_rgb8(&bytes, &ctx.settings.limits).map(|d| signature(d.image));
+            let bytes = cache::read_object(&ctx.env.workdir, object)?;
+            let sig = imageio::decode_rgb8(&bytes, &ctx.plan.limits).map(|d| signature(d.image));
             bar.inc(1);
             Ok(sig)
         })
@@ -674,7 +682,7 @@ fn summarize(
     for reason in reasons.iter().flatten() {
         summary.reject(reason);
     }
-    let d = ctx.settings.dedup;
+    let d = ctx.plan.dedup;
     summary.fact(
         "near duplicates",
         if d.near {
@@ -683,7 +691,7 @@ fn summarize(
             "off".into()
         },
     );
-    summary.fact("manifest", ctx.workdir.manifest_path(STAGE).display());
+    summary.fact("manifest", ctx.env.workdir.manifest_path(STAGE).display());
 }
 
 #[cfg(test)]

@@ -51,23 +51,32 @@
 //! again; the summary's `decoded` and `reused` counts show it. Like make and git, this trusts mtime/ctime: a file
 //! rewritten with the same size within the file system's timestamp granularity would be missed (deleting
 //! `cache/ingest-index.parquet` makes the next run re-read everything).
-use crate::app::Ctx;
 use crate::cache;
-use crate::config::{Limits, Source};
 use crate::imageio;
+use crate::imageio::Limits;
 use crate::manifest;
+use crate::manifest::columns::{self, col, frame};
 use crate::report::Summary;
-use crate::stages::columns::{self, col, frame};
+use crate::stages::Ctx;
 use crate::workdir::Workdir;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use polars::prelude::{DataFrame, DataType};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One entry of `sources:` (or `--source PATH`), resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    pub name: String,
+    pub path: PathBuf,
+    pub already_cropped: bool,
+}
 
 const STAGE: &str = "ingest";
 /// Bumped whenever the meaning of an index row changes, so old indexes are ignored rather than misread.
@@ -83,16 +92,16 @@ pub fn fingerprint(ctx: &Ctx) -> Result<String> {
 
 pub fn run(ctx: &Ctx) -> Result<Summary> {
     let mut summary = Summary::start(STAGE);
-    let spinner = ctx.reporter.spinner("scan");
+    let spinner = ctx.env.reporter.spinner("scan");
     let listings = list_sources(ctx)?;
     spinner.finish_and_clear();
     let inputs = fingerprint_of(ctx, &listings);
-    let limits_tag = limits_tag(&ctx.settings.limits);
-    let index = Index::load(&ctx.workdir, &limits_tag);
-    let stats = Stats::new(&ctx.workdir);
+    let limits_tag = limits_tag(&ctx.plan.limits);
+    let index = Index::load(&ctx.env.workdir, &limits_tag);
+    let stats = Stats::new(&ctx.env.workdir);
     let mut new_index = Vec::new();
     let mut rows = Vec::new();
-    for (i, (source, listing)) in ctx.settings.sources.iter().zip(listings).enumerate() {
+    for (i, (source, listing)) in ctx.plan.sources.iter().zip(listings).enumerate() {
         let source_index = i as u32;
         let found = match listing {
             Listing::Dir(dir) => ingest_dir(ctx, source, source_index, dir, &index, &mut new_index, &stats)?,
@@ -101,14 +110,14 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
         rows.extend(found);
     }
     stats.new_objects.store(stats.writer.finish()?, Ordering::Relaxed);
-    cache::sync_objects(&ctx.workdir)?;
+    cache::sync_objects(&ctx.env.workdir)?;
     for entry in &mut new_index {
         entry.limits.clone_from(&limits_tag);
     }
-    Index::save(&ctx.workdir, &new_index)?;
+    Index::save(&ctx.env.workdir, &new_index)?;
     sort_canonically(&mut rows);
-    let mut df = manifest_frame(&ctx.settings.sources, &rows)?;
-    manifest::publish_stage(&ctx.workdir, STAGE, &mut df, &inputs)?;
+    let mut df = manifest_frame(&ctx.plan.sources, &rows)?;
+    manifest::publish_stage(&ctx.env.workdir, STAGE, &mut df, &inputs)?;
     summarize(&mut summary, ctx, &rows, &stats);
     Ok(summary.finish())
 }
@@ -257,7 +266,7 @@ fn summarize(summary: &mut Summary, ctx: &Ctx, rows: &[Row], stats: &Stats) {
     let unique: BTreeSet<&str> =
         rows.iter().filter(|r| r.out.is_ok()).filter_map(|r| r.out.blake3.as_deref()).collect();
     summary
-        .count("sources", ctx.settings.sources.len() as u64)
+        .count("sources", ctx.plan.sources.len() as u64)
         .count("files", rows.len() as u64)
         .count("accepted", accepted)
         .count("rejected", rows.len() as u64 - accepted)
@@ -268,7 +277,7 @@ fn summarize(summary: &mut Summary, ctx: &Ctx, rows: &[Row], stats: &Stats) {
     for reason in rows.iter().filter_map(|r| r.out.reason.as_deref()) {
         summary.reject(reason);
     }
-    summary.fact("manifest", ctx.workdir.manifest_path(STAGE).display());
+    summary.fact("manifest", ctx.env.workdir.manifest_path(STAGE).display());
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -280,7 +289,7 @@ fn examine(bytes: &[u8], ctx: &Ctx, stats: &Stats) -> Result<Outcome> {
     stats.decoded.fetch_add(1, Ordering::Relaxed);
     let hash = blake3::hash(bytes).to_hex().to_string();
     let size = Some(bytes.len() as u64);
-    let out = match imageio::inspect(bytes, &ctx.settings.limits) {
+    let out = match imageio::inspect(bytes, &ctx.plan.limits) {
         Ok(info) => {
             stats.writer.store(hash.clone(), bytes.to_vec())?;
             Outcome {
@@ -381,11 +390,11 @@ struct ArchiveFile {
 }
 
 fn list_sources(ctx: &Ctx) -> Result<Vec<Listing>> {
-    if ctx.settings.sources.is_empty() {
+    if ctx.plan.sources.is_empty() {
         bail!("no sources to ingest: add a `sources:` list to pipeline.yaml, or pass `--source PATH` (repeatable)");
     }
-    let skip = workdir_dirs(&ctx.workdir);
-    ctx.settings.sources.iter().map(|s| list_source(s, &skip)).collect()
+    let skip = workdir_dirs(&ctx.env.workdir);
+    ctx.plan.sources.iter().map(|s| list_source(s, &skip)).collect()
 }
 
 fn list_source(source: &Source, skip: &[PathBuf]) -> Result<Listing> {
@@ -522,8 +531,8 @@ fn fingerprint_of(ctx: &Ctx, listings: &[Listing]) -> String {
         h.update(bytes);
     };
     field(b"anime-pipe ingest/1");
-    field(limits_tag(&ctx.settings.limits).as_bytes());
-    for (i, (source, listing)) in ctx.settings.sources.iter().zip(listings).enumerate() {
+    field(limits_tag(&ctx.plan.limits).as_bytes());
+    for (i, (source, listing)) in ctx.plan.sources.iter().zip(listings).enumerate() {
         field(format!("source {i} {} cropped={}", source.name, source.already_cropped).as_bytes());
         field(&os_bytes(source.path.as_os_str()));
         match listing {
@@ -567,7 +576,7 @@ fn ingest_dir(
     let mut todo = Vec::new();
     for f in &dir.files {
         let origin = hex(&os_bytes(f.abs.as_os_str()));
-        match index.reuse_file(&origin, f.stamp, &ctx.workdir) {
+        match index.reuse_file(&origin, f.stamp, &ctx.env.workdir) {
             Some(out) => {
                 stats.reused.fetch_add(1, Ordering::Relaxed);
                 new_index.push(IndexRow::file(origin, f, out.clone()));
@@ -576,7 +585,7 @@ fn ingest_dir(
             None => todo.push((f, origin)),
         }
     }
-    let bar = ctx.reporter.bar(todo.len() as u64, "ingest");
+    let bar = ctx.env.reporter.bar(todo.len() as u64, "ingest");
     bar.set_message(format!("{} ({})", source.name, dir.root.display()));
     let outcomes = todo
         .par_iter()
@@ -597,7 +606,7 @@ fn ingest_dir(
 }
 
 fn read_and_examine(f: &DirFile, ctx: &Ctx, stats: &Stats) -> Result<Outcome> {
-    let max = ctx.settings.limits.max_file_bytes;
+    let max = ctx.plan.limits.max_file_bytes;
     if f.stamp.size > max {
         let detail = format!("{} bytes > limits.max_file_bytes = {max} (not read)", f.stamp.size);
         return Ok(Outcome::rejected("too_large", detail).with_bytes(Some(f.stamp.size)));
@@ -623,7 +632,7 @@ fn ingest_archive(
     stats: &Stats,
 ) -> Result<Vec<Row>> {
     let origin = hex(&os_bytes(archive.path.as_os_str()));
-    if let Some(found) = index.reuse_archive(&origin, archive.stamp, &ctx.workdir) {
+    if let Some(found) = index.reuse_archive(&origin, archive.stamp, &ctx.env.workdir) {
         stats.reused.fetch_add(found.len() as u64, Ordering::Relaxed);
         let rows = found.iter().map(|e| e.row(source_index)).collect();
         new_index.extend(found);
@@ -636,7 +645,8 @@ fn ingest_archive(
         }
     };
     // A zip's entry count is known up front (the bar gets its length in `read_zip`); a tar's is not.
-    let bar = if kind == ArchiveKind::Zip { ctx.reporter.bar(0, "ingest") } else { ctx.reporter.spinner("ingest") };
+    let bar =
+        if kind == ArchiveKind::Zip { ctx.env.reporter.bar(0, "ingest") } else { ctx.env.reporter.spinner("ingest") };
     bar.set_message(format!("{} ({})", source.name, archive.path.display()));
     let mut batch = Batch::new(ctx, source_index, stats, bar.clone());
     let opened = File::open(&archive.path);
@@ -671,7 +681,7 @@ struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     fn new(ctx: &'a Ctx, source_index: u32, stats: &'a Stats, bar: ProgressBar) -> Self {
-        let budget = Budget { limits: ctx.settings.limits, used: 0 };
+        let budget = Budget { limits: ctx.plan.limits, used: 0 };
         Self { ctx, source_index, stats, bar, pending: Vec::new(), pending_bytes: 0, rows: Vec::new(), budget }
     }
 

@@ -67,26 +67,60 @@
 //! are unlisted, excluded from the dataset digest and removed by the next pack.
 //!
 //! Memory: one shard buffer per size (shard_samples x size^2 x 3 bytes) plus one decoded image per thread.
-use crate::app::Ctx;
-use crate::config::Fit;
+use crate::manifest::columns::{self, col, frame};
 use crate::manifest::{file_blake3, publish_stage, read_stage};
 use crate::report::Summary;
-use crate::stages::columns::{self, col, frame};
+use crate::stages::Ctx;
 use crate::workdir::{atomic_write_with, Workdir};
 use anyhow::{Context, Result};
 use fast_image_resize as fir;
 use image::RgbImage;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+
+/// How non-square images become square (`pack.fit`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fit {
+    /// Centre-crop the longer side to a square (default: keeps the face large).
+    Crop,
+    /// Pad the shorter side with edge-replicated pixels to a square (keeps the whole image).
+    Pad,
+}
+
+impl crate::named::Named for Fit {
+    const ALL: &'static [Self] = &[Fit::Crop, Fit::Pad];
+    const WHAT: &'static str = "pack.fit";
+    fn name(self) -> &'static str {
+        match self {
+            Fit::Crop => "crop",
+            Fit::Pad => "pad",
+        }
+    }
+    fn help(self) -> &'static str {
+        match self {
+            Fit::Crop => "Centre-crop the longer side to a square (keeps the face large)",
+            Fit::Pad => "Pad the shorter side with edge pixels to a square (keeps the whole image)",
+        }
+    }
+}
+crate::impl_named_str!(Fit);
+
+/// Resolved `pack:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackSettings {
+    pub sizes: Vec<u32>,
+    pub fit: Fit,
+    pub shard_samples: usize,
+    pub val_fraction: f64,
+}
 
 pub const STAGE: &str = "pack";
 /// Bumped when the pixels or the shard layout change, so stamps made by older code no longer match.
 const ALGORITHM: &str = "pack/1";
-pub const SHARD_FORMAT: &str = "anime-pipe-shard/1";
-pub const TENSOR_NAME: &str = "images";
-pub const SPLITS: [&str; 2] = ["train", "val"];
+use crate::shards::{SHARD_FORMAT, SPLITS};
 /// Items decoded in parallel before their results are appended, in order, to the shard buffers.
 const BATCH: usize = 256;
 
@@ -123,15 +157,15 @@ struct ShardBuffer {
 }
 
 pub fn fingerprint(ctx: &Ctx) -> Result<String> {
-    let clean = file_blake3(&ctx.workdir.manifest_path("clean"))
+    let clean = file_blake3(&ctx.env.workdir.manifest_path("clean"))
         .context("pack needs manifests/clean.parquet: run `anime-pipe clean` first")?;
     let mut hasher = blake3::Hasher::new();
     for part in [
         ALGORITHM.to_string(),
         clean,
-        serde_json::to_string(&ctx.settings.pack)?,
+        serde_json::to_string(&ctx.plan.pack)?,
         // Decode limits decide which images are `decode_failed`.
-        serde_json::to_string(&ctx.settings.limits)?,
+        serde_json::to_string(&ctx.plan.limits)?,
     ] {
         hasher.update(part.as_bytes()).update(b"\0");
     }
@@ -142,9 +176,9 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     let mut summary = Summary::start(STAGE);
     let fingerprint = fingerprint(ctx)?;
     let samples = accepted_samples(ctx)?;
-    invalidate_previous(&ctx.workdir)?;
+    invalidate_previous(&ctx.env.workdir)?;
 
-    let bar = ctx.reporter.bar(samples.len() as u64, STAGE);
+    let bar = ctx.env.reporter.bar(samples.len() as u64, STAGE);
     let mut rows = Vec::new();
     for split in SPLITS {
         let in_split: Vec<&Sample> = samples.iter().filter(|s| s.split == split).collect();
@@ -154,9 +188,9 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     rows.sort_by_key(|r| (r.size, SPLITS.iter().position(|s| *s == r.split)));
 
     let mut df = manifest(&rows)?;
-    publish_stage(&ctx.workdir, STAGE, &mut df, &fingerprint)?;
+    publish_stage(&ctx.env.workdir, STAGE, &mut df, &fingerprint)?;
     let shards: BTreeSet<String> = rows.iter().filter_map(|r| r.shard.clone()).collect();
-    let removed = remove_unlisted_shards(&ctx.workdir, &shards)?;
+    let removed = remove_unlisted_shards(&ctx.env.workdir, &shards)?;
 
     let sizes = &sizes(ctx);
     let rejected = rows.iter().filter(|r| r.shard.is_none()).count() / sizes.len();
@@ -173,20 +207,20 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     }
     summary.count("shards written", shards.len() as u64).count("stale files removed", removed as u64);
     let sizes_text: Vec<String> = sizes.iter().map(|s| format!("{s}x{s}")).collect();
-    summary.fact("sizes", sizes_text.join(", ")).fact("manifest", ctx.workdir.manifest_path(STAGE).display());
-    summary.fact("dataset digest", crate::digest::dataset_digest(&ctx.workdir)?);
+    summary.fact("sizes", sizes_text.join(", ")).fact("manifest", ctx.env.workdir.manifest_path(STAGE).display());
+    summary.fact("dataset digest", crate::digest::dataset_digest(&ctx.env.workdir)?);
     Ok(summary.finish())
 }
 
 /// The configured sizes, ascending, each once (`--size 64 --size 64` packs 64 once).
 fn sizes(ctx: &Ctx) -> Vec<u32> {
-    let unique: BTreeSet<u32> = ctx.settings.pack.sizes.iter().copied().collect();
+    let unique: BTreeSet<u32> = ctx.plan.pack.sizes.iter().copied().collect();
     unique.into_iter().collect()
 }
 
 /// Accepted clean rows with their split, in canonical order: (split, object, key).
 fn accepted_samples(ctx: &Ctx) -> Result<Vec<Sample>> {
-    let df = read_stage(&ctx.workdir, "clean")?;
+    let df = read_stage(&ctx.env.workdir, "clean")?;
     let (keys, objects, status) =
         (columns::strings(&df, "key")?, columns::opt_strings(&df, "object")?, columns::strings(&df, "status")?);
     let mut upscaled = if columns::has(&df, "upscaled_object") {
@@ -200,7 +234,7 @@ fn accepted_samples(ctx: &Ctx) -> Result<Vec<Sample>> {
             continue;
         }
         let object = object.with_context(|| format!("clean.parquet: accepted row {key:?} has no object"))?;
-        let split = split_of(&object, ctx.settings.pack.val_fraction);
+        let split = split_of(&object, ctx.plan.pack.val_fraction);
         samples.push(Sample { key, object, upscaled_object: upscaled[row].take(), split });
     }
     samples.sort_by(|a, b| (a.split, &a.object, &a.key).cmp(&(b.split, &b.object, &b.key)));
@@ -241,7 +275,7 @@ fn pack_split(
     rows: &mut Vec<PackRow>,
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
-    let settings = &ctx.settings.pack;
+    let settings = &ctx.plan.pack;
     let sizes = sizes(ctx);
     let mut buffers: Vec<ShardBuffer> = sizes
         .iter()
@@ -295,13 +329,13 @@ fn pack_split(
 /// The sample at every configured size, or the decode error. A missing cache object is a hard error.
 fn render(ctx: &Ctx, sample: &Sample, resizer: &mut fir::Resizer) -> Result<Result<Vec<Vec<u8>>, String>> {
     let pixels = sample.upscaled_object.as_ref().unwrap_or(&sample.object);
-    let bytes = crate::cache::read_object(&ctx.workdir, pixels)
+    let bytes = crate::cache::read_object(&ctx.env.workdir, pixels)
         .with_context(|| format!("pack: cannot read the image of {}", sample.key))?;
-    let decoded = match crate::imageio::decode_rgb8(&bytes, &ctx.settings.limits) {
+    let decoded = match crate::imageio::decode_rgb8(&bytes, &ctx.plan.limits) {
         Ok(decoded) => decoded,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let fit = ctx.settings.pack.fit;
+    let fit = ctx.plan.pack.fit;
     Ok(Ok(sizes(ctx).into_iter().map(|size| square_resize(&decoded.image, size, fit, resizer)).collect()))
 }
 
@@ -351,11 +385,11 @@ fn flush(
 ) -> Result<()> {
     for buffer in buffers.iter_mut() {
         let relative = format!("shards/{}/{split}-{shard_number:05}.safetensors", buffer.size);
-        let header = shard_header(buffer.size, split, ctx.settings.pack.fit, &buffer.keys)?;
+        let header = shard_header(buffer.size, split, ctx.plan.pack.fit, &buffer.keys)?;
         let mut hasher = blake3::Hasher::new();
         hasher.update(&header).update(&buffer.pixels);
         let checksum = hasher.finalize().to_hex().to_string();
-        atomic_write_with(&ctx.workdir.root().join(&relative), |file| {
+        atomic_write_with(&ctx.env.workdir.root().join(&relative), |file| {
             file.write_all(&header)?;
             file.write_all(&buffer.pixels)?;
             Ok(())

@@ -27,18 +27,29 @@
 //! | `status` | str | "ok", or "rejected" when the item no longer decodes |
 //! | `reason` | str? | `decode_failed` or null |
 //! | `error` | str? | decoder message |
-use crate::app::Ctx;
 use crate::cache;
-use crate::faces::encode_png;
-use crate::faces::upscale::{upscale_to, Method, SrModel};
+use crate::faces::upscale::{upscale_to, Method, SrModel, Tiling};
+use crate::manifest::columns::{col, frame};
 use crate::manifest::{file_blake3, publish_stage};
+use crate::named::Named;
+use crate::pixels::encode_png;
 use crate::report::Summary;
 use crate::runtime::SessionOptions;
-use crate::stages::columns::{col, frame};
+use crate::stages::Ctx;
 use crate::stages::{read_items, CleanItem};
 use anyhow::{Context, Result};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+/// Resolved `upscale:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpscaleSettings {
+    pub method: Method,
+    /// Items whose shorter side is below this are upscaled to it (default: the largest of `pack.sizes`).
+    pub target: u32,
+    pub tiling: Tiling,
+}
 
 pub const STAGE: &str = "upscale";
 /// Bumped when the upscaling pixels change, so stamps made by older code no longer match.
@@ -56,16 +67,13 @@ struct Outcome {
 
 /// The manifest `upscale` reads: `crop` when that stage is configured, else `dedup`.
 pub fn input_stage(ctx: &Ctx) -> &'static str {
-    if ctx.settings.stages.iter().any(|s| s == "crop") {
-        "crop"
-    } else {
-        "dedup"
-    }
+    use crate::named::Named;
+    ctx.plan.upstream(crate::stages::Stage::Upscale).expect("upscale has an upstream").name()
 }
 
 fn model_path(ctx: &Ctx) -> Option<&PathBuf> {
-    let models = &ctx.settings.models;
-    match ctx.settings.upscale.method {
+    let models = &ctx.plan.models;
+    match ctx.plan.upscale.method {
         Method::Lanczos => None,
         Method::Waifu2x => Some(&models.waifu2x),
         Method::Realesrgan => Some(&models.realesrgan),
@@ -74,7 +82,7 @@ fn model_path(ctx: &Ctx) -> Option<&PathBuf> {
 
 pub fn fingerprint(ctx: &Ctx) -> Result<String> {
     let upstream = input_stage(ctx);
-    let upstream_hash = file_blake3(&ctx.workdir.manifest_path(upstream))
+    let upstream_hash = file_blake3(&ctx.env.workdir.manifest_path(upstream))
         .with_context(|| format!("upscale needs manifests/{upstream}.parquet: run `anime-pipe {upstream}` first"))?;
     let model = match model_path(ctx) {
         Some(path) => file_blake3(path).unwrap_or_else(|_| "missing".into()),
@@ -85,8 +93,8 @@ pub fn fingerprint(ctx: &Ctx) -> Result<String> {
         ALGORITHM.to_string(),
         upstream.to_string(),
         upstream_hash,
-        serde_json::to_string(&ctx.settings.upscale)?,
-        serde_json::to_string(&ctx.settings.limits)?,
+        serde_json::to_string(&ctx.plan.upscale)?,
+        serde_json::to_string(&ctx.plan.limits)?,
         model,
     ] {
         hasher.update(part.as_bytes()).update(b"\0");
@@ -99,7 +107,7 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     let fingerprint = fingerprint(ctx)?;
     let upstream = input_stage(ctx);
     let items = read_items(ctx, upstream)?;
-    let settings = &ctx.settings.upscale;
+    let settings = &ctx.plan.upscale;
     let needs = |item: &CleanItem| item.width.min(item.height) < settings.target;
     let to_upscale = items.iter().filter(|i| needs(i)).count();
     let model = match model_path(ctx) {
@@ -107,7 +115,7 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
         _ => None,
     };
 
-    let bar = ctx.reporter.bar(to_upscale as u64, STAGE);
+    let bar = ctx.env.reporter.bar(to_upscale as u64, STAGE);
     let outcomes: Vec<Outcome> = items
         .par_iter()
         .map(|item| {
@@ -122,7 +130,7 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     bar.finish_and_clear();
 
     let mut df = manifest(&items, &outcomes, settings.target)?;
-    publish_stage(&ctx.workdir, STAGE, &mut df, &fingerprint)?;
+    publish_stage(&ctx.env.workdir, STAGE, &mut df, &fingerprint)?;
 
     let upscaled = outcomes.iter().filter(|o| o.upscaled.is_some()).count() as u64;
     let rejected = outcomes.iter().filter(|o| o.error.is_some()).count() as u64;
@@ -139,28 +147,28 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     if let Some(m) = &model {
         summary.fact("device", format!("{:?}", m.device));
     }
-    summary.fact("manifest", ctx.workdir.manifest_path(STAGE).display());
+    summary.fact("manifest", ctx.env.workdir.manifest_path(STAGE).display());
     Ok(summary.finish())
 }
 
 fn load_model(ctx: &Ctx, path: &std::path::Path) -> Result<SrModel> {
-    let options = SessionOptions { device: ctx.settings.device, threads: ctx.threads, optimize: true };
-    let method = ctx.settings.upscale.method;
+    let options = SessionOptions { device: ctx.env.device, threads: ctx.env.threads, optimize: true };
+    let method = ctx.plan.upscale.method;
     SrModel::load(path, method, &options)
         .with_context(|| format!("upscale: cannot load the {} model (models.{})", method.name(), method.name()))
 }
 
 fn upscale_item(ctx: &Ctx, item: &CleanItem, model: Option<&SrModel>) -> Result<Outcome> {
-    let bytes = crate::cache::read_object(&ctx.workdir, &item.object)
+    let bytes = crate::cache::read_object(&ctx.env.workdir, &item.object)
         .with_context(|| format!("upscale: cannot read the image of {}", item.key))?;
-    let image = match crate::imageio::decode_rgb8(&bytes, &ctx.settings.limits) {
+    let image = match crate::imageio::decode_rgb8(&bytes, &ctx.plan.limits) {
         Ok(decoded) => decoded.image,
         Err(e) => return Ok(Outcome { method: "none", factor: 1.0, error: Some(e.to_string()), ..Default::default() }),
     };
-    let settings = &ctx.settings.upscale;
+    let settings = &ctx.plan.upscale;
     let up = upscale_to(&image, settings.target, model, &settings.tiling)
         .with_context(|| format!("upscale: {} failed on {}", settings.method.name(), item.key))?;
-    let object = cache::store_object(&ctx.workdir, &encode_png(&up.image)?)?;
+    let object = cache::store_object(&ctx.env.workdir, &encode_png(&up.image)?)?;
     let (w, h) = up.image.dimensions();
     Ok(Outcome {
         factor: f64::from(w.min(h)) / f64::from(image.width().min(image.height())),

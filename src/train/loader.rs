@@ -24,7 +24,7 @@
 //!
 //! Batches stay `u8` NHWC: the step graphs normalise to [-1, 1] themselves, so a batch is 4x smaller to move
 //! than floats, and the exact pixels of a batch are reproducible bit for bit.
-use crate::stages::columns;
+use crate::manifest::columns;
 use crate::workdir::Workdir;
 use anyhow::{bail, ensure, Context, Result};
 use memmap2::Mmap;
@@ -174,9 +174,8 @@ fn map_shard(path: &Path, size: u32) -> Result<MappedShard> {
     let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map shard {}", path.display()))?;
     let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&map)
         .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e:?}", path.display()))?;
-    let info = metadata
-        .info(crate::stages::pack::TENSOR_NAME)
-        .with_context(|| format!("{}: no `images` tensor", path.display()))?;
+    let info =
+        metadata.info(crate::shards::TENSOR_NAME).with_context(|| format!("{}: no `images` tensor", path.display()))?;
     let s = size as usize;
     ensure!(
         info.dtype == safetensors::Dtype::U8 && info.shape.len() == 4 && info.shape[1..] == [s, s, 3],

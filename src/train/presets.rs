@@ -1,6 +1,6 @@
 //! Training hyperparameters: named presets reproducing published setups, and their resolution with
 //! `pipeline.yaml`'s `train:` section and command-line flags (preset < `train:` < flags; flags are written into
-//! the `train:` options by `app` before resolution, so both get the same validation and error messages).
+//! the `train:` options by `commands` before `config::resolve`, so both get the same validation and error messages).
 //!
 //! | preset | arch | size | latent | batch | lr D / G | betas D / G | weight decay | real label | label flip | epochs |
 //! |---|---|---|---|---|---|---|---|---|---|---|
@@ -25,8 +25,6 @@
 //!
 //! Every preset uses Adam's epsilon 1e-8 (PyTorch's default), one D step per G step, horizontal flips and no
 //! translation, crop or rotation (turn them on with `train.translate`, `train.crop`, `train.rotate`), seed 1.
-use crate::config::TrainOptions;
-use crate::gan::models::Arch;
 use crate::gan::steps::Optimizer;
 use crate::train::loader::Augment;
 use anyhow::{bail, Result};
@@ -166,57 +164,6 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
     })
 }
 
-/// Preset, then every key set in `train:` (with flags already merged in), validated with the key named.
-pub fn resolve(o: &TrainOptions) -> Result<TrainConfig> {
-    let mut c = preset(o.preset.as_deref().unwrap_or("dcgan64"))?;
-    if let Some(arch) = &o.arch {
-        let parsed: Arch = arch
-            .parse()
-            .map_err(|_| anyhow::anyhow!("train.arch = {arch:?}: expected one of {}", ARCHES.join(", ")))?;
-        c.arch = arch.clone();
-        // The architecture's own size unless train.image_size says otherwise.
-        c.image_size = parsed.image_size as u32;
-    }
-    set(&mut c.image_size, o.image_size);
-    set(&mut c.latent, o.latent);
-    set(&mut c.g_width, o.g_width);
-    set(&mut c.d_width, o.d_width);
-    set(&mut c.batch_size, o.batch_size);
-    if o.epochs.is_some() || o.steps.is_some() {
-        c.length = Length { epochs: o.epochs, steps: o.steps };
-    }
-    for (opt, lr, betas) in [(&mut c.d, o.lr_d, o.betas_d), (&mut c.g, o.lr_g, o.betas_g)] {
-        set(&mut opt.lr, lr);
-        if let Some([b1, b2]) = betas {
-            (opt.beta1, opt.beta2) = (b1, b2);
-        }
-        set(&mut opt.eps, o.eps);
-        set(&mut opt.weight_decay, o.weight_decay);
-        set(&mut opt.optimizer, o.optimizer);
-    }
-    set(&mut c.real_label, o.real_label);
-    set(&mut c.label_flip, o.label_flip);
-    set(&mut c.d_steps, o.d_steps);
-    set(&mut c.seed, o.seed);
-    set(&mut c.split, o.split.clone());
-    set(&mut c.augment.flip, o.flip);
-    set(&mut c.augment.translate, o.translate);
-    set(&mut c.augment.crop, o.crop);
-    set(&mut c.augment.rotate, o.rotate);
-    set(&mut c.sample_every, o.sample_every);
-    set(&mut c.checkpoint_every, o.checkpoint_every);
-    set(&mut c.log_every, o.log_every);
-    set(&mut c.prefetch, o.prefetch);
-    validate(&c)?;
-    Ok(c)
-}
-
-fn set<T>(target: &mut T, value: Option<T>) {
-    if let Some(v) = value {
-        *target = v;
-    }
-}
-
 /// Checks every value, naming the `train:` key (and so the flag) in the message.
 pub fn validate(c: &TrainConfig) -> Result<()> {
     if !(8..=1024).contains(&c.image_size) || !c.image_size.is_power_of_two() {
@@ -265,7 +212,7 @@ pub fn validate(c: &TrainConfig) -> Result<()> {
     if !(1..=100).contains(&c.d_steps) {
         bail!("train.d_steps = {}: expected 1..=100 discriminator steps per generator step", c.d_steps);
     }
-    if !crate::stages::pack::SPLITS.contains(&c.split.as_str()) {
+    if !crate::shards::is_split(&c.split) {
         bail!("train.split = {:?}: expected train or val", c.split);
     }
     if c.augment.translate * 4 > c.image_size {
@@ -316,46 +263,6 @@ mod tests {
         assert_eq!((p.image_size, p.latent, p.arch.as_str()), (128, 128, "dcgan128"));
         for name in PRESETS {
             validate(&preset(name).unwrap()).unwrap();
-        }
-    }
-
-    #[test]
-    fn the_yaml_section_resolves_through_settings_and_rejects_unknown_keys() {
-        use crate::config::{ConfigFile, Settings};
-        let parse = |yaml: &str| ConfigFile::parse(yaml, std::path::Path::new("pipeline.yaml"));
-        let file = parse("train:\n  preset: getchu\n  lr_g: 0.001\n  betas_d: [0.6, 0.99]\n  optimizer: adamw\n");
-        let s = Settings::resolve(file.unwrap(), std::path::Path::new("/base")).unwrap();
-        let t = &s.train;
-        assert_eq!((t.preset.as_str(), t.batch_size, t.g.lr, t.d.lr), ("getchu", 64, 1e-3, 4e-4));
-        assert_eq!((t.d.beta1, t.d.beta2, t.g.beta1, t.d.optimizer), (0.6, 0.99, 0.5, Optimizer::Adamw));
-        let err = format!("{:#}", parse("train:\n  lr: 0.1\n").unwrap_err());
-        assert!(err.contains("lr"), "{err}");
-        let err = Settings::resolve(parse("train: {real_label: 2}").unwrap(), std::path::Path::new("/b")).unwrap_err();
-        assert!(err.to_string().contains("train.real_label"), "{err}");
-        // The documented pipeline.yaml of the checkout resolves to its preset.
-        let doc = parse(include_str!("../../pipeline.yaml")).unwrap();
-        assert_eq!(resolve(&doc.train).unwrap(), preset("dcgan64").unwrap());
-    }
-
-    #[test]
-    fn options_override_the_preset_and_errors_name_the_key() {
-        let o =
-            TrainOptions { preset: Some("anime300".into()), lr_g: Some(1e-3), steps: Some(7), ..Default::default() };
-        let c = resolve(&o).unwrap();
-        assert_eq!((c.g.lr, c.d.lr, c.length), (1e-3, 1e-4, Length { epochs: None, steps: Some(7) }));
-        for (o, key) in [
-            (TrainOptions { preset: Some("wgan".into()), ..Default::default() }, "train.preset"),
-            (TrainOptions { image_size: Some(48), ..Default::default() }, "train.image_size"),
-            (TrainOptions { betas_d: Some([0.5, 1.5]), ..Default::default() }, "train.betas_d"),
-            (TrainOptions { lr_g: Some(-1.0), ..Default::default() }, "train.lr_g"),
-            (TrainOptions { label_flip: Some(0.7), ..Default::default() }, "train.label_flip"),
-            (TrainOptions { epochs: Some(0), ..Default::default() }, "train.epochs"),
-            (TrainOptions { arch: Some("resnet".into()), ..Default::default() }, "train.arch"),
-            (TrainOptions { crop: Some(0.8), ..Default::default() }, "train.crop"),
-            (TrainOptions { rotate: Some(-5.0), ..Default::default() }, "train.rotate"),
-        ] {
-            let err = resolve(&o).unwrap_err().to_string();
-            assert!(err.contains(key), "{key}: {err}");
         }
     }
 }

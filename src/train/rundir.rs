@@ -32,8 +32,8 @@
 //! Losses are fetched from the device only at logged steps, so rows are every `log_every` steps plus the last
 //! step of each epoch and of the run (where samples and checkpoints are written, and where the divergence check
 //! runs).
+use crate::manifest::columns::{col, frame};
 use crate::manifest::{read_parquet, write_parquet};
-use crate::stages::columns::{col, frame};
 use anyhow::{bail, Context, Result};
 use polars::prelude::DataType;
 use serde::{Deserialize, Serialize};

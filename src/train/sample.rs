@@ -19,14 +19,15 @@
 //!
 //! **Grids**: cells of S x S in rows, separated and framed by a 2-pixel dark grey border ([`GRID_PAD`]), so a
 //! C x R grid is `C (S + 2) + 2` by `R (S + 2) + 2` pixels.
-use crate::runtime::SessionOptions;
+use crate::report::Summary;
+use crate::runtime::{Device, SessionOptions};
 use crate::workdir::atomic_write;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use image::RgbImage;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::StandardNormal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Border between and around grid cells, in pixels.
 pub const GRID_PAD: u32 = 2;
@@ -190,6 +191,79 @@ pub fn parse_grid(text: &str) -> Result<(usize, usize)> {
         Some((c, r)) if c > 0 && r > 0 && c * r <= 100_000 => Ok((c, r)),
         _ => bail!("--grid {text:?}: expected COLSxROWS with positive numbers, e.g. 8x8"),
     }
+}
+
+/// What `anime-pipe sample` draws.
+#[derive(Debug, Clone)]
+pub struct SampleRequest {
+    pub model: PathBuf,
+    pub out: PathBuf,
+    pub count: Option<usize>,
+    /// "COLSxROWS".
+    pub grid: Option<String>,
+    /// Steps per latent walk.
+    pub interpolate: Option<usize>,
+    pub rows: usize,
+    pub lerp: bool,
+    pub seed: u64,
+    pub scale: u32,
+    pub separate: Option<PathBuf>,
+    pub save_latents: Option<PathBuf>,
+}
+
+/// `anime-pipe sample`.
+pub fn run(args: &SampleRequest, device: Device, threads: usize) -> Result<Summary> {
+    let mut summary = Summary::start("sample");
+    let options = SessionOptions { device, threads, optimize: true };
+    let mut generator = Generator::from_file(&args.model, &options)?;
+    let nz = generator.nz();
+    let (z, cols, rows, what) = match args.interpolate {
+        Some(k) => {
+            if !(2..=1000).contains(&k) || !(1..=1000).contains(&args.rows) {
+                bail!("--interpolate {k} --rows {}: expected 2..=1000 steps and 1..=1000 rows", args.rows);
+            }
+            let walk = walk_latents(args.seed, args.rows, k, nz, !args.lerp);
+            (walk, k, args.rows, if args.lerp { "lerp walks" } else { "slerp walks" })
+        }
+        None => {
+            let grid = args.grid.as_deref().map(parse_grid).transpose()?;
+            let n = args.count.or(grid.map(|(c, r)| c * r)).unwrap_or(64);
+            if n == 0 || n > 100_000 {
+                bail!("-n {n}: expected 1..=100000 images");
+            }
+            let (cols, rows) = grid.unwrap_or_else(|| {
+                let cols = (n as f64).sqrt().ceil() as usize;
+                (cols, n.div_ceil(cols))
+            });
+            if cols * rows < n {
+                bail!("--grid {cols}x{rows} has {} cells, fewer than -n {n}", cols * rows);
+            }
+            (latents(args.seed, n, nz), cols, rows, "images")
+        }
+    };
+    let count = z.len() / nz;
+    let images = generator.generate(&z)?;
+    let grid = enlarge(&grid(&images, generator.size(), cols, rows), args.scale);
+    write_png(&args.out, &grid)?;
+    if let Some(dir) = &args.separate {
+        std::fs::create_dir_all(dir)?;
+        let cell = generator.size() * generator.size() * 3;
+        for (i, pixels) in images.chunks_exact(cell).enumerate() {
+            let s = generator.size() as u32;
+            let image = image::RgbImage::from_raw(s, s, pixels.to_vec()).expect("cell size");
+            write_png(&dir.join(format!("{i:05}.png")), &enlarge(&image, args.scale))?;
+        }
+    }
+    if let Some(path) = &args.save_latents {
+        crate::workdir::atomic_write(path, &npy_bytes(&[count, nz], &z))?;
+    }
+    summary.count(what, count as u64);
+    summary
+        .fact("grid", format!("{cols}x{rows} of {0}x{0}", generator.size()))
+        .fact("latent size", nz)
+        .fact("seed", args.seed)
+        .fact("out", args.out.display());
+    Ok(summary.finish())
 }
 
 #[cfg(test)]

@@ -4,11 +4,12 @@
 //! Per manifest, from whichever of these columns it has: row count; rows by `status`; rejects by `reason`;
 //! histograms of `width`, `height` and the shorter side over [`SIZE_BUCKETS`]; rows by `format`; rows by `source`;
 //! for dedup, duplicates by `dup_kind`; for pack, accepted samples and shard files per (size, split).
-use crate::app::Ctx;
-use crate::config::ALL_STAGES;
+use crate::env::Env;
+use crate::manifest::columns;
 use crate::manifest::read_stage;
+use crate::named::Named;
 use crate::report::Summary;
-use crate::stages::columns;
+use crate::stages::Stage;
 use anyhow::{bail, Result};
 use polars::prelude::DataFrame;
 use serde::Serialize;
@@ -56,16 +57,16 @@ pub struct PackCell {
     pub shards: u64,
 }
 
-pub fn run(ctx: &Ctx, stage: Option<&str>) -> Result<Summary> {
+pub fn run(env: &Env, stage: Option<&str>) -> Result<Summary> {
     let mut summary = Summary::start("stats");
-    let stages = stages_to_report(ctx, stage)?;
-    if stages.is_empty() && !ctx.reporter.json && !ctx.reporter.quiet {
-        println!("no manifests in {} yet: run `anime-pipe ingest` first", ctx.workdir.manifests_dir().display());
+    let stages = stages_to_report(env, stage)?;
+    if stages.is_empty() && !env.reporter.json && !env.reporter.quiet {
+        println!("no manifests in {} yet: run `anime-pipe ingest` first", env.workdir.manifests_dir().display());
     }
     let mut all = BTreeMap::new();
     for stage in &stages {
-        let stats = manifest_stats(stage, &read_stage(&ctx.workdir, stage)?)?;
-        if !ctx.reporter.json && !ctx.reporter.quiet {
+        let stats = manifest_stats(stage, &read_stage(&env.workdir, stage)?)?;
+        if !env.reporter.json && !env.reporter.quiet {
             print!("{}", render(stage, &stats));
         }
         summary.count(&format!("{stage} rows"), stats.rows);
@@ -73,7 +74,7 @@ pub fn run(ctx: &Ctx, stage: Option<&str>) -> Result<Summary> {
     }
     summary.count("manifests", stages.len() as u64);
     let summary = summary.finish();
-    if ctx.reporter.json {
+    if env.reporter.json {
         let report = serde_json::json!({ "stage": "stats", "manifests": all, "seconds": summary.seconds });
         println!("{report}");
     }
@@ -81,8 +82,8 @@ pub fn run(ctx: &Ctx, stage: Option<&str>) -> Result<Summary> {
 }
 
 /// The requested stage, or every stage manifest present: pipeline stages in pipeline order, then others by name.
-fn stages_to_report(ctx: &Ctx, stage: Option<&str>) -> Result<Vec<String>> {
-    let present: Vec<String> = crate::digest::manifest_names(&ctx.workdir)?
+fn stages_to_report(env: &Env, stage: Option<&str>) -> Result<Vec<String>> {
+    let present: Vec<String> = crate::digest::manifest_names(&env.workdir)?
         .into_iter()
         .map(|n| n.trim_end_matches(".parquet").to_string())
         .collect();
@@ -93,7 +94,7 @@ fn stages_to_report(ctx: &Ctx, stage: Option<&str>) -> Result<Vec<String>> {
         }
         return Ok(vec![stage.to_string()]);
     }
-    let rank = |s: &String| ALL_STAGES.iter().position(|a| a == s).unwrap_or(ALL_STAGES.len());
+    let rank = |s: &String| Stage::ALL.iter().position(|a| a.name() == s).unwrap_or(Stage::ALL.len());
     let mut stages = present;
     stages.sort_by(|a, b| (rank(a), a).cmp(&(rank(b), b)));
     Ok(stages)

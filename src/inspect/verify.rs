@@ -11,10 +11,10 @@
 //!
 //! Notes (reported, not failures): a manifest without a stamp (its run was interrupted before the stamp), and files
 //! under `shards/` the pack manifest does not list (leftovers of an interrupted pack; the next pack removes them).
-use crate::app::Ctx;
+use crate::env::Env;
+use crate::manifest::columns;
 use crate::manifest::{file_blake3, read_parquet, Stamp};
 use crate::report::Summary;
-use crate::stages::columns;
 use crate::workdir::Workdir;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -34,9 +34,9 @@ pub struct Findings {
     pub notes: Vec<String>,
 }
 
-pub fn run(ctx: &Ctx) -> Result<Summary> {
+pub fn run(env: &Env) -> Result<Summary> {
     let mut summary = Summary::start("verify");
-    let findings = check(&ctx.workdir)?;
+    let findings = check(&env.workdir)?;
     summary
         .count("manifests checked", findings.manifests)
         .count("objects checked", findings.objects)
@@ -46,7 +46,7 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
         summary.fact("note", note);
     }
     if !findings.problems.is_empty() {
-        if ctx.reporter.json {
+        if env.reporter.json {
             println!("{}", serde_json::json!({ "stage": "verify", "ok": false, "findings": findings }));
         }
         let list: Vec<String> = findings.problems.iter().map(|p| format!("  - {p}")).collect();
@@ -235,7 +235,7 @@ pub fn check_shard_header(bytes: &[u8], size: u32, split: &str, keys: &[&String]
         Err(e) => return vec![format!("not a valid safetensors file: {e}")],
     };
     let mut problems = Vec::new();
-    match tensors.tensor(crate::stages::pack::TENSOR_NAME) {
+    match tensors.tensor(crate::shards::TENSOR_NAME) {
         Err(e) => problems.push(format!("no `images` tensor: {e}")),
         Ok(view) => {
             if view.dtype() != Dtype::U8 {
@@ -252,7 +252,7 @@ pub fn check_shard_header(bytes: &[u8], size: u32, split: &str, keys: &[&String]
         Err(e) => return vec![format!("unreadable metadata: {e}")],
     };
     let expected = [
-        ("format", crate::stages::pack::SHARD_FORMAT.to_string()),
+        ("format", crate::shards::SHARD_FORMAT.to_string()),
         ("count", n.to_string()),
         ("size", size.to_string()),
         ("split", split.to_string()),

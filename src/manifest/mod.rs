@@ -3,6 +3,8 @@
 //! Publication order matters for crash safety: shards/objects first, then the manifest (temp + rename), then the
 //! stamp. A run killed at any point either leaves the previous manifest or a new manifest without a matching stamp,
 //! which `run` treats as stale and recomputes.
+pub mod columns;
+
 use crate::workdir::{atomic_write, atomic_write_with, Workdir};
 use anyhow::{Context, Result};
 use polars::prelude::*;

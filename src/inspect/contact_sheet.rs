@@ -5,10 +5,10 @@
 //! by [`GAP`] px of dark gray, in crop.parquet order (source, path, face rank), at most [`MAX_CROPS`] of them. The
 //! detector score is printed in the cell's bottom-left corner (2 decimals, a 3x5 pixel font drawn at 2x, white on a
 //! black band). Only accepted face crops (`kind` "face", status "ok") are shown.
-use crate::config::Limits;
-use crate::faces::{encode_png, resize_rgb};
+use crate::imageio::Limits;
+use crate::manifest::columns;
+use crate::pixels::{encode_png, resize_rgb};
 use crate::report::Summary;
-use crate::stages::columns;
 use crate::workdir::{atomic_write, Workdir};
 use anyhow::{bail, Context, Result};
 use fast_image_resize as fir;

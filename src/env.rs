@@ -1,0 +1,17 @@
+//! Where and how a command works: the things every stage, `train` and `eval` need that never change their results.
+use crate::report::Reporter;
+use crate::runtime::Device;
+use crate::workdir::Workdir;
+
+/// The environment of one command. Nothing here may change what a stage, training or evaluation computes (results
+/// are identical for any thread count, and agree across devices up to float rounding), so none of it is part of a
+/// fingerprint.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub workdir: Workdir,
+    /// Worker threads (`-j`).
+    pub threads: usize,
+    pub reporter: Reporter,
+    /// Where ONNX graphs run (`device:` / `--device`).
+    pub device: Device,
+}
