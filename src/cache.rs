@@ -168,6 +168,17 @@ pub fn is_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Decodes an object to RGB8 under `limits`: the outer error is the workdir's (a missing object), the inner one the
+/// image's (it no longer decodes under these limits), which stages record as a `decode_failed` row.
+pub fn load_rgb8(
+    workdir: &Workdir,
+    hash: &str,
+    limits: &crate::imageio::Limits,
+) -> Result<Result<image::RgbImage, crate::imageio::DecodeError>> {
+    let bytes = read_object(workdir, hash)?;
+    Ok(crate::imageio::decode_rgb8(&bytes, limits).map(|d| d.image))
+}
+
 /// Reads an object and checks that its bytes still hash to its name (detects on-disk corruption).
 pub fn read_object_verified(workdir: &Workdir, hash: &str) -> Result<Vec<u8>> {
     let bytes = read_object(workdir, hash)?;

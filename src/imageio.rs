@@ -22,10 +22,12 @@
 //!
 //! Reasons (stable manifest values): `empty_file`, `too_large`, `not_an_image`, `unsupported_format`,
 //! `decompression_bomb`, `truncated`, `corrupt`.
+use crate::manifest::Reason;
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What decoding may cost (`limits:` in pipeline.yaml). Every stage that decodes applies the same limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,14 +62,22 @@ pub struct Decoded {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {detail}")]
 pub struct DecodeError {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub detail: String,
 }
 
 impl DecodeError {
-    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Self { reason, detail: detail.into() }
     }
+}
+
+/// Full decodes since the process started (every stage's count of pixels work, for the decode-once checks).
+static DECODES: AtomicU64 = AtomicU64::new(0);
+
+/// How many images this process has fully decoded so far.
+pub fn decode_count() -> u64 {
+    DECODES.load(Ordering::Relaxed)
 }
 
 /// The formats [`decode_rgb8`] accepts, as reported in `Decoded::format`.
@@ -146,11 +156,11 @@ fn image_format(format: &str) -> ImageFormat {
 /// Size checks and format sniffing, common to [`probe`] and [`decode_rgb8`].
 fn identify(bytes: &[u8], limits: &Limits) -> Result<&'static str, DecodeError> {
     if bytes.is_empty() {
-        return Err(DecodeError::new("empty_file", "the file has 0 bytes"));
+        return Err(DecodeError::new(Reason::EmptyFile, "the file has 0 bytes"));
     }
     if bytes.len() as u64 > limits.max_file_bytes {
         return Err(DecodeError::new(
-            "too_large",
+            Reason::TooLarge,
             format!("{} bytes > limits.max_file_bytes = {}", bytes.len(), limits.max_file_bytes),
         ));
     }
@@ -158,9 +168,9 @@ fn identify(bytes: &[u8], limits: &Limits) -> Result<&'static str, DecodeError> 
         return Ok(format);
     }
     if let Some(other) = sniff_unsupported(bytes) {
-        return Err(DecodeError::new("unsupported_format", format!("{other} images are not supported")));
+        return Err(DecodeError::new(Reason::UnsupportedFormat, format!("{other} images are not supported")));
     }
-    Err(DecodeError::new("not_an_image", "no known image signature in the first bytes"))
+    Err(DecodeError::new(Reason::NotAnImage, "no known image signature in the first bytes"))
 }
 
 /// The decoder's own limits: a second line of defence behind the header pixel check (16-bit RGBA needs 8 bytes
@@ -176,12 +186,12 @@ fn check_pixels(w: u32, h: u32, limits: &Limits) -> Result<(), DecodeError> {
     let pixels = u64::from(w) * u64::from(h);
     if pixels > limits.max_pixels {
         return Err(DecodeError::new(
-            "decompression_bomb",
+            Reason::DecompressionBomb,
             format!("{w}x{h} = {pixels} pixels > limits.max_pixels = {}", limits.max_pixels),
         ));
     }
     if pixels == 0 {
-        return Err(DecodeError::new("corrupt", format!("the header declares a {w}x{h} image")));
+        return Err(DecodeError::new(Reason::Corrupt, format!("the header declares a {w}x{h} image")));
     }
     Ok(())
 }
@@ -194,7 +204,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, DecodeError>) -> Result<T, DecodeErr
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
-        Err(DecodeError::new("corrupt", format!("decoder panicked: {msg}")))
+        Err(DecodeError::new(Reason::Corrupt, format!("decoder panicked: {msg}")))
     })
 }
 
@@ -249,6 +259,7 @@ fn decode_native(
     limits: &Limits,
 ) -> Result<(DynamicImage, image::metadata::Orientation, Info), DecodeError> {
     use image::metadata::Orientation as O;
+    DECODES.fetch_add(1, Ordering::Relaxed);
     let format = identify(bytes, limits)?;
     let structure = scan_structure(format, bytes)?;
     guarded(|| {
@@ -298,11 +309,11 @@ fn color_name(c: image::ExtendedColorType) -> String {
 fn classify(e: ImageError) -> DecodeError {
     let detail = e.to_string();
     let reason = match &e {
-        ImageError::Limits(_) => "decompression_bomb",
-        ImageError::Unsupported(_) => "unsupported_format",
-        ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => "truncated",
-        _ if looks_truncated(&detail) => "truncated",
-        _ => "corrupt",
+        ImageError::Limits(_) => Reason::DecompressionBomb,
+        ImageError::Unsupported(_) => Reason::UnsupportedFormat,
+        ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => Reason::Truncated,
+        _ if looks_truncated(&detail) => Reason::Truncated,
+        _ => Reason::Corrupt,
     };
     DecodeError { reason, detail }
 }
@@ -329,11 +340,11 @@ impl Structure {
 }
 
 fn truncated(detail: impl Into<String>) -> DecodeError {
-    DecodeError::new("truncated", detail)
+    DecodeError::new(Reason::Truncated, detail)
 }
 
 fn corrupt(detail: impl Into<String>) -> DecodeError {
-    DecodeError::new("corrupt", detail)
+    DecodeError::new(Reason::Corrupt, detail)
 }
 
 /// Walks the container structure (cheap, no pixel work) to detect truncation and count frames.
@@ -527,6 +538,7 @@ fn scan_webp(b: &[u8]) -> Result<Structure, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::named::Named;
     use image::{ImageEncoder, Rgb, RgbImage, Rgba, RgbaImage};
 
     fn limits() -> Limits {
@@ -544,7 +556,7 @@ mod tests {
     }
 
     fn reason(bytes: &[u8]) -> &'static str {
-        decode_rgb8(bytes, &limits()).unwrap_err().reason
+        decode_rgb8(bytes, &limits()).unwrap_err().reason.name()
     }
 
     #[test]
@@ -610,10 +622,10 @@ mod tests {
         bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
         let crc = crc32(&bytes[12..29]);
         bytes[29..33].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(probe(&bytes, &limits()).unwrap_err().reason, "decompression_bomb");
+        assert_eq!(probe(&bytes, &limits()).unwrap_err().reason, Reason::DecompressionBomb);
         assert_eq!(reason(&bytes), "decompression_bomb");
         let small = Limits { max_file_bytes: 10, ..limits() };
-        assert_eq!(decode_rgb8(&bytes, &small).unwrap_err().reason, "too_large");
+        assert_eq!(decode_rgb8(&bytes, &small).unwrap_err().reason, Reason::TooLarge);
     }
 
     fn crc32(data: &[u8]) -> u32 {

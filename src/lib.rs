@@ -25,6 +25,7 @@ pub mod imagehash;
 pub mod imageio;
 pub mod inspect;
 pub mod manifest;
+pub mod measure;
 pub mod models;
 pub mod named;
 pub mod pixels;

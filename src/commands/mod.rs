@@ -68,8 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => {
             let resolved = file.resolve(&base_dir)?;
             let env = open_env(&global, &base_dir, resolved.device, reporter)?;
-            let ctx = stages::Ctx { env, plan: resolved.plan };
-            let summary = stages::run::run(&ctx, args.force)?;
+            let summary = stages::run::run(&env, &resolved.plan, args.force)?;
             reporter.emit(&summary);
             return Ok(());
         }
@@ -110,8 +109,7 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let resolved = file.resolve(&base_dir)?;
     let env = open_env(&global, &base_dir, resolved.device, reporter)?;
-    let ctx = stages::Ctx { env, plan: resolved.plan };
-    let summary = stages::run::run_stage(&ctx, stage)?;
+    let summary = stage.inputs(&resolved.plan, &env.workdir)?.run(&env)?;
     reporter.emit(&summary);
     Ok(())
 }

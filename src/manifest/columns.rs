@@ -62,3 +62,28 @@ where
 {
     Column::new(name.into(), values)
 }
+
+pub fn opt_u64s(df: &DataFrame, name: &str) -> Result<Vec<Option<u64>>> {
+    let column = cast(df, name, &DataType::UInt64)?;
+    Ok(column.u64()?.iter().collect())
+}
+
+/// A u64 column that must have no nulls.
+pub fn u64s(df: &DataFrame, name: &str) -> Result<Vec<u64>> {
+    opt_u64s(df, name)?
+        .into_iter()
+        .enumerate()
+        .map(|(row, v)| v.with_context(|| format!("column {name:?} is null in row {row}")))
+        .collect()
+}
+
+/// An i64 column that must have no nulls.
+pub fn i64s(df: &DataFrame, name: &str) -> Result<Vec<i64>> {
+    let column = cast(df, name, &DataType::Int64)?;
+    column
+        .i64()?
+        .iter()
+        .enumerate()
+        .map(|(row, v)| v.with_context(|| format!("column {name:?} is null in row {row}")))
+        .collect()
+}

@@ -4,6 +4,11 @@
 //! stamp. A run killed at any point either leaves the previous manifest or a new manifest without a matching stamp,
 //! which `run` treats as stale and recomputes.
 pub mod columns;
+mod item;
+mod status;
+
+pub use item::{measure_columns, read_items, read_measures, Item, MEASURE_COLUMNS};
+pub use status::{Reason, Status};
 
 use crate::workdir::{atomic_write, atomic_write_with, Workdir};
 use anyhow::{Context, Result};
@@ -36,6 +41,42 @@ pub fn read_stage(workdir: &Workdir, stage: &str) -> Result<DataFrame> {
         anyhow::bail!("{} does not exist: run `anime-pipe {stage}` first (or `anime-pipe run`)", path.display());
     }
     read_parquet(&path)
+}
+
+/// A stage's upstream manifest, named by stage and pinned by the blake3 of its bytes: part of the downstream
+/// stage's inputs (so its fingerprint changes whenever the upstream's rows do), and checked again when read, so a
+/// stage never works on rows other than those its fingerprint describes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    pub stage: String,
+    pub blake3: String,
+}
+
+impl Upstream {
+    /// The current `manifests/<stage>.parquet`; `reader` names the stage that needs it in the error.
+    pub fn of(workdir: &Workdir, stage: &str, reader: &str) -> Result<Self> {
+        let path = workdir.manifest_path(stage);
+        let blake3 = file_blake3(&path).with_context(|| {
+            format!("{reader} needs manifests/{stage}.parquet: run `anime-pipe {stage}` first (or `anime-pipe run`)")
+        })?;
+        Ok(Self { stage: stage.to_string(), blake3 })
+    }
+
+    /// The manifest's rows, refusing a file that changed since [`Upstream::of`].
+    pub fn read(&self, workdir: &Workdir) -> Result<DataFrame> {
+        let path = workdir.manifest_path(&self.stage);
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let actual = blake3::hash(&bytes).to_hex();
+        if actual.as_str() != self.blake3 {
+            anyhow::bail!(
+                "{} changed while this stage was starting (another process rewrote it): run the command again",
+                path.display()
+            );
+        }
+        ParquetReader::new(std::io::Cursor::new(bytes))
+            .finish()
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+    }
 }
 
 /// The record, written after a stage's manifest, of what that manifest was computed from.

@@ -1,7 +1,9 @@
-//! `anime-pipe clean`: score every input image and reject, with reasons, those that would make bad training data.
+//! `anime-pipe clean`: judge every input item's measures against the thresholds and reject, with reasons, those
+//! that would make bad training data. Decodes nothing: the scores were measured from the one decode of each image
+//! (`ingest` for source images, `crop` for face crops; see `crate::quality`) and arrive in the input manifest.
 //!
-//! Input: [`crate::stages::clean_input`] (today the dedup rows with status "ok"). Output `manifests/clean.parquet`,
-//! one row per input item, sorted by (source_index, path):
+//! Input: the accepted rows of the last of upscale, crop and dedup that the plan enables. Output
+//! `manifests/clean.parquet`, one row per input item, sorted by (source_index, path):
 //!
 //! | column | type | meaning |
 //! |---|---|---|
@@ -11,31 +13,28 @@
 //! | `upscaled_object` | str | passed through from upscale.parquet: the upscaled image `pack` uses; null otherwise |
 //! | `short_side` | u32 | min(width, height) in pixels |
 //! | `aspect` | f64 | max(width, height) / min(width, height) (>= 1) |
-//! | `sharpness` | f64 | variance of the Laplacian of the luma, at <= 256 px shorter side (see [`sharpness`]) |
+//! | `sharpness` | f64 | variance of the Laplacian of the luma, at <= 256 px shorter side |
 //! | `colorfulness` | f64 | Hasler–Süsstrunk colourfulness of the full image (0 for grayscale) |
-//! | `grayscale` | bool | every pixel has max(R,G,B) - min(R,G,B) <= [`GRAYSCALE_TOLERANCE`] |
+//! | `grayscale` | bool | every pixel has max(R,G,B) - min(R,G,B) <= `quality::GRAYSCALE_TOLERANCE` |
 //! | `entropy` | f64 | Shannon entropy, in bits (0..=8), of the 256-bin luma histogram of the full image |
 //! | `status` | str | "ok" or "rejected" |
 //! | `reason` | str | the first reason in [`REASON_ORDER`] that applies; null when accepted |
 //! | `reasons` | str | every reason that applies, comma-separated, in [`REASON_ORDER`]; null when accepted |
-//! | `error` | str | the decoder's message for `decode_failed`, else null |
+//! | `error` | str | always null (kept for manifests' common shape; nothing is decoded here) |
 //!
-//! The four image scores are null only for `decode_failed` rows (nothing to measure); every other row has all of
-//! them, whether accepted or not, so thresholds can be tuned from the manifest without re-running. Scores are
-//! measured on `object` (the original image or face crop), never on `upscaled_object`: upscaling invents detail, so
-//! it must not rescue a blurry or tiny original; size filters likewise judge the original `width`/`height`.
-//!
-//! Luma is BT.601 in integers, `(77 R + 150 G + 29 B + 128) >> 8`, which maps gray pixels (R = G = B = v) to v.
-//! A cache object that cannot be read (missing file) is an error of the workdir, not of the image: the stage fails
-//! and says so (re-run ingest) instead of rejecting the item.
+//! Every row has all four scores, accepted or not, so thresholds can be tuned from the manifest without
+//! re-running. Scores describe `object` (the original image or face crop), never `upscaled_object`: upscaling
+//! invents detail, so it must not rescue a blurry or tiny original; size filters likewise judge the original
+//! `width`/`height`.
+use crate::env::Env;
 use crate::manifest::columns::{col, frame};
-use crate::manifest::{file_blake3, publish_stage};
-use crate::quality::{score_image, Scores};
+use crate::manifest::{publish_stage, read_items, Item, Reason, Upstream};
+use crate::named::Named;
+use crate::quality::Scores;
 use crate::report::Summary;
-use crate::stages::Ctx;
-use crate::stages::{clean_input, clean_input_stage, CleanItem};
+use crate::stages::{Plan, Stage};
+use crate::workdir::Workdir;
 use anyhow::{Context, Result};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Resolved `clean:`: the thresholds (0 turns a score filter off).
@@ -48,114 +47,84 @@ pub struct CleanSettings {
     pub min_entropy: f64,
 }
 
-pub const STAGE: &str = "clean";
-/// Bumped when a score's definition changes, so stamps made by older code no longer match.
-const ALGORITHM: &str = "clean/1";
-/// Reject reasons, in the order `reason` picks the first of: unreadable first (nothing else is measurable), then
-/// geometry (cheap, from the manifest), then the image scores from most to least severe.
-pub const REASON_ORDER: [&str; 6] = ["decode_failed", "too_small", "bad_aspect", "blurry", "monochrome", "low_entropy"];
+/// Bumped when a verdict's definition changes, so stamps made by older code no longer match.
+pub const ALGORITHM: &str = "clean/2";
 
-/// Everything measured for one item.
-#[derive(Debug, Clone)]
-struct Assessment {
-    scores: Option<Scores>,
-    error: Option<String>,
-    reasons: Vec<&'static str>,
+/// Reject reasons, in the order `reason` picks the first of: geometry (from the manifest), then the image scores
+/// from most to least severe.
+pub const REASON_ORDER: [Reason; 5] =
+    [Reason::TooSmall, Reason::BadAspect, Reason::Blurry, Reason::Monochrome, Reason::LowEntropy];
+
+/// Everything clean's output depends on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    pub upstream: Upstream,
+    pub settings: CleanSettings,
 }
 
-pub fn fingerprint(ctx: &Ctx) -> Result<String> {
-    let upstream = clean_input_stage(ctx);
-    let upstream_hash = file_blake3(&ctx.env.workdir.manifest_path(upstream))
-        .with_context(|| format!("clean needs manifests/{upstream}.parquet: run `anime-pipe {upstream}` first"))?;
-    let mut hasher = blake3::Hasher::new();
-    for part in [
-        ALGORITHM.to_string(),
-        upstream.to_string(),
-        upstream_hash,
-        serde_json::to_string(&ctx.plan.clean)?,
-        // Decode limits decide which images are `decode_failed`.
-        serde_json::to_string(&ctx.plan.limits)?,
-    ] {
-        hasher.update(part.as_bytes()).update(b"\0");
+impl Inputs {
+    pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
+        Ok(Self { upstream: Stage::Clean.upstream_of(plan, workdir)?, settings: plan.clean })
     }
-    Ok(hasher.finalize().to_hex().to_string())
 }
 
-pub fn run(ctx: &Ctx) -> Result<Summary> {
-    let mut summary = Summary::start(STAGE);
-    let fingerprint = fingerprint(ctx)?;
-    let input = clean_input(ctx)?;
-    let bar = ctx.env.reporter.bar(input.items.len() as u64, STAGE);
-    let assessments: Vec<Assessment> = input
-        .items
-        .par_iter()
-        .map(|item| {
-            let assessment = assess(ctx, item);
-            bar.inc(1);
-            assessment
-        })
-        .collect::<Result<_>>()?;
-    bar.finish_and_clear();
+pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
+    let mut summary = Summary::start(Stage::Clean.name());
+    let items = read_items(&env.workdir, &inputs.upstream)?;
+    let scores = items.iter().map(scores_of).collect::<Result<Vec<_>>>()?;
+    let verdicts: Vec<Vec<Reason>> =
+        items.iter().zip(&scores).map(|(it, s)| rejection_reasons(it.width, it.height, s, &inputs.settings)).collect();
+    let mut df = manifest(&items, &scores, &verdicts)?;
+    publish_stage(&env.workdir, Stage::Clean.name(), &mut df, fingerprint)?;
 
-    let mut df = manifest(&input.items, &assessments)?;
-    publish_stage(&ctx.env.workdir, STAGE, &mut df, &fingerprint)?;
-
-    let accepted = assessments.iter().filter(|a| a.reasons.is_empty()).count();
+    let accepted = verdicts.iter().filter(|r| r.is_empty()).count();
     summary
-        .count("input", input.items.len() as u64)
+        .count("input", items.len() as u64)
         .count("accepted", accepted as u64)
-        .count("rejected", (input.items.len() - accepted) as u64);
-    for reason in assessments.iter().filter_map(|a| a.reasons.first()) {
-        summary.reject(reason);
+        .count("rejected", (items.len() - accepted) as u64);
+    for reason in verdicts.iter().filter_map(|r| r.first()) {
+        summary.reject(reason.name());
     }
-    let c = &ctx.plan.clean;
-    summary.fact("input manifest", format!("{}.parquet", input.stage)).fact(
+    let c = &inputs.settings;
+    summary.fact("input manifest", format!("{}.parquet", inputs.upstream.stage)).fact(
         "thresholds",
         format!(
             "min_size {} max_aspect {} min_sharpness {} min_colorfulness {} min_entropy {}",
             c.min_size, c.max_aspect, c.min_sharpness, c.min_colorfulness, c.min_entropy
         ),
     );
-    summary.fact("manifest", ctx.env.workdir.manifest_path(STAGE).display());
+    summary.fact("manifest", env.workdir.manifest_path(Stage::Clean.name()).display());
     Ok(summary.finish())
 }
 
-fn assess(ctx: &Ctx, item: &CleanItem) -> Result<Assessment> {
-    let bytes = crate::cache::read_object(&ctx.env.workdir, &item.object)
-        .with_context(|| format!("clean: cannot read the image of {}", item.key))?;
-    let (scores, error) = match crate::imageio::decode_rgb8(&bytes, &ctx.plan.limits) {
-        Ok(decoded) => (Some(score_image(&decoded.image)), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    let reasons = rejection_reasons(item.width, item.height, scores.as_ref(), &ctx.plan.clean);
-    Ok(Assessment { scores, error, reasons })
+fn scores_of(item: &Item) -> Result<Scores> {
+    item.measures.as_ref().map(|m| m.quality).with_context(|| {
+        format!(
+            "row {:?} has no quality scores (a manifest from an older version): run `anime-pipe run --force`",
+            item.key
+        )
+    })
 }
 
-/// Every reason that applies, in [`REASON_ORDER`]. `scores` is None when the image could not be decoded.
-/// Score thresholds of 0 are off. `monochrome` applies to images under `min_colorfulness` and, whenever that
-/// filter is on, to every `grayscale` image (whose colourfulness may sit just above a small threshold because of
-/// JPEG chroma noise).
-pub fn rejection_reasons(width: u32, height: u32, scores: Option<&Scores>, t: &CleanSettings) -> Vec<&'static str> {
+/// Every reason that applies to one item, in [`REASON_ORDER`]. Score thresholds of 0 are off. `monochrome`
+/// applies to images under `min_colorfulness` and, whenever that filter is on, to every `grayscale` image (whose
+/// colourfulness may sit just above a small threshold because of JPEG chroma noise).
+pub fn rejection_reasons(width: u32, height: u32, s: &Scores, t: &CleanSettings) -> Vec<Reason> {
     let mut reasons = Vec::new();
-    if scores.is_none() {
-        reasons.push("decode_failed");
-    }
     if width.min(height) < t.min_size {
-        reasons.push("too_small");
+        reasons.push(Reason::TooSmall);
     }
     if aspect(width, height) > t.max_aspect {
-        reasons.push("bad_aspect");
+        reasons.push(Reason::BadAspect);
     }
-    if let Some(s) = scores {
-        if t.min_sharpness > 0.0 && s.sharpness < t.min_sharpness {
-            reasons.push("blurry");
-        }
-        if t.min_colorfulness > 0.0 && (s.grayscale || s.colorfulness < t.min_colorfulness) {
-            reasons.push("monochrome");
-        }
-        if t.min_entropy > 0.0 && s.entropy < t.min_entropy {
-            reasons.push("low_entropy");
-        }
+    if t.min_sharpness > 0.0 && s.sharpness < t.min_sharpness {
+        reasons.push(Reason::Blurry);
+    }
+    if t.min_colorfulness > 0.0 && (s.grayscale || s.colorfulness < t.min_colorfulness) {
+        reasons.push(Reason::Monochrome);
+    }
+    if t.min_entropy > 0.0 && s.entropy < t.min_entropy {
+        reasons.push(Reason::LowEntropy);
     }
     reasons
 }
@@ -170,11 +139,10 @@ pub fn aspect(width: u32, height: u32) -> f64 {
     }
 }
 
-fn manifest(items: &[CleanItem], assessments: &[Assessment]) -> Result<polars::prelude::DataFrame> {
-    let pick = |f: &dyn Fn(&Scores) -> f64| -> Vec<Option<f64>> {
-        assessments.iter().map(|a| a.scores.as_ref().map(f)).collect()
-    };
-    let mut columns = vec![
+fn manifest(items: &[Item], scores: &[Scores], verdicts: &[Vec<Reason>]) -> Result<polars::prelude::DataFrame> {
+    let pick = |f: fn(&Scores) -> f64| scores.iter().map(f).collect::<Vec<f64>>();
+    let names = |r: &[Reason]| r.iter().map(|r| r.name()).collect::<Vec<_>>().join(",");
+    let columns = vec![
         col("key", items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>()),
         col("source", items.iter().map(|i| i.source.as_str()).collect::<Vec<_>>()),
         col("source_index", items.iter().map(|i| i.source_index).collect::<Vec<_>>()),
@@ -182,25 +150,18 @@ fn manifest(items: &[CleanItem], assessments: &[Assessment]) -> Result<polars::p
         col("object", items.iter().map(|i| i.object.as_str()).collect::<Vec<_>>()),
         col("width", items.iter().map(|i| i.width).collect::<Vec<_>>()),
         col("height", items.iter().map(|i| i.height).collect::<Vec<_>>()),
-    ];
-    columns.push(col("already_cropped", items.iter().map(|i| i.already_cropped).collect::<Vec<_>>()));
-    columns.push(col("upscaled_object", items.iter().map(|i| i.upscaled_object.as_deref()).collect::<Vec<_>>()));
-    let reasons_text: Vec<Option<String>> =
-        assessments.iter().map(|a| (!a.reasons.is_empty()).then(|| a.reasons.join(","))).collect();
-    columns.extend([
+        col("already_cropped", items.iter().map(|i| i.already_cropped).collect::<Vec<_>>()),
+        col("upscaled_object", items.iter().map(|i| i.upscaled_object.as_deref()).collect::<Vec<_>>()),
         col("short_side", items.iter().map(|i| i.width.min(i.height)).collect::<Vec<_>>()),
         col("aspect", items.iter().map(|i| aspect(i.width, i.height)).collect::<Vec<_>>()),
-        col("sharpness", pick(&|s| s.sharpness)),
-        col("colorfulness", pick(&|s| s.colorfulness)),
-        col("grayscale", assessments.iter().map(|a| a.scores.map(|s| s.grayscale)).collect::<Vec<_>>()),
-        col("entropy", pick(&|s| s.entropy)),
-        col(
-            "status",
-            assessments.iter().map(|a| if a.reasons.is_empty() { "ok" } else { "rejected" }).collect::<Vec<_>>(),
-        ),
-        col("reason", assessments.iter().map(|a| a.reasons.first().copied()).collect::<Vec<_>>()),
-        col("reasons", reasons_text),
-        col("error", assessments.iter().map(|a| a.error.clone()).collect::<Vec<_>>()),
-    ]);
+        col("sharpness", pick(|s| s.sharpness)),
+        col("colorfulness", pick(|s| s.colorfulness)),
+        col("grayscale", scores.iter().map(|s| s.grayscale).collect::<Vec<_>>()),
+        col("entropy", pick(|s| s.entropy)),
+        col("status", verdicts.iter().map(|r| if r.is_empty() { "ok" } else { "rejected" }).collect::<Vec<_>>()),
+        col("reason", verdicts.iter().map(|r| r.first().map(|r| r.name())).collect::<Vec<_>>()),
+        col("reasons", verdicts.iter().map(|r| (!r.is_empty()).then(|| names(r))).collect::<Vec<_>>()),
+        col("error", vec![None::<&str>; items.len()]),
+    ];
     frame(items.len(), columns)
 }

@@ -17,7 +17,8 @@
 //! Crop squares follow `faces::geometry` (`crop.margin`, `crop.shift_up`, `crop.border`, `crop.pad_color`). Crops
 //! keep the source resolution (no resizing here: `clean --min-size` therefore applies to the crop's real size, and
 //! `pack` resizes). Each crop is PNG-encoded with fixed settings (`pixels::encode_png`) and stored in the cache, so
-//! re-runs produce byte-identical objects and manifests.
+//! re-runs produce byte-identical objects and manifests. Each crop is measured (hashes, quality scores) from the
+//! pixels in hand, so `clean` never decodes it.
 //!
 //! Work: images are decoded, resized and normalised in parallel (rayon, `-j`); the detector is one ONNX Runtime
 //! session shared by all threads (one run at a time, each using `-j` intra-op threads). FaceBoxes has a fixed batch
@@ -45,20 +46,27 @@
 //! | `status` | str | "ok" or "rejected" |
 //! | `reason` | str? | null when ok; `no_face`, `low_score`, `face_too_small`, `too_many_faces`, `decode_failed` |
 //! | `error` | str? | decoder message for `decode_failed` |
+//! | `pixel_hash` ... `entropy` | | measures of `object` (ok rows; see `crate::measure`): a face crop is measured
+//! from the pixels just cut, a passthrough row carries its parent's |
 use crate::cache;
+use crate::env::Env;
 use crate::faces::detector::{Detector, DetectorParams};
-use crate::faces::geometry::CropGeometry;
-use crate::faces::geometry::{crop_rect, extract_crop, CropRect};
+use crate::faces::geometry::{crop_rect, extract_crop, CropGeometry, CropRect};
 use crate::faces::nms::Detection;
-use crate::manifest::columns::{self, col, frame};
-use crate::manifest::{file_blake3, publish_stage, read_stage};
+use crate::imageio::Limits;
+use crate::manifest::columns::{col, frame};
+use crate::manifest::{measure_columns, publish_stage, read_items, Item, Reason, Upstream};
+use crate::measure::{measure, Measures};
+use crate::named::Named;
 use crate::pixels::encode_png;
 use crate::report::Summary;
 use crate::runtime::SessionOptions;
-use crate::stages::Ctx;
+use crate::stages::{ModelRef, Plan, Stage};
+use crate::workdir::Workdir;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Resolved `crop:`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,25 +82,36 @@ pub struct CropSettings {
     pub pad_color: [u8; 3],
 }
 
-pub const STAGE: &str = "crop";
-const UPSTREAM: &str = "dedup";
 /// Bumped when detection, geometry or encoding change, so stamps made by older code no longer match.
-const ALGORITHM: &str = "crop/1";
+pub const ALGORITHM: &str = "crop/2";
 
-/// Reasons a crop.parquet row is rejected, in the order the stage checks them.
-pub const REASONS: [&str; 5] = ["decode_failed", "no_face", "low_score", "face_too_small", "too_many_faces"];
+/// Everything crop's output depends on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    pub upstream: Upstream,
+    pub settings: CropSettings,
+    /// Decode limits decide which images are `decode_failed`.
+    pub limits: Limits,
+    pub detector: ModelRef,
+    /// Each source's `already_cropped` flag in the current config (it wins over the manifest's: the flag only
+    /// steers this stage).
+    pub already_cropped: BTreeMap<String, bool>,
+}
 
-/// An accepted dedup row.
-#[derive(Debug, Clone)]
-pub struct Parent {
-    pub key: String,
-    pub source: String,
-    pub source_index: u32,
-    pub path: String,
-    pub object: String,
-    pub width: u32,
-    pub height: u32,
-    pub already_cropped: bool,
+impl Inputs {
+    pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
+        Ok(Self {
+            upstream: Stage::Crop.upstream_of(plan, workdir)?,
+            settings: plan.crop.clone(),
+            limits: plan.limits,
+            detector: ModelRef::of(&plan.models.face_detector),
+            already_cropped: plan.sources.iter().map(|s| (s.name.clone(), s.already_cropped)).collect(),
+        })
+    }
+
+    fn passes_through(&self, item: &Item) -> bool {
+        self.already_cropped.get(&item.source).copied().or(item.already_cropped).unwrap_or(false)
+    }
 }
 
 /// One crop.parquet row.
@@ -101,49 +120,29 @@ pub struct CropRow {
     pub key: String,
     pub path: String,
     pub kind: &'static str,
+    pub already_cropped: bool,
     pub face: Option<(u32, Detection)>,
     pub rect: Option<CropRect>,
     pub padded: Option<bool>,
     pub object: Option<String>,
     pub size: Option<(u32, u32)>,
-    pub reason: Option<&'static str>,
+    pub reason: Option<Reason>,
     pub error: Option<String>,
+    pub measures: Option<Measures>,
 }
 
-pub fn fingerprint(ctx: &Ctx) -> Result<String> {
-    let upstream = file_blake3(&ctx.env.workdir.manifest_path(UPSTREAM))
-        .with_context(|| format!("crop needs manifests/{UPSTREAM}.parquet: run `anime-pipe {UPSTREAM}` first"))?;
-    // A missing model only matters when some image needs detection; `run` says so then.
-    let model = file_blake3(&ctx.plan.models.face_detector).unwrap_or_else(|_| "missing".into());
-    // Which sources pass through (the config's flag wins over the manifest's, see `read_parents`).
-    let cropped: Vec<(&str, bool)> = ctx.plan.sources.iter().map(|s| (s.name.as_str(), s.already_cropped)).collect();
-    let mut hasher = blake3::Hasher::new();
-    for part in [
-        ALGORITHM.to_string(),
-        upstream,
-        serde_json::to_string(&cropped)?,
-        serde_json::to_string(&ctx.plan.crop)?,
-        serde_json::to_string(&ctx.plan.limits)?,
-        model,
-    ] {
-        hasher.update(part.as_bytes()).update(b"\0");
-    }
-    Ok(hasher.finalize().to_hex().to_string())
-}
+pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
+    let mut summary = Summary::start(Stage::Crop.name());
+    let parents = read_items(&env.workdir, &inputs.upstream)?;
+    let to_detect = parents.iter().filter(|p| !inputs.passes_through(p)).count();
+    let detector = if to_detect > 0 { Some(load_detector(env, inputs)?) } else { None };
 
-pub fn run(ctx: &Ctx) -> Result<Summary> {
-    let mut summary = Summary::start(STAGE);
-    let fingerprint = fingerprint(ctx)?;
-    let parents = read_parents(ctx)?;
-    let to_detect = parents.iter().filter(|p| !p.already_cropped).count();
-    let detector = if to_detect > 0 { Some(load_detector(ctx)?) } else { None };
-
-    let bar = ctx.env.reporter.bar(parents.len() as u64, STAGE);
+    let bar = env.reporter.bar(parents.len() as u64, Stage::Crop.name());
     let per_parent: Vec<Vec<CropRow>> = parents
         .par_iter()
         .map(|parent| {
             let rows = match &detector {
-                Some(d) if !parent.already_cropped => crop_parent(ctx, d, parent),
+                Some(d) if !inputs.passes_through(parent) => crop_item(&env.workdir, inputs, d, parent),
                 _ => Ok(vec![passthrough(parent)]),
             };
             bar.inc(1);
@@ -152,31 +151,31 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
 
-    let mut rows: Vec<(&Parent, CropRow)> =
+    let mut rows: Vec<(&Item, CropRow)> =
         parents.iter().zip(per_parent).flat_map(|(p, rows)| rows.into_iter().map(move |r| (p, r))).collect();
     rows.sort_by(|(pa, a), (pb, b)| (pa.source_index, &a.path).cmp(&(pb.source_index, &b.path)));
     let mut df = manifest(&rows)?;
-    publish_stage(&ctx.env.workdir, STAGE, &mut df, &fingerprint)?;
+    publish_stage(&env.workdir, Stage::Crop.name(), &mut df, fingerprint)?;
 
     summarise(&mut summary, &parents, &rows, to_detect);
     if let Some(d) = &detector {
         let p = d.params();
-        summary.fact("detector", format!("{:?} {}", p.family, ctx.plan.models.face_detector.display()));
+        summary.fact("detector", format!("{:?} {}", p.family, inputs.detector.path.display()));
         summary.fact("device", format!("{:?}", d.device));
         summary.fact("scales", format!("{:?} (max_side {})", p.scales, p.max_side));
     }
-    summary.fact("manifest", ctx.env.workdir.manifest_path(STAGE).display());
+    summary.fact("manifest", env.workdir.manifest_path(Stage::Crop.name()).display());
     Ok(summary.finish())
 }
 
-fn load_detector(ctx: &Ctx) -> Result<Detector> {
-    let options = SessionOptions { device: ctx.env.device, threads: ctx.env.threads, optimize: true };
-    let path = &ctx.plan.models.face_detector;
-    Detector::load(path, ctx.plan.crop.detector.clone(), &options)
+fn load_detector(env: &Env, inputs: &Inputs) -> Result<Detector> {
+    let options = SessionOptions { device: env.device, threads: env.threads, optimize: true };
+    let path = &inputs.detector.path;
+    Detector::load(path, inputs.settings.detector.clone(), &options)
         .with_context(|| format!("crop: cannot load the face detector (models.face_detector = {})", path.display()))
 }
 
-fn summarise(summary: &mut Summary, parents: &[Parent], rows: &[(&Parent, CropRow)], to_detect: usize) {
+fn summarise(summary: &mut Summary, parents: &[Item], rows: &[(&Item, CropRow)], to_detect: usize) {
     let count = |f: &dyn Fn(&CropRow) -> bool| rows.iter().filter(|(_, r)| f(r)).count() as u64;
     let with_faces: std::collections::BTreeSet<&str> =
         rows.iter().filter(|(_, r)| r.kind == "face" && r.reason.is_none()).map(|(p, _)| p.key.as_str()).collect();
@@ -189,61 +188,25 @@ fn summarise(summary: &mut Summary, parents: &[Parent], rows: &[(&Parent, CropRo
         .count("crops", count(&|r| r.kind == "face" && r.reason.is_none()));
     for (_, r) in rows {
         if let Some(reason) = r.reason {
-            summary.reject(reason);
+            summary.reject(reason.name());
         }
     }
 }
 
-/// The dedup rows with status "ok", in canonical order.
-pub fn read_parents(ctx: &Ctx) -> Result<Vec<Parent>> {
-    let df = read_stage(&ctx.env.workdir, UPSTREAM)?;
-    let status = columns::strings(&df, "status")?;
-    let (key, source, path, object) = (
-        columns::strings(&df, "key")?,
-        columns::strings(&df, "source")?,
-        columns::strings(&df, "path")?,
-        columns::opt_strings(&df, "object")?,
-    );
-    let (source_index, width, height) =
-        (columns::u32s(&df, "source_index")?, columns::opt_u32s(&df, "width")?, columns::opt_u32s(&df, "height")?);
-    let cropped = if columns::has(&df, "already_cropped") {
-        columns::opt_bools(&df, "already_cropped")?
-    } else {
-        vec![None; df.height()]
-    };
-    let mut parents = Vec::new();
-    for row in (0..df.height()).filter(|&r| status[r] == "ok") {
-        let missing =
-            |what: &str| anyhow::anyhow!("{UPSTREAM}.parquet row {:?}: status \"ok\" but no {what}", key[row]);
-        // The source's flag in the current config wins over the manifest's (the flag only steers this stage).
-        let flag = ctx.plan.sources.iter().find(|s| s.name == source[row]).map(|s| s.already_cropped);
-        parents.push(Parent {
-            key: key[row].clone(),
-            source: source[row].clone(),
-            source_index: source_index[row],
-            path: path[row].clone(),
-            object: object[row].clone().ok_or_else(|| missing("object"))?,
-            width: width[row].ok_or_else(|| missing("width"))?,
-            height: height[row].ok_or_else(|| missing("height"))?,
-            already_cropped: flag.or(cropped[row]).unwrap_or(false),
-        });
-    }
-    parents.sort_by(|a, b| (a.source_index, &a.path).cmp(&(b.source_index, &b.path)));
-    Ok(parents)
-}
-
-fn passthrough(parent: &Parent) -> CropRow {
+fn passthrough(parent: &Item) -> CropRow {
     CropRow {
         key: parent.key.clone(),
         path: parent.path.clone(),
         kind: "passthrough",
+        already_cropped: true,
         object: Some(parent.object.clone()),
         size: Some((parent.width, parent.height)),
+        measures: parent.measures.clone(),
         ..Default::default()
     }
 }
 
-fn image_row(parent: &Parent, reason: &'static str, error: Option<String>) -> CropRow {
+fn image_row(parent: &Item, reason: Reason, error: Option<String>) -> CropRow {
     CropRow {
         key: parent.key.clone(),
         path: parent.path.clone(),
@@ -254,22 +217,22 @@ fn image_row(parent: &Parent, reason: &'static str, error: Option<String>) -> Cr
     }
 }
 
-/// Detects, classifies and crops the faces of one image. A missing cache object is a workdir error (the stage
-/// fails); an image that does not decode is a `decode_failed` row.
-fn crop_parent(ctx: &Ctx, detector: &Detector, parent: &Parent) -> Result<Vec<CropRow>> {
-    let bytes = cache::read_object(&ctx.env.workdir, &parent.object)
-        .with_context(|| format!("crop: cannot read the image of {}", parent.key))?;
-    let image = match crate::imageio::decode_rgb8(&bytes, &ctx.plan.limits) {
-        Ok(decoded) => decoded.image,
-        Err(e) => return Ok(vec![image_row(parent, "decode_failed", Some(e.to_string()))]),
+/// Detects, classifies, crops and measures the faces of one image: the per-item function of this stage. A missing
+/// cache object is a workdir error (the stage fails); an image that does not decode is a `decode_failed` row.
+fn crop_item(workdir: &Workdir, inputs: &Inputs, detector: &Detector, parent: &Item) -> Result<Vec<CropRow>> {
+    let image = match cache::load_rgb8(workdir, &parent.object, &inputs.limits)
+        .with_context(|| format!("crop: cannot read the image of {}", parent.key))?
+    {
+        Ok(image) => image,
+        Err(e) => return Ok(vec![image_row(parent, Reason::DecodeFailed, Some(e.to_string()))]),
     };
     let detections =
         detector.detect(&image).with_context(|| format!("crop: face detection failed on {}", parent.key))?;
     if detections.is_empty() {
-        return Ok(vec![image_row(parent, "no_face", None)]);
+        return Ok(vec![image_row(parent, Reason::NoFace, None)]);
     }
-    let verdicts = classify(&detections, &ctx.plan.crop);
-    let c = &ctx.plan.crop;
+    let c = &inputs.settings;
+    let verdicts = classify(&detections, c);
     let (w, h) = image.dimensions();
     let mut rows = Vec::with_capacity(detections.len());
     for (index, (detection, reason)) in detections.iter().zip(verdicts).enumerate() {
@@ -286,9 +249,10 @@ fn crop_parent(ctx: &Ctx, detector: &Detector, parent: &Parent) -> Result<Vec<Cr
             ..Default::default()
         };
         if reason.is_none() {
-            let png = encode_png(&extract_crop(&image, &rect, c.geometry.border, c.pad_color))?;
-            row.object = Some(cache::store_object(&ctx.env.workdir, &png)?);
+            let crop = extract_crop(&image, &rect, c.geometry.border, c.pad_color);
+            row.object = Some(cache::store_object(workdir, &encode_png(&crop)?)?);
             row.size = Some((rect.size, rect.size));
+            row.measures = Some(measure(crop));
         }
         rows.push(row);
     }
@@ -296,17 +260,17 @@ fn crop_parent(ctx: &Ctx, detector: &Detector, parent: &Parent) -> Result<Vec<Cr
 }
 
 /// The verdict for each detection (in rank order): None to crop it, else the reason it is rejected.
-pub fn classify(detections: &[Detection], settings: &CropSettings) -> Vec<Option<&'static str>> {
+pub fn classify(detections: &[Detection], settings: &CropSettings) -> Vec<Option<Reason>> {
     let mut accepted = 0;
     detections
         .iter()
         .map(|d| {
             if d.score < settings.score_threshold {
-                Some("low_score")
+                Some(Reason::LowScore)
             } else if d.bbox.width().min(d.bbox.height()) < settings.min_face_size as f32 {
-                Some("face_too_small")
+                Some(Reason::FaceTooSmall)
             } else if accepted >= settings.max_faces {
-                Some("too_many_faces")
+                Some(Reason::TooManyFaces)
             } else {
                 accepted += 1;
                 None
@@ -315,20 +279,20 @@ pub fn classify(detections: &[Detection], settings: &CropSettings) -> Vec<Option
         .collect()
 }
 
-fn manifest(rows: &[(&Parent, CropRow)]) -> Result<polars::prelude::DataFrame> {
+fn manifest(rows: &[(&Item, CropRow)]) -> Result<polars::prelude::DataFrame> {
     let n = rows.len();
     let face = |f: &dyn Fn(&Detection) -> f32| -> Vec<Option<f32>> {
         rows.iter().map(|(_, r)| r.face.as_ref().map(|(_, d)| f(d))).collect()
     };
     let parent_str =
-        |f: &dyn Fn(&Parent) -> &str| -> Vec<String> { rows.iter().map(|(p, _)| f(p).to_string()).collect() };
-    let columns = vec![
+        |f: &dyn Fn(&Item) -> &str| -> Vec<String> { rows.iter().map(|(p, _)| f(p).to_string()).collect() };
+    let mut columns = vec![
         col("key", rows.iter().map(|(_, r)| r.key.clone()).collect::<Vec<_>>()),
         col("source", parent_str(&|p| &p.source)),
         col("source_index", rows.iter().map(|(p, _)| p.source_index).collect::<Vec<_>>()),
         col("path", rows.iter().map(|(_, r)| r.path.clone()).collect::<Vec<_>>()),
         col("kind", rows.iter().map(|(_, r)| r.kind).collect::<Vec<_>>()),
-        col("already_cropped", rows.iter().map(|(p, _)| p.already_cropped).collect::<Vec<_>>()),
+        col("already_cropped", rows.iter().map(|(_, r)| r.already_cropped).collect::<Vec<_>>()),
         col("parent_key", parent_str(&|p| &p.key)),
         col("parent_object", parent_str(&|p| &p.object)),
         col("parent_width", rows.iter().map(|(p, _)| p.width).collect::<Vec<_>>()),
@@ -348,9 +312,10 @@ fn manifest(rows: &[(&Parent, CropRow)]) -> Result<polars::prelude::DataFrame> {
         col("width", rows.iter().map(|(_, r)| r.size.map(|s| s.0)).collect::<Vec<_>>()),
         col("height", rows.iter().map(|(_, r)| r.size.map(|s| s.1)).collect::<Vec<_>>()),
         col("status", rows.iter().map(|(_, r)| if r.reason.is_none() { "ok" } else { "rejected" }).collect::<Vec<_>>()),
-        col("reason", rows.iter().map(|(_, r)| r.reason).collect::<Vec<_>>()),
+        col("reason", rows.iter().map(|(_, r)| r.reason.map(|r| r.name())).collect::<Vec<_>>()),
         col("error", rows.iter().map(|(_, r)| r.error.clone()).collect::<Vec<_>>()),
     ];
+    columns.extend(measure_columns(rows.iter().map(|(_, r)| r.measures.as_ref())));
     frame(n, columns)
 }
 
@@ -371,7 +336,7 @@ mod tests {
         let detections = [det(100.0, 0.99), det(30.0, 0.98), det(80.0, 0.9), det(60.0, 0.8), det(20.0, 0.4)];
         assert_eq!(
             classify(&detections, &settings.crop),
-            vec![None, Some("face_too_small"), None, Some("too_many_faces"), Some("low_score")]
+            vec![None, Some(Reason::FaceTooSmall), None, Some(Reason::TooManyFaces), Some(Reason::LowScore)]
         );
     }
 }

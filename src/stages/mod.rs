@@ -14,8 +14,11 @@ pub mod upscale;
 
 use crate::env::Env;
 use crate::imageio::Limits;
+use crate::manifest::Upstream;
 use crate::models::ModelPaths;
 use crate::named::Named;
+use crate::report::Summary;
+use crate::workdir::Workdir;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
@@ -88,93 +91,103 @@ impl Plan {
     }
 }
 
-/// A stage's view of one command: the plan and where it runs.
-pub struct Ctx {
-    pub env: Env,
-    pub plan: Plan,
+/// One stage's inputs, built from the plan and the workdir: everything its output depends on. A stage's `run`
+/// receives only these and the [`Env`] (which never changes results), so its fingerprint, derived mechanically
+/// from the inputs, cannot miss a setting the stage reads.
+pub enum Inputs {
+    Ingest(ingest::Inputs),
+    Dedup(dedup::Inputs),
+    Crop(crop::Inputs),
+    Upscale(upscale::Inputs),
+    Clean(clean::Inputs),
+    Pack(pack::Inputs),
 }
 
-/// One image item entering `clean`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CleanItem {
-    pub key: String,
-    pub source: String,
-    pub source_index: u32,
-    pub path: String,
-    pub object: String,
-    pub width: u32,
-    pub height: u32,
-    /// Passed through when the upstream manifest has the column.
-    pub already_cropped: Option<bool>,
-    /// The upscaled version of `object` (upscale.parquet only; null when the item was large enough). `width` and
-    /// `height` stay those of `object`, the original: upscaling cannot create detail, so size filters judge the
-    /// original; `pack` should use this object when present.
-    pub upscaled_object: Option<String>,
-}
-
-/// What `clean` scores: the stage whose manifest it reads, and that manifest's accepted items in canonical order
-/// (source_index, path).
-#[derive(Debug, Clone)]
-pub struct CleanInput {
-    pub stage: &'static str,
-    pub items: Vec<CleanItem>,
-}
-
-/// The manifest `clean` reads: the last of upscale, crop, dedup enabled in `ctx.plan.stages`. Their manifests
-/// carry the same item columns (key, source, source_index, path, object, width, height) and `status` "ok" for usable
-/// rows, so nothing else in `clean` changes, and `clean::fingerprint` follows automatically. With crop/upscale, an
-/// item is a face crop (or a passthrough image of an `already_cropped` source) and width/height are the crop's
-/// original size.
-pub fn clean_input_stage(ctx: &Ctx) -> &'static str {
-    ctx.plan.upstream(Stage::Clean).expect("clean has an upstream").name()
-}
-
-/// The items `clean` scores: the accepted rows of [`clean_input_stage`]'s manifest.
-pub fn clean_input(ctx: &Ctx) -> Result<CleanInput> {
-    let stage = clean_input_stage(ctx);
-    Ok(CleanInput { stage, items: read_items(ctx, stage)? })
-}
-
-/// The rows with status "ok" of `stage`'s manifest as items, in canonical order (source_index, path).
-pub fn read_items(ctx: &Ctx, stage: &'static str) -> Result<Vec<CleanItem>> {
-    let df = crate::manifest::read_stage(&ctx.env.workdir, stage)?;
-    let status = crate::manifest::columns::strings(&df, "status")?;
-    let (key, source, path, object) = (
-        crate::manifest::columns::strings(&df, "key")?,
-        crate::manifest::columns::strings(&df, "source")?,
-        crate::manifest::columns::strings(&df, "path")?,
-        crate::manifest::columns::opt_strings(&df, "object")?,
-    );
-    let (source_index, width, height) = (
-        crate::manifest::columns::u32s(&df, "source_index")?,
-        crate::manifest::columns::opt_u32s(&df, "width")?,
-        crate::manifest::columns::opt_u32s(&df, "height")?,
-    );
-    let cropped = if crate::manifest::columns::has(&df, "already_cropped") {
-        crate::manifest::columns::opt_bools(&df, "already_cropped")?
-    } else {
-        vec![None; df.height()]
-    };
-    let upscaled = if crate::manifest::columns::has(&df, "upscaled_object") {
-        crate::manifest::columns::opt_strings(&df, "upscaled_object")?
-    } else {
-        vec![None; df.height()]
-    };
-    let mut items = Vec::new();
-    for row in (0..df.height()).filter(|&r| status[r] == "ok") {
-        let missing = |what: &str| anyhow::anyhow!("{stage}.parquet row {:?}: status \"ok\" but no {what}", key[row]);
-        items.push(CleanItem {
-            key: key[row].clone(),
-            source: source[row].clone(),
-            source_index: source_index[row],
-            path: path[row].clone(),
-            object: object[row].clone().ok_or_else(|| missing("object"))?,
-            width: width[row].ok_or_else(|| missing("width"))?,
-            height: height[row].ok_or_else(|| missing("height"))?,
-            already_cropped: cropped[row],
-            upscaled_object: upscaled[row].clone(),
-        });
+impl Stage {
+    /// This stage's inputs under `plan`: its settings, its upstream manifest (pinned by hash), models by hash.
+    pub fn inputs(self, plan: &Plan, workdir: &Workdir) -> Result<Inputs> {
+        Ok(match self {
+            Stage::Ingest => Inputs::Ingest(ingest::Inputs::new(plan, workdir)?),
+            Stage::Dedup => Inputs::Dedup(dedup::Inputs::new(plan, workdir)?),
+            Stage::Crop => Inputs::Crop(crop::Inputs::new(plan, workdir)?),
+            Stage::Upscale => Inputs::Upscale(upscale::Inputs::new(plan, workdir)?),
+            Stage::Clean => Inputs::Clean(clean::Inputs::new(plan, workdir)?),
+            Stage::Pack => Inputs::Pack(pack::Inputs::new(plan, workdir)?),
+        })
     }
-    items.sort_by(|a, b| (a.source_index, &a.path).cmp(&(b.source_index, &b.path)));
-    Ok(items)
+
+    /// The manifest this stage reads, pinned by its current hash.
+    fn upstream_of(self, plan: &Plan, workdir: &Workdir) -> Result<Upstream> {
+        let upstream = plan.upstream(self).expect("only ingest has no upstream, and it reads sources");
+        Upstream::of(workdir, upstream.name(), self.name())
+    }
+}
+
+impl Inputs {
+    pub fn stage(&self) -> Stage {
+        match self {
+            Inputs::Ingest(_) => Stage::Ingest,
+            Inputs::Dedup(_) => Stage::Dedup,
+            Inputs::Crop(_) => Stage::Crop,
+            Inputs::Upscale(_) => Stage::Upscale,
+            Inputs::Clean(_) => Stage::Clean,
+            Inputs::Pack(_) => Stage::Pack,
+        }
+    }
+
+    /// blake3 over the stage, its algorithm version and its serialised inputs.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Inputs::Ingest(i) => fingerprint(Stage::Ingest, ingest::ALGORITHM, i),
+            Inputs::Dedup(i) => fingerprint(Stage::Dedup, dedup::ALGORITHM, i),
+            Inputs::Crop(i) => fingerprint(Stage::Crop, crop::ALGORITHM, i),
+            Inputs::Upscale(i) => fingerprint(Stage::Upscale, upscale::ALGORITHM, i),
+            Inputs::Clean(i) => fingerprint(Stage::Clean, clean::ALGORITHM, i),
+            Inputs::Pack(i) => fingerprint(Stage::Pack, pack::ALGORITHM, i),
+        }
+    }
+
+    /// Runs the stage and publishes its manifest, stamped with [`Inputs::fingerprint`].
+    pub fn run(&self, env: &Env) -> Result<Summary> {
+        let fingerprint = self.fingerprint();
+        let before = crate::imageio::decode_count();
+        let mut summary = match self {
+            Inputs::Ingest(i) => ingest::run(env, i, &fingerprint),
+            Inputs::Dedup(i) => dedup::run(env, i, &fingerprint),
+            Inputs::Crop(i) => crop::run(env, i, &fingerprint),
+            Inputs::Upscale(i) => upscale::run(env, i, &fingerprint),
+            Inputs::Clean(i) => clean::run(env, i, &fingerprint),
+            Inputs::Pack(i) => pack::run(env, i, &fingerprint),
+        }?;
+        summary.count("images decoded", crate::imageio::decode_count() - before);
+        Ok(summary)
+    }
+}
+
+/// The fingerprint of serialisable inputs: a stage's algorithm version (bumped when its output for the same inputs
+/// changes) and every input, in serde's field order.
+pub fn fingerprint(stage: Stage, algorithm: &str, inputs: &impl Serialize) -> String {
+    let json = serde_json::to_vec(inputs).expect("stage inputs serialise");
+    let mut hasher = blake3::Hasher::new();
+    for part in [b"anime-pipe stage/2".as_slice(), stage.name().as_bytes(), algorithm.as_bytes(), &json] {
+        hasher.update(&(part.len() as u64).to_le_bytes()).update(part);
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// A model file as a stage input: its content hash is part of the fingerprint, its path is not (moving a model
+/// changes no result; replacing it does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelRef {
+    #[serde(skip)]
+    pub path: std::path::PathBuf,
+    /// None when the file cannot be read: a stage that needs the model then says so, one that does not (nothing to
+    /// detect or upscale) runs without it.
+    pub blake3: Option<String>,
+}
+
+impl ModelRef {
+    pub fn of(path: &std::path::Path) -> Self {
+        Self { path: path.to_path_buf(), blake3: crate::manifest::file_blake3(path).ok() }
+    }
 }

@@ -67,10 +67,15 @@
 //! are unlisted, excluded from the dataset digest and removed by the next pack.
 //!
 //! Memory: one shard buffer per size (shard_samples x size^2 x 3 bytes) plus one decoded image per thread.
-use crate::manifest::columns::{self, col, frame};
-use crate::manifest::{file_blake3, publish_stage, read_stage};
+use crate::cache;
+use crate::env::Env;
+use crate::imageio::Limits;
+use crate::manifest::columns::{col, frame};
+use crate::manifest::{publish_stage, read_items, Reason, Upstream};
+use crate::named::Named;
 use crate::report::Summary;
-use crate::stages::Ctx;
+use crate::shards::{SHARD_FORMAT, SPLITS};
+use crate::stages::{Plan, Stage};
 use crate::workdir::{atomic_write_with, Workdir};
 use anyhow::{Context, Result};
 use fast_image_resize as fir;
@@ -118,9 +123,6 @@ pub struct PackSettings {
 }
 
 pub const STAGE: &str = "pack";
-/// Bumped when the pixels or the shard layout change, so stamps made by older code no longer match.
-const ALGORITHM: &str = "pack/1";
-use crate::shards::{SHARD_FORMAT, SPLITS};
 /// Items decoded in parallel before their results are appended, in order, to the shard buffers.
 const BATCH: usize = 256;
 
@@ -156,50 +158,51 @@ struct ShardBuffer {
     rows: Vec<usize>,
 }
 
-pub fn fingerprint(ctx: &Ctx) -> Result<String> {
-    let clean = file_blake3(&ctx.env.workdir.manifest_path("clean"))
-        .context("pack needs manifests/clean.parquet: run `anime-pipe clean` first")?;
-    let mut hasher = blake3::Hasher::new();
-    for part in [
-        ALGORITHM.to_string(),
-        clean,
-        serde_json::to_string(&ctx.plan.pack)?,
-        // Decode limits decide which images are `decode_failed`.
-        serde_json::to_string(&ctx.plan.limits)?,
-    ] {
-        hasher.update(part.as_bytes()).update(b"\0");
-    }
-    Ok(hasher.finalize().to_hex().to_string())
+/// Bumped when the pixels or the shard layout change, so stamps made by older code no longer match.
+pub const ALGORITHM: &str = "pack/2";
+
+/// Everything pack's output depends on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    pub upstream: Upstream,
+    pub settings: PackSettings,
+    /// Decode limits decide which images are `decode_failed`.
+    pub limits: Limits,
 }
 
-pub fn run(ctx: &Ctx) -> Result<Summary> {
-    let mut summary = Summary::start(STAGE);
-    let fingerprint = fingerprint(ctx)?;
-    let samples = accepted_samples(ctx)?;
-    invalidate_previous(&ctx.env.workdir)?;
+impl Inputs {
+    pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
+        Ok(Self { upstream: Stage::Pack.upstream_of(plan, workdir)?, settings: plan.pack.clone(), limits: plan.limits })
+    }
+}
 
-    let bar = ctx.env.reporter.bar(samples.len() as u64, STAGE);
+pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
+    let mut summary = Summary::start(STAGE);
+    let samples = accepted_samples(env, inputs)?;
+    invalidate_previous(&env.workdir)?;
+
+    let bar = env.reporter.bar(samples.len() as u64, STAGE);
     let mut rows = Vec::new();
     for split in SPLITS {
         let in_split: Vec<&Sample> = samples.iter().filter(|s| s.split == split).collect();
-        pack_split(ctx, split, &in_split, &mut rows, &bar)?;
+        pack_split(env, inputs, split, &in_split, &mut rows, &bar)?;
     }
     bar.finish_and_clear();
     rows.sort_by_key(|r| (r.size, SPLITS.iter().position(|s| *s == r.split)));
 
     let mut df = manifest(&rows)?;
-    publish_stage(&ctx.env.workdir, STAGE, &mut df, &fingerprint)?;
+    publish_stage(&env.workdir, STAGE, &mut df, fingerprint)?;
     let shards: BTreeSet<String> = rows.iter().filter_map(|r| r.shard.clone()).collect();
-    let removed = remove_unlisted_shards(&ctx.env.workdir, &shards)?;
+    let removed = remove_unlisted_shards(&env.workdir, &shards)?;
 
-    let sizes = &sizes(ctx);
+    let sizes = &sizes(&inputs.settings);
     let rejected = rows.iter().filter(|r| r.shard.is_none()).count() / sizes.len();
     summary
         .count("input items", samples.len() as u64)
         .count("packed", (samples.len() - rejected) as u64)
         .count("rejected", rejected as u64);
     for _ in 0..rejected {
-        summary.reject("decode_failed");
+        summary.reject(Reason::DecodeFailed.name());
     }
     for split in SPLITS {
         let n = rows.iter().filter(|r| r.split == split && r.shard.is_some() && r.size == sizes[0]).count();
@@ -207,36 +210,28 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     }
     summary.count("shards written", shards.len() as u64).count("stale files removed", removed as u64);
     let sizes_text: Vec<String> = sizes.iter().map(|s| format!("{s}x{s}")).collect();
-    summary.fact("sizes", sizes_text.join(", ")).fact("manifest", ctx.env.workdir.manifest_path(STAGE).display());
-    summary.fact("dataset digest", crate::digest::dataset_digest(&ctx.env.workdir)?);
+    summary.fact("sizes", sizes_text.join(", ")).fact("manifest", env.workdir.manifest_path(STAGE).display());
+    summary.fact("dataset digest", crate::digest::dataset_digest(&env.workdir)?);
     Ok(summary.finish())
 }
 
 /// The configured sizes, ascending, each once (`--size 64 --size 64` packs 64 once).
-fn sizes(ctx: &Ctx) -> Vec<u32> {
-    let unique: BTreeSet<u32> = ctx.plan.pack.sizes.iter().copied().collect();
+fn sizes(settings: &PackSettings) -> Vec<u32> {
+    let unique: BTreeSet<u32> = settings.sizes.iter().copied().collect();
     unique.into_iter().collect()
 }
 
 /// Accepted clean rows with their split, in canonical order: (split, object, key).
-fn accepted_samples(ctx: &Ctx) -> Result<Vec<Sample>> {
-    let df = read_stage(&ctx.env.workdir, "clean")?;
-    let (keys, objects, status) =
-        (columns::strings(&df, "key")?, columns::opt_strings(&df, "object")?, columns::strings(&df, "status")?);
-    let mut upscaled = if columns::has(&df, "upscaled_object") {
-        columns::opt_strings(&df, "upscaled_object")?
-    } else {
-        vec![None; df.height()]
-    };
-    let mut samples = Vec::new();
-    for (row, ((key, object), status)) in keys.into_iter().zip(objects).zip(status).enumerate() {
-        if status != "ok" {
-            continue;
-        }
-        let object = object.with_context(|| format!("clean.parquet: accepted row {key:?} has no object"))?;
-        let split = split_of(&object, ctx.plan.pack.val_fraction);
-        samples.push(Sample { key, object, upscaled_object: upscaled[row].take(), split });
-    }
+fn accepted_samples(env: &Env, inputs: &Inputs) -> Result<Vec<Sample>> {
+    let mut samples: Vec<Sample> = read_items(&env.workdir, &inputs.upstream)?
+        .into_iter()
+        .map(|item| Sample {
+            split: split_of(&item.object, inputs.settings.val_fraction),
+            key: item.key,
+            object: item.object,
+            upscaled_object: item.upscaled_object,
+        })
+        .collect();
     samples.sort_by(|a, b| (a.split, &a.object, &a.key).cmp(&(b.split, &b.object, &b.key)));
     Ok(samples)
 }
@@ -269,14 +264,15 @@ fn invalidate_previous(workdir: &Workdir) -> Result<()> {
 
 /// Decodes and resizes one split's samples in parallel batches and appends them, in canonical order, to shards.
 fn pack_split(
-    ctx: &Ctx,
+    env: &Env,
+    inputs: &Inputs,
     split: &'static str,
     samples: &[&Sample],
     rows: &mut Vec<PackRow>,
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
-    let settings = &ctx.plan.pack;
-    let sizes = sizes(ctx);
+    let settings = &inputs.settings;
+    let sizes = sizes(settings);
     let mut buffers: Vec<ShardBuffer> = sizes
         .iter()
         .map(|&size| ShardBuffer { size, pixels: Vec::new(), keys: Vec::new(), rows: Vec::new() })
@@ -286,7 +282,7 @@ fn pack_split(
         let rendered: Vec<Result<Vec<Vec<u8>>, String>> = batch
             .par_iter()
             .map_init(fir::Resizer::new, |resizer, sample| {
-                let result = render(ctx, sample, resizer);
+                let result = render(env, inputs, sample, resizer);
                 bar.inc(1);
                 result
             })
@@ -312,7 +308,7 @@ fn pack_split(
                         rows.push(row(buffer.size, None));
                     }
                     if buffers[0].keys.len() == settings.shard_samples {
-                        flush(ctx, split, shard_number, &mut buffers, rows)?;
+                        flush(env, inputs, split, shard_number, &mut buffers, rows)?;
                         shard_number += 1;
                     }
                 }
@@ -321,22 +317,29 @@ fn pack_split(
         }
     }
     if !buffers[0].keys.is_empty() {
-        flush(ctx, split, shard_number, &mut buffers, rows)?;
+        flush(env, inputs, split, shard_number, &mut buffers, rows)?;
     }
     Ok(())
 }
 
 /// The sample at every configured size, or the decode error. A missing cache object is a hard error.
-fn render(ctx: &Ctx, sample: &Sample, resizer: &mut fir::Resizer) -> Result<Result<Vec<Vec<u8>>, String>> {
+/// The per-item function of this stage: the sample at every configured size, or the decode error. A missing
+/// cache object is a hard error.
+fn render(
+    env: &Env,
+    inputs: &Inputs,
+    sample: &Sample,
+    resizer: &mut fir::Resizer,
+) -> Result<Result<Vec<Vec<u8>>, String>> {
     let pixels = sample.upscaled_object.as_ref().unwrap_or(&sample.object);
-    let bytes = crate::cache::read_object(&ctx.env.workdir, pixels)
-        .with_context(|| format!("pack: cannot read the image of {}", sample.key))?;
-    let decoded = match crate::imageio::decode_rgb8(&bytes, &ctx.plan.limits) {
-        Ok(decoded) => decoded,
+    let image = match cache::load_rgb8(&env.workdir, pixels, &inputs.limits)
+        .with_context(|| format!("pack: cannot read the image of {}", sample.key))?
+    {
+        Ok(image) => image,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let fit = ctx.plan.pack.fit;
-    Ok(Ok(sizes(ctx).into_iter().map(|size| square_resize(&decoded.image, size, fit, resizer)).collect()))
+    let fit = inputs.settings.fit;
+    Ok(Ok(sizes(&inputs.settings).into_iter().map(|size| square_resize(&image, size, fit, resizer)).collect()))
 }
 
 /// Makes `image` square per `fit` and resizes it to size x size; returns packed RGB bytes (row-major).
@@ -377,7 +380,8 @@ pub fn pad_to_square(image: &RgbImage) -> RgbImage {
 /// Writes the current buffers as shard `shard_number` of `split` (one file per size) and records shard, index and
 /// checksum in their rows.
 fn flush(
-    ctx: &Ctx,
+    env: &Env,
+    inputs: &Inputs,
     split: &'static str,
     shard_number: usize,
     buffers: &mut [ShardBuffer],
@@ -385,11 +389,11 @@ fn flush(
 ) -> Result<()> {
     for buffer in buffers.iter_mut() {
         let relative = format!("shards/{}/{split}-{shard_number:05}.safetensors", buffer.size);
-        let header = shard_header(buffer.size, split, ctx.plan.pack.fit, &buffer.keys)?;
+        let header = shard_header(buffer.size, split, inputs.settings.fit, &buffer.keys)?;
         let mut hasher = blake3::Hasher::new();
         hasher.update(&header).update(&buffer.pixels);
         let checksum = hasher.finalize().to_hex().to_string();
-        atomic_write_with(&ctx.env.workdir.root().join(&relative), |file| {
+        atomic_write_with(&env.workdir.root().join(&relative), |file| {
             file.write_all(&header)?;
             file.write_all(&buffer.pixels)?;
             Ok(())

@@ -1,50 +1,29 @@
-//! `anime-pipe run`: the stages listed in pipeline.yaml, in pipeline order, skipping up-to-date ones.
+//! `anime-pipe run`: the stages of the plan, in pipeline order, skipping those whose stamp says their manifest was
+//! computed from the same inputs.
+use crate::env::Env;
 use crate::manifest::is_up_to_date;
 use crate::named::Named;
 use crate::report::Summary;
-use crate::stages::{Ctx, Stage};
+use crate::stages::Plan;
 use anyhow::Result;
 
-pub fn run(ctx: &Ctx, force: bool) -> Result<Summary> {
+pub fn run(env: &Env, plan: &Plan, force: bool) -> Result<Summary> {
     let mut summary = Summary::start("run");
     let (mut ran, mut skipped) = (0, 0);
-    for &stage in &ctx.plan.stages {
-        let fingerprint = fingerprint(ctx, stage)?;
-        if !force && is_up_to_date(&ctx.env.workdir, stage.name(), &fingerprint) {
+    for &stage in &plan.stages {
+        // Built only now: the upstream manifest it pins may have just been rewritten by the previous stage.
+        let inputs = stage.inputs(plan, &env.workdir)?;
+        if !force && is_up_to_date(&env.workdir, stage.name(), &inputs.fingerprint()) {
             summary.fact(stage.name(), "up to date (skipped)");
             skipped += 1;
             continue;
         }
-        let stage_summary = run_stage(ctx, stage)?;
-        ctx.env.reporter.emit(&stage_summary);
+        let stage_summary = inputs.run(env)?;
+        env.reporter.emit(&stage_summary);
         summary.fact(stage.name(), format!("ran in {:.2} s", stage_summary.seconds));
         ran += 1;
     }
     summary.count("stages run", ran).count("stages skipped", skipped);
-    summary.fact("dataset digest", crate::digest::dataset_digest(&ctx.env.workdir)?);
+    summary.fact("dataset digest", crate::digest::dataset_digest(&env.workdir)?);
     Ok(summary.finish())
-}
-
-pub fn fingerprint(ctx: &Ctx, stage: Stage) -> Result<String> {
-    use crate::stages::*;
-    match stage {
-        Stage::Ingest => ingest::fingerprint(ctx),
-        Stage::Dedup => dedup::fingerprint(ctx),
-        Stage::Crop => crop::fingerprint(ctx),
-        Stage::Upscale => upscale::fingerprint(ctx),
-        Stage::Clean => clean::fingerprint(ctx),
-        Stage::Pack => pack::fingerprint(ctx),
-    }
-}
-
-pub fn run_stage(ctx: &Ctx, stage: Stage) -> Result<Summary> {
-    use crate::stages::*;
-    match stage {
-        Stage::Ingest => ingest::run(ctx),
-        Stage::Dedup => dedup::run(ctx),
-        Stage::Crop => crop::run(ctx),
-        Stage::Upscale => upscale::run(ctx),
-        Stage::Clean => clean::run(ctx),
-        Stage::Pack => pack::run(ctx),
-    }
 }

@@ -27,20 +27,22 @@
 //! | `status` | str | "ok", or "rejected" when the item no longer decodes |
 //! | `reason` | str? | `decode_failed` or null |
 //! | `error` | str? | decoder message |
+//! | `pixel_hash` ... `entropy` | | the original's measures, passed through (see `crate::measure`) for `clean` |
 use crate::cache;
+use crate::env::Env;
 use crate::faces::upscale::{upscale_to, Method, SrModel, Tiling};
+use crate::imageio::Limits;
 use crate::manifest::columns::{col, frame};
-use crate::manifest::{file_blake3, publish_stage};
+use crate::manifest::{measure_columns, publish_stage, read_items, Item, Reason, Upstream};
 use crate::named::Named;
 use crate::pixels::encode_png;
 use crate::report::Summary;
 use crate::runtime::SessionOptions;
-use crate::stages::Ctx;
-use crate::stages::{read_items, CleanItem};
+use crate::stages::{ModelRef, Plan, Stage};
+use crate::workdir::Workdir;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 /// Resolved `upscale:`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,9 +53,32 @@ pub struct UpscaleSettings {
     pub tiling: Tiling,
 }
 
-pub const STAGE: &str = "upscale";
 /// Bumped when the upscaling pixels change, so stamps made by older code no longer match.
-const ALGORITHM: &str = "upscale/1";
+pub const ALGORITHM: &str = "upscale/2";
+
+/// Everything upscale's output depends on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    pub upstream: Upstream,
+    pub settings: UpscaleSettings,
+    /// Decode limits decide which items are `decode_failed`.
+    pub limits: Limits,
+    /// The super-resolution model (none for Lanczos).
+    pub model: Option<ModelRef>,
+}
+
+impl Inputs {
+    pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
+        let models = &plan.models;
+        let model = match plan.upscale.method {
+            Method::Lanczos => None,
+            Method::Waifu2x => Some(ModelRef::of(&models.waifu2x)),
+            Method::Realesrgan => Some(ModelRef::of(&models.realesrgan)),
+        };
+        let upstream = Stage::Upscale.upstream_of(plan, workdir)?;
+        Ok(Self { upstream, settings: plan.upscale.clone(), limits: plan.limits, model })
+    }
+}
 
 /// What happened to one item.
 #[derive(Debug, Clone, Default)]
@@ -65,64 +90,31 @@ struct Outcome {
     error: Option<String>,
 }
 
-/// The manifest `upscale` reads: `crop` when that stage is configured, else `dedup`.
-pub fn input_stage(ctx: &Ctx) -> &'static str {
-    use crate::named::Named;
-    ctx.plan.upstream(crate::stages::Stage::Upscale).expect("upscale has an upstream").name()
-}
-
-fn model_path(ctx: &Ctx) -> Option<&PathBuf> {
-    let models = &ctx.plan.models;
-    match ctx.plan.upscale.method {
-        Method::Lanczos => None,
-        Method::Waifu2x => Some(&models.waifu2x),
-        Method::Realesrgan => Some(&models.realesrgan),
+impl Outcome {
+    fn unchanged() -> Self {
+        Outcome { method: "none", factor: 1.0, ..Default::default() }
     }
 }
 
-pub fn fingerprint(ctx: &Ctx) -> Result<String> {
-    let upstream = input_stage(ctx);
-    let upstream_hash = file_blake3(&ctx.env.workdir.manifest_path(upstream))
-        .with_context(|| format!("upscale needs manifests/{upstream}.parquet: run `anime-pipe {upstream}` first"))?;
-    let model = match model_path(ctx) {
-        Some(path) => file_blake3(path).unwrap_or_else(|_| "missing".into()),
-        None => "none".into(),
-    };
-    let mut hasher = blake3::Hasher::new();
-    for part in [
-        ALGORITHM.to_string(),
-        upstream.to_string(),
-        upstream_hash,
-        serde_json::to_string(&ctx.plan.upscale)?,
-        serde_json::to_string(&ctx.plan.limits)?,
-        model,
-    ] {
-        hasher.update(part.as_bytes()).update(b"\0");
-    }
-    Ok(hasher.finalize().to_hex().to_string())
-}
-
-pub fn run(ctx: &Ctx) -> Result<Summary> {
-    let mut summary = Summary::start(STAGE);
-    let fingerprint = fingerprint(ctx)?;
-    let upstream = input_stage(ctx);
-    let items = read_items(ctx, upstream)?;
-    let settings = &ctx.plan.upscale;
-    let needs = |item: &CleanItem| item.width.min(item.height) < settings.target;
+pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
+    let mut summary = Summary::start(Stage::Upscale.name());
+    let items = read_items(&env.workdir, &inputs.upstream)?;
+    let settings = &inputs.settings;
+    let needs = |item: &Item| item.width.min(item.height) < settings.target;
     let to_upscale = items.iter().filter(|i| needs(i)).count();
-    let model = match model_path(ctx) {
-        Some(path) if to_upscale > 0 => Some(load_model(ctx, path)?),
+    let model = match &inputs.model {
+        Some(model) if to_upscale > 0 => Some(load_model(env, settings.method, model)?),
         _ => None,
     };
 
-    let bar = ctx.env.reporter.bar(to_upscale as u64, STAGE);
+    let bar = env.reporter.bar(to_upscale as u64, Stage::Upscale.name());
     let outcomes: Vec<Outcome> = items
         .par_iter()
         .map(|item| {
             if !needs(item) {
-                return Ok(Outcome { method: "none", factor: 1.0, ..Default::default() });
+                return Ok(Outcome::unchanged());
             }
-            let outcome = upscale_item(ctx, item, model.as_ref());
+            let outcome = upscale_item(&env.workdir, item, inputs, model.as_ref());
             bar.inc(1);
             outcome
         })
@@ -130,7 +122,7 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
     bar.finish_and_clear();
 
     let mut df = manifest(&items, &outcomes, settings.target)?;
-    publish_stage(&ctx.env.workdir, STAGE, &mut df, &fingerprint)?;
+    publish_stage(&env.workdir, Stage::Upscale.name(), &mut df, fingerprint)?;
 
     let upscaled = outcomes.iter().filter(|o| o.upscaled.is_some()).count() as u64;
     let rejected = outcomes.iter().filter(|o| o.error.is_some()).count() as u64;
@@ -140,35 +132,35 @@ pub fn run(ctx: &Ctx) -> Result<Summary> {
         .count("already large enough", (items.len() - to_upscale) as u64)
         .count("rejected", rejected);
     for _ in 0..rejected {
-        summary.reject("decode_failed");
+        summary.reject(Reason::DecodeFailed.name());
     }
-    summary.fact("input manifest", format!("{upstream}.parquet"));
+    summary.fact("input manifest", format!("{}.parquet", inputs.upstream.stage));
     summary.fact("method", settings.method.name()).fact("target", format!("{} px (shorter side)", settings.target));
     if let Some(m) = &model {
         summary.fact("device", format!("{:?}", m.device));
     }
-    summary.fact("manifest", ctx.env.workdir.manifest_path(STAGE).display());
+    summary.fact("manifest", env.workdir.manifest_path(Stage::Upscale.name()).display());
     Ok(summary.finish())
 }
 
-fn load_model(ctx: &Ctx, path: &std::path::Path) -> Result<SrModel> {
-    let options = SessionOptions { device: ctx.env.device, threads: ctx.env.threads, optimize: true };
-    let method = ctx.plan.upscale.method;
-    SrModel::load(path, method, &options)
+fn load_model(env: &Env, method: Method, model: &ModelRef) -> Result<SrModel> {
+    let options = SessionOptions { device: env.device, threads: env.threads, optimize: true };
+    SrModel::load(&model.path, method, &options)
         .with_context(|| format!("upscale: cannot load the {} model (models.{})", method.name(), method.name()))
 }
 
-fn upscale_item(ctx: &Ctx, item: &CleanItem, model: Option<&SrModel>) -> Result<Outcome> {
-    let bytes = crate::cache::read_object(&ctx.env.workdir, &item.object)
-        .with_context(|| format!("upscale: cannot read the image of {}", item.key))?;
-    let image = match crate::imageio::decode_rgb8(&bytes, &ctx.plan.limits) {
-        Ok(decoded) => decoded.image,
-        Err(e) => return Ok(Outcome { method: "none", factor: 1.0, error: Some(e.to_string()), ..Default::default() }),
+/// One item brought up to the target: decoded, upscaled, stored in the cache as PNG.
+fn upscale_item(workdir: &Workdir, item: &Item, inputs: &Inputs, model: Option<&SrModel>) -> Result<Outcome> {
+    let image = match cache::load_rgb8(workdir, &item.object, &inputs.limits)
+        .with_context(|| format!("upscale: cannot read the image of {}", item.key))?
+    {
+        Ok(image) => image,
+        Err(e) => return Ok(Outcome { error: Some(e.to_string()), ..Outcome::unchanged() }),
     };
-    let settings = &ctx.plan.upscale;
+    let settings = &inputs.settings;
     let up = upscale_to(&image, settings.target, model, &settings.tiling)
         .with_context(|| format!("upscale: {} failed on {}", settings.method.name(), item.key))?;
-    let object = cache::store_object(&ctx.env.workdir, &encode_png(&up.image)?)?;
+    let object = cache::store_object(workdir, &encode_png(&up.image)?)?;
     let (w, h) = up.image.dimensions();
     Ok(Outcome {
         factor: f64::from(w.min(h)) / f64::from(image.width().min(image.height())),
@@ -179,7 +171,7 @@ fn upscale_item(ctx: &Ctx, item: &CleanItem, model: Option<&SrModel>) -> Result<
     })
 }
 
-fn manifest(items: &[CleanItem], outcomes: &[Outcome], target: u32) -> Result<polars::prelude::DataFrame> {
+fn manifest(items: &[Item], outcomes: &[Outcome], target: u32) -> Result<polars::prelude::DataFrame> {
     let up = |f: &dyn Fn(&(String, u32, u32)) -> u32| -> Vec<Option<u32>> {
         outcomes.iter().map(|o| o.upscaled.as_ref().map(f)).collect()
     };
@@ -204,8 +196,12 @@ fn manifest(items: &[CleanItem], outcomes: &[Outcome], target: u32) -> Result<po
         col("upscale_passes", outcomes.iter().map(|o| o.passes).collect::<Vec<_>>()),
         col("target", vec![target; items.len()]),
         col("status", outcomes.iter().map(|o| if o.error.is_some() { "rejected" } else { "ok" }).collect::<Vec<_>>()),
-        col("reason", outcomes.iter().map(|o| o.error.as_ref().map(|_| "decode_failed")).collect::<Vec<_>>()),
+        col(
+            "reason",
+            outcomes.iter().map(|o| o.error.as_ref().map(|_| Reason::DecodeFailed.name())).collect::<Vec<_>>(),
+        ),
         col("error", outcomes.iter().map(|o| o.error.clone()).collect::<Vec<_>>()),
     ]);
+    columns.extend(measure_columns(items.iter().map(|i| i.measures.as_ref())));
     frame(items.len(), columns)
 }

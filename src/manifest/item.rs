@@ -1,0 +1,130 @@
+//! The one item type that stages hand on: an accepted row of a manifest (a source image, a face crop, an
+//! upscaled item) with its measures, and the one reader of such rows.
+use super::columns::{self, col};
+use super::Upstream;
+use crate::measure::{thumb_from_hex, thumb_hex, Measures};
+use crate::quality::Scores;
+use crate::workdir::Workdir;
+use anyhow::{anyhow, Result};
+use polars::prelude::{Column, DataFrame};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub key: String,
+    pub source: String,
+    pub source_index: u32,
+    pub path: String,
+    /// Cache object holding the image (blake3 of its bytes).
+    pub object: String,
+    pub width: u32,
+    pub height: u32,
+    /// The source's flag, when the manifest carries it.
+    pub already_cropped: Option<bool>,
+    /// The upscaled version of `object` (upscale.parquet and after; null when the item was large enough).
+    /// `width` and `height` stay those of `object`: size filters judge the original.
+    pub upscaled_object: Option<String>,
+    /// What later stages need from the pixels (null only in manifests written before measures existed).
+    pub measures: Option<Measures>,
+}
+
+/// The rows with status "ok" of the upstream manifest, in canonical order (source_index, path; ties keep the
+/// manifest's order). The manifest must still be the one the upstream's hash names.
+pub fn read_items(workdir: &Workdir, upstream: &Upstream) -> Result<Vec<Item>> {
+    let df = upstream.read(workdir)?;
+    let mut items = items_of(&df, &upstream.stage)?;
+    items.sort_by(|a, b| (a.source_index, &a.path).cmp(&(b.source_index, &b.path)));
+    Ok(items)
+}
+
+fn items_of(df: &DataFrame, stage: &str) -> Result<Vec<Item>> {
+    let status = columns::strings(df, "status")?;
+    let (key, source, path, object) = (
+        columns::strings(df, "key")?,
+        columns::strings(df, "source")?,
+        columns::strings(df, "path")?,
+        columns::opt_strings(df, "object")?,
+    );
+    let (source_index, width, height) =
+        (columns::u32s(df, "source_index")?, columns::opt_u32s(df, "width")?, columns::opt_u32s(df, "height")?);
+    let cropped = optional(df, "already_cropped", columns::opt_bools)?;
+    let upscaled = optional(df, "upscaled_object", columns::opt_strings)?;
+    let measures = read_measures(df)?;
+    let mut items = Vec::new();
+    for row in (0..df.height()).filter(|&r| status[r] == "ok") {
+        let missing = |what: &str| anyhow!("{stage}.parquet row {:?}: status \"ok\" but no {what}", key[row]);
+        items.push(Item {
+            key: key[row].clone(),
+            source: source[row].clone(),
+            source_index: source_index[row],
+            path: path[row].clone(),
+            object: object[row].clone().ok_or_else(|| missing("object"))?,
+            width: width[row].ok_or_else(|| missing("width"))?,
+            height: height[row].ok_or_else(|| missing("height"))?,
+            already_cropped: cropped[row],
+            upscaled_object: upscaled[row].clone(),
+            measures: measures[row].clone(),
+        });
+    }
+    Ok(items)
+}
+
+/// A column that older or other manifests may lack: all null then.
+fn optional<T: Clone>(
+    df: &DataFrame,
+    name: &str,
+    read: fn(&DataFrame, &str) -> Result<Vec<Option<T>>>,
+) -> Result<Vec<Option<T>>> {
+    if columns::has(df, name) {
+        read(df, name)
+    } else {
+        Ok(vec![None; df.height()])
+    }
+}
+
+/// The measure columns: `pixel_hash`, `phash`, `thumb`, `sharpness`, `colorfulness`, `grayscale`, `entropy`.
+pub const MEASURE_COLUMNS: [&str; 7] =
+    ["pixel_hash", "phash", "thumb", "sharpness", "colorfulness", "grayscale", "entropy"];
+
+/// The measures of every row (None where a row, or the manifest, has none).
+pub fn read_measures(df: &DataFrame) -> Result<Vec<Option<Measures>>> {
+    if !MEASURE_COLUMNS.iter().all(|c| columns::has(df, c)) {
+        return Ok(vec![None; df.height()]);
+    }
+    let (pixel_hash, phash, thumb) =
+        (columns::opt_strings(df, "pixel_hash")?, columns::opt_u64s(df, "phash")?, columns::opt_strings(df, "thumb")?);
+    let (sharpness, colorfulness, entropy) = (
+        columns::opt_f64s(df, "sharpness")?,
+        columns::opt_f64s(df, "colorfulness")?,
+        columns::opt_f64s(df, "entropy")?,
+    );
+    let grayscale = columns::opt_bools(df, "grayscale")?;
+    Ok((0..df.height())
+        .map(|r| {
+            Some(Measures {
+                pixel_hash: pixel_hash[r].clone()?,
+                phash: phash[r]?,
+                thumb: thumb_from_hex(thumb[r].as_deref()?)?,
+                quality: Scores {
+                    sharpness: sharpness[r]?,
+                    colorfulness: colorfulness[r]?,
+                    grayscale: grayscale[r]?,
+                    entropy: entropy[r]?,
+                },
+            })
+        })
+        .collect())
+}
+
+/// The measure columns of `rows` (null where a row has none), in [`MEASURE_COLUMNS`] order.
+pub fn measure_columns<'a>(rows: impl Iterator<Item = Option<&'a Measures>> + Clone) -> Vec<Column> {
+    let pick = |f: fn(&Measures) -> f64| rows.clone().map(|m| m.map(f)).collect::<Vec<Option<f64>>>();
+    vec![
+        col("pixel_hash", rows.clone().map(|m| m.map(|m| m.pixel_hash.clone())).collect::<Vec<_>>()),
+        col("phash", rows.clone().map(|m| m.map(|m| m.phash)).collect::<Vec<Option<u64>>>()),
+        col("thumb", rows.clone().map(|m| m.map(|m| thumb_hex(&m.thumb))).collect::<Vec<_>>()),
+        col("sharpness", pick(|m| m.quality.sharpness)),
+        col("colorfulness", pick(|m| m.quality.colorfulness)),
+        col("grayscale", rows.clone().map(|m| m.map(|m| m.quality.grayscale)).collect::<Vec<_>>()),
+        col("entropy", pick(|m| m.quality.entropy)),
+    ]
+}

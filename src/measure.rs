@@ -1,0 +1,68 @@
+//! Everything later stages need from an image's pixels, measured from its one decode: `ingest` measures every
+//! accepted file and `crop` every crop it makes, and the manifests carry the measures on, so `dedup` and `clean`
+//! decode nothing. None of it depends on a threshold (thresholds are applied where the measures are read).
+use crate::imagehash::{self, Signature, THUMB_LEN};
+use crate::quality::{self, Scores};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measures {
+    /// blake3 of size + RGB8 pixels (exact-pixel duplicates).
+    pub pixel_hash: String,
+    /// 64-bit DCT perceptual hash (near duplicates).
+    pub phash: u64,
+    /// 4x4 RGB thumbnail that confirms pHash candidates.
+    pub thumb: [u8; THUMB_LEN],
+    /// Sharpness, colourfulness, grayscale flag, entropy (`clean`).
+    pub quality: Scores,
+}
+
+/// Measures one decoded image (consumed: the hashes reduce it in place).
+pub fn measure(image: image::RgbImage) -> Measures {
+    let quality = quality::score_image(&image);
+    let Signature { pixel_hash, phash, thumb } = imagehash::signature(image);
+    Measures { pixel_hash, phash, thumb, quality }
+}
+
+impl Measures {
+    pub fn signature(&self) -> Signature {
+        Signature { pixel_hash: self.pixel_hash.clone(), phash: self.phash, thumb: self.thumb }
+    }
+}
+
+/// The thumbnail as 96 lowercase hex digits (its manifest column).
+pub fn thumb_hex(thumb: &[u8; THUMB_LEN]) -> String {
+    thumb.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The thumbnail from its hex column; None when malformed.
+pub fn thumb_from_hex(hex: &str) -> Option<[u8; THUMB_LEN]> {
+    if hex.len() != 2 * THUMB_LEN {
+        return None;
+    }
+    let mut out = [0u8; THUMB_LEN];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumb_hex_round_trips() {
+        let thumb: [u8; THUMB_LEN] = std::array::from_fn(|i| (i * 5) as u8);
+        assert_eq!(thumb_from_hex(&thumb_hex(&thumb)), Some(thumb));
+        assert_eq!(thumb_from_hex("zz"), None);
+    }
+
+    #[test]
+    fn measures_equal_the_separate_hashes_and_scores() {
+        let img = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 77]));
+        let m = measure(img.clone());
+        assert_eq!(m.phash, imagehash::phash(&img));
+        assert_eq!(m.quality, quality::score_image(&img));
+        assert_eq!(m.signature(), imagehash::signature(img));
+    }
+}

@@ -1,0 +1,176 @@
+//! `anime-pipe dedup`: marks exact and near duplicates among the accepted ingest rows. Nothing is deleted: every
+//! accepted ingest row gets one row in `manifests/dedup.parquet`, and duplicates point at the row kept for them.
+//!
+//! ## What counts as a duplicate
+//! - `exact_bytes`: same blake3 of the file bytes (same cache object).
+//! - `exact_pixels`: same decoded RGB8 pixels and size, different bytes (e.g. a PNG and a lossless WebP/BMP of the
+//!   same picture). `pixel_hash` = blake3 of `width (u32 LE) ‖ height (u32 LE) ‖ RGB8 rows`.
+//! - `near`: 64-bit DCT perceptual hashes within `dedup.phash_threshold` bits (Hamming distance; `--threshold`;
+//!   off with `--no-near` / `dedup.near: false`), **confirmed by colour**: the mean absolute difference of the
+//!   two images' 4x4 RGB thumbnails must be at most [`NEAR_MAX_COLOUR_DIFFERENCE`] (10 of 255). pHash sees only
+//!   luma structure, and aligned face crops share it: on the Getchu faces, pHash alone at 6 bits pairs different
+//!   characters in the same pose and chains them into groups of hundreds; with the colour check every pair we
+//!   inspected was the same picture (retouched, re-encoded or resized).
+//!   The pHash: the image reduced to 32x32 RGB (image's triangle filter, in f32; images larger than 128 px on a
+//!   side are first reduced to at most 128x128 in 8-bit), luma = 0.299 R + 0.587 G + 0.114 B, 2-D DCT-II, the
+//!   top-left 8x8 coefficients compared with their median, bit `63 - (8u + v)` set when coefficient (u, v) is
+//!   above it (the construction of Python's `imagehash.phash`). Every hash has 32 bits set, so distances are even
+//!   (thresholds 6 and 7 behave alike). The thumbnail is the 8x8-block means of the same 32x32 reduction. Robust
+//!   to resizing, re-encoding (JPEG quality) and crops of up to about 3% of a side at the default threshold (a
+//!   5% crop moves the hash by about 10 bits); not to flips or large crops.
+//!
+//! ## Groups and the keep policy
+//! Duplicate relations are merged with union-find into connected components, so relations **chain**: if A~B and
+//! B~C then A, B and C form one group even when A and C are further apart than the threshold (their `hamming` to
+//! the kept row can then exceed the threshold). Within a group the kept row is the one with the largest
+//! resolution (width x height), then the lowest `source_index`, then the smallest `path` (then `key`). Every other
+//! row gets `status` "duplicate" and `duplicate_of` = the kept row's key. `dup_kind` says which level of the
+//! hierarchy made the row redundant, applying the same ranking at each level: `exact_bytes` when a better-ranked
+//! row has the same bytes; otherwise `exact_pixels` when a better-ranked row has the same pixels; otherwise
+//! `near`. So the exact_bytes count is always (rows - distinct objects) and the exact_pixels count (distinct
+//! objects - distinct pixel hashes), whatever the near-duplicate threshold; `duplicate_of` still names the
+//! group's kept row, which for an exact copy of a near duplicate is not itself byte-identical.
+//!
+//! ## Scale
+//! Nothing is decoded: pixel hash, pHash and thumbnail were measured by `ingest` from its one decode of each file
+//! and are read from ingest.parquet. The near search runs over distinct pictures (one per pixel hash) with
+//! multi-index hashing ([`crate::imagehash::near_pairs`]): no quadratic scan.
+//!
+//! ## dedup.parquet (one row per accepted ingest row, in ingest order: source_index, path)
+//! | column | type | meaning |
+//! |---|---|---|
+//! | key, source, source_index, path | str, str, u32, str | as in ingest.parquet |
+//! | already_cropped | bool | as in ingest.parquet |
+//! | object | str | cache object (blake3 of the bytes) |
+//! | width, height | u32 | image size |
+//! | status | str | "ok" (kept or unique) or "duplicate" |
+//! | reason | str? | null when ok; the dup_kind for duplicates |
+//! | duplicate_of | str? | key of the kept row (duplicates only) |
+//! | dup_kind | str? | "exact_bytes", "exact_pixels" or "near" (duplicates only) |
+//! | hamming | u32? | pHash distance to the kept row (near duplicates only) |
+//! | pixel_hash, phash, thumb | str, u64, str | the measures from ingest.parquet (see `crate::measure`) |
+//! | sharpness, colorfulness, grayscale, entropy | f64, f64, bool, f64 | quality scores, carried on to `clean` |
+mod group;
+
+use crate::env::Env;
+use crate::manifest::columns::{col, frame};
+use crate::manifest::{measure_columns, publish_stage, read_items, Item, Upstream};
+use crate::measure::Measures;
+use crate::named::Named;
+use crate::report::Summary;
+use crate::stages::{Plan, Stage};
+use crate::workdir::Workdir;
+use anyhow::{Context, Result};
+use group::{group, Verdict};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Resolved `dedup:`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DedupSettings {
+    /// Near duplicates: at most this many differing bits of 64.
+    pub phash_threshold: u32,
+    /// Look for near duplicates at all (exact ones always).
+    pub near: bool,
+}
+
+/// Bumped when the output for the same inputs changes, so stamps made by older code no longer match.
+pub const ALGORITHM: &str = "dedup/2";
+
+/// Everything dedup's output depends on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    pub upstream: Upstream,
+    pub settings: DedupSettings,
+}
+
+impl Inputs {
+    pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
+        Ok(Self { upstream: Stage::Dedup.upstream_of(plan, workdir)?, settings: plan.dedup })
+    }
+}
+
+pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
+    let mut summary = Summary::start(Stage::Dedup.name());
+    let items = read_items(&env.workdir, &inputs.upstream)?;
+    let measures = measures_of(&items)?;
+    let threshold = inputs.settings.near.then_some(inputs.settings.phash_threshold);
+    let verdicts = group(&items, &measures, threshold);
+    let mut df = manifest_frame(&items, &measures, &verdicts)?;
+    publish_stage(&env.workdir, Stage::Dedup.name(), &mut df, fingerprint)?;
+    summarize(&mut summary, env, inputs, &items, &verdicts);
+    Ok(summary.finish())
+}
+
+/// Every accepted ingest row carries its measures; a manifest written before they existed must be re-made.
+fn measures_of(items: &[Item]) -> Result<Vec<&Measures>> {
+    items
+        .iter()
+        .map(|it| {
+            it.measures.as_ref().with_context(|| {
+                format!(
+                    "ingest.parquet row {:?} has no measures (an older manifest): run `anime-pipe ingest` again",
+                    it.key
+                )
+            })
+        })
+        .collect()
+}
+
+fn manifest_frame(items: &[Item], measures: &[&Measures], verdicts: &[Verdict]) -> Result<polars::prelude::DataFrame> {
+    let duplicate = |i: usize| match &verdicts[i] {
+        Verdict::Duplicate { of, kind, hamming } => Some((*of, *kind, *hamming)),
+        Verdict::Ok => None,
+    };
+    let n = items.len();
+    let status: Vec<&str> = (0..n).map(|i| if duplicate(i).is_some() { "duplicate" } else { "ok" }).collect();
+    let kind: Vec<Option<&str>> = (0..n).map(|i| duplicate(i).map(|d| d.1.name())).collect();
+    let strs = |f: fn(&Item) -> String| items.iter().map(f).collect::<Vec<_>>();
+    let mut columns = vec![
+        col("key", strs(|it| it.key.clone())),
+        col("source", strs(|it| it.source.clone())),
+        col("source_index", items.iter().map(|it| it.source_index).collect::<Vec<u32>>()),
+        col("path", strs(|it| it.path.clone())),
+        col("already_cropped", items.iter().map(|it| it.already_cropped).collect::<Vec<Option<bool>>>()),
+        col("object", strs(|it| it.object.clone())),
+        col("width", items.iter().map(|it| it.width).collect::<Vec<u32>>()),
+        col("height", items.iter().map(|it| it.height).collect::<Vec<u32>>()),
+        col("status", status),
+        col("reason", kind.clone()),
+        col("duplicate_of", (0..n).map(|i| duplicate(i).map(|d| items[d.0].key.clone())).collect::<Vec<_>>()),
+        col("dup_kind", kind),
+        col("hamming", (0..n).map(|i| duplicate(i).and_then(|d| d.2)).collect::<Vec<Option<u32>>>()),
+    ];
+    columns.extend(measure_columns(measures.iter().map(|m| Some(*m))));
+    frame(n, columns)
+}
+
+fn summarize(summary: &mut Summary, env: &Env, inputs: &Inputs, items: &[Item], verdicts: &[Verdict]) {
+    let mut groups: HashMap<usize, u32> = HashMap::new();
+    for v in verdicts {
+        if let Verdict::Duplicate { of, kind, .. } = v {
+            *groups.entry(*of).or_default() += 1;
+            summary.reject(kind.name());
+        }
+    }
+    let duplicates: u32 = groups.values().sum();
+    summary
+        .count("items", items.len() as u64)
+        .count("kept", (items.len() - duplicates as usize) as u64)
+        .count("duplicates", u64::from(duplicates))
+        .count("duplicate groups", groups.len() as u64);
+    let d = inputs.settings;
+    summary.fact(
+        "near duplicates",
+        if d.near {
+            format!(
+                "pHash within {} bits, colour difference <= {}",
+                d.phash_threshold,
+                crate::imagehash::NEAR_MAX_COLOUR_DIFFERENCE
+            )
+        } else {
+            "off".into()
+        },
+    );
+    summary.fact("manifest", env.workdir.manifest_path(Stage::Dedup.name()).display());
+}

@@ -1,0 +1,373 @@
+//! Archive sources (.zip, .tar, .tar.gz): read sequentially, never extracted; entries validated in parallel
+//! batches of bounded size; per-entry and per-archive byte budgets against zip bombs; unsafe entry names rejected.
+use super::examine::examine;
+use super::index::{Index, IndexRow};
+use super::listing::{os_bytes, ArchiveFile, ArchiveKind};
+use super::rows::{hex, path_identity, Outcome, Row};
+use super::{Ctx, Source, Stats, BATCH_BYTES, BATCH_ENTRIES};
+use crate::imageio::Limits;
+use crate::manifest::Reason;
+use anyhow::Result;
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::sync::atomic::Ordering;
+
+pub(super) fn ingest_archive(
+    ctx: &Ctx<'_>,
+    source: &Source,
+    source_index: u32,
+    archive: &ArchiveFile,
+    index: &Index,
+    new_index: &mut Vec<IndexRow>,
+    stats: &Stats,
+) -> Result<Vec<Row>> {
+    let origin = hex(&os_bytes(archive.path.as_os_str()));
+    if let Some(found) = index.reuse_archive(&origin, archive.stamp, &ctx.env.workdir) {
+        stats.reused.fetch_add(found.len() as u64, Ordering::Relaxed);
+        let rows = found.iter().map(|e| e.row(source_index)).collect();
+        new_index.extend(found);
+        return Ok(rows);
+    }
+    let kind = match archive.kind {
+        Ok(kind) => kind,
+        Err((reason, ref detail)) => {
+            return Ok(vec![Row::new(source_index, b"", 0, Outcome::rejected(reason, detail.clone()))]);
+        }
+    };
+    // A zip's entry count is known up front (the bar gets its length in `read_zip`); a tar's is not.
+    let bar =
+        if kind == ArchiveKind::Zip { ctx.env.reporter.bar(0, "ingest") } else { ctx.env.reporter.spinner("ingest") };
+    bar.set_message(format!("{} ({})", source.name, archive.path.display()));
+    let mut batch = Batch::new(ctx, source_index, stats, bar.clone());
+    let opened = File::open(&archive.path);
+    match (kind, opened) {
+        (_, Err(e)) => batch.archive_row(Reason::Unreadable, format!("cannot open the archive: {e}")),
+        (ArchiveKind::Zip, Ok(file)) => read_zip(file, &mut batch)?,
+        (ArchiveKind::Tar, Ok(file)) => read_tar(BufReader::new(file), &mut batch)?,
+        (ArchiveKind::TarGz, Ok(file)) => {
+            read_tar(BufReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))), &mut batch)?
+        }
+    }
+    let rows = batch.finish()?;
+    bar.finish_and_clear();
+    let unreadable = rows.iter().any(|r| r.path.is_empty() && r.out.reason == Some(Reason::Unreadable));
+    if !unreadable {
+        new_index.extend(rows.iter().map(|r| IndexRow::entry(origin.clone(), archive.stamp, r)));
+    }
+    Ok(rows)
+}
+
+/// Archive entries read so far, validated in parallel once enough bytes are buffered.
+pub(super) struct Batch<'a> {
+    ctx: &'a Ctx<'a>,
+    source_index: u32,
+    stats: &'a Stats,
+    bar: ProgressBar,
+    pending: Vec<(Row, Vec<u8>)>,
+    pending_bytes: usize,
+    rows: Vec<Row>,
+    budget: Budget,
+}
+
+impl<'a> Batch<'a> {
+    fn new(ctx: &'a Ctx<'a>, source_index: u32, stats: &'a Stats, bar: ProgressBar) -> Self {
+        let budget = Budget { limits: ctx.inputs.limits, used: 0 };
+        Self { ctx, source_index, stats, bar, pending: Vec::new(), pending_bytes: 0, rows: Vec::new(), budget }
+    }
+
+    fn row(&self, path: (String, Option<String>), ordinal: u32, out: Outcome) -> Row {
+        Row { source_index: self.source_index, path: path.0, path_hex: path.1, ordinal, out }
+    }
+
+    fn reject(&mut self, path: (String, Option<String>), ordinal: u32, out: Outcome) {
+        let row = self.row(path, ordinal, out);
+        self.rows.push(row);
+        self.bar.inc(1);
+    }
+
+    /// A row about the archive itself (path "").
+    fn archive_row(&mut self, reason: Reason, detail: String) {
+        self.reject((String::new(), None), u32::MAX, Outcome::rejected(reason, detail));
+    }
+
+    fn add(&mut self, path: (String, Option<String>), ordinal: u32, data: Vec<u8>) -> Result<()> {
+        self.pending_bytes += data.len();
+        let row = self.row(path, ordinal, Outcome::default());
+        self.pending.push((row, data));
+        if self.pending_bytes >= BATCH_BYTES || self.pending.len() >= BATCH_ENTRIES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let (ctx, stats, bar) = (self.ctx, self.stats, &self.bar);
+        let outcomes = self
+            .pending
+            .par_iter()
+            .map(|(_, data)| {
+                let out = examine(data, ctx, stats);
+                bar.inc(1);
+                out
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for ((mut row, _), out) in self.pending.drain(..).zip(outcomes) {
+            row.out = out;
+            self.rows.push(row);
+        }
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<Row>> {
+        self.flush()?;
+        Ok(self.rows)
+    }
+
+    /// Reads one entry under the size caps, queueing it for validation or recording why it was not read.
+    fn read_entry(
+        &mut self,
+        path: (String, Option<String>),
+        ordinal: u32,
+        declared: u64,
+        r: &mut impl Read,
+    ) -> Result<()> {
+        if let Err((reason, detail)) = self.budget.admit(declared) {
+            self.reject(path, ordinal, Outcome::rejected(reason, detail).with_bytes(Some(declared)));
+            return Ok(());
+        }
+        match self.budget.read(r, declared) {
+            Ok(data) => self.add(path, ordinal, data),
+            Err((reason, detail)) => {
+                self.reject(path, ordinal, Outcome::rejected(reason, detail));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Caps on what one archive may make us read: per entry (`max_file_bytes`) and in total (`max_archive_bytes`),
+/// checked against the declared size before reading and against the bytes actually produced while reading (a
+/// zip bomb can lie in its headers).
+pub(super) struct Budget {
+    limits: Limits,
+    used: u64,
+}
+
+impl Budget {
+    fn admit(&self, declared: u64) -> Result<(), (Reason, String)> {
+        let l = &self.limits;
+        if declared > l.max_file_bytes {
+            return Err((
+                Reason::TooLarge,
+                format!("declares {declared} bytes > limits.max_file_bytes = {}", l.max_file_bytes),
+            ));
+        }
+        if self.used.saturating_add(declared) > l.max_archive_bytes {
+            return Err((Reason::ArchiveBudgetExceeded, self.exceeded(declared)));
+        }
+        Ok(())
+    }
+
+    fn exceeded(&self, more: u64) -> String {
+        format!(
+            "{} bytes already read + {more} > limits.max_archive_bytes = {}",
+            self.used, self.limits.max_archive_bytes
+        )
+    }
+
+    fn read(&mut self, r: &mut impl Read, declared: u64) -> Result<Vec<u8>, (Reason, String)> {
+        let l = self.limits;
+        let cap = l.max_file_bytes.min(l.max_archive_bytes.saturating_sub(self.used));
+        let mut data = Vec::with_capacity(declared.min(cap).min(BATCH_BYTES as u64) as usize);
+        let result = r.take(cap.saturating_add(1)).read_to_end(&mut data);
+        self.used = self.used.saturating_add(data.len() as u64);
+        if let Err(e) = result {
+            let reason =
+                if e.kind() == std::io::ErrorKind::UnexpectedEof { Reason::Truncated } else { Reason::Corrupt };
+            return Err((reason, format!("cannot read the archive entry: {e}")));
+        }
+        let len = data.len() as u64;
+        if len > l.max_file_bytes {
+            return Err((
+                Reason::TooLarge,
+                format!("expands past limits.max_file_bytes = {} (declared {declared})", l.max_file_bytes),
+            ));
+        }
+        if len > cap {
+            return Err((Reason::ArchiveBudgetExceeded, self.exceeded(0)));
+        }
+        Ok(data)
+    }
+}
+
+/// Why an archive entry name must never be used as a path, if it must not.
+pub(super) fn unsafe_entry_name(raw: &[u8]) -> Option<&'static str> {
+    if raw.contains(&0) {
+        return Some("NUL byte in the entry name");
+    }
+    if raw.starts_with(b"/") || raw.starts_with(b"\\") {
+        return Some("absolute entry path");
+    }
+    if raw.len() >= 2 && raw[0].is_ascii_alphabetic() && raw[1] == b':' {
+        return Some("drive-letter entry path");
+    }
+    if raw.split(|&b| b == b'/' || b == b'\\').any(|c| c == b"..") {
+        return Some("'..' in the entry path");
+    }
+    None
+}
+
+/// Entry name as a '/'-separated path without "." or empty components (`./a//b.jpg` -> `a/b.jpg`).
+pub(super) fn normalize_entry_name(raw: &[u8], backslash_is_separator: bool) -> Vec<u8> {
+    let is_sep = |b: &u8| *b == b'/' || (backslash_is_separator && *b == b'\\');
+    let parts: Vec<&[u8]> = raw.split(is_sep).filter(|c| !c.is_empty() && *c != b".").collect();
+    parts.join(&b'/')
+}
+
+pub(super) fn unsafe_row(raw: &[u8], why: &str) -> ((String, Option<String>), Outcome) {
+    (path_identity(raw, None), Outcome::rejected(Reason::UnsafeArchivePath, format!("{why}; not extracted")))
+}
+
+pub(super) fn read_zip(file: File, batch: &mut Batch) -> Result<()> {
+    let mut zip = match zip::ZipArchive::new(BufReader::new(file)) {
+        Ok(zip) => zip,
+        Err(e) => {
+            batch.archive_row(Reason::CorruptArchive, format!("cannot read the zip directory: {e}"));
+            return Ok(());
+        }
+    };
+    batch.bar.set_length(zip.len() as u64);
+    let names: Vec<Vec<u8>> = zip.file_names_raw().map(<[u8]>::to_vec).collect();
+    for (i, raw) in names.iter().enumerate() {
+        let ordinal = i as u32;
+        if let Some(why) = unsafe_entry_name(raw) {
+            let (path, out) = unsafe_row(raw, why);
+            batch.reject(path, ordinal, out);
+            continue;
+        }
+        let normalized = normalize_entry_name(raw, true);
+        let mut entry = match zip.by_index(i) {
+            Ok(entry) => entry,
+            Err(e) => {
+                // Encrypted entries and compression methods this build does not read are unreadable, not corrupt.
+                let msg = e.to_string().to_ascii_lowercase();
+                let unreadable = ["password", "not supported", "unsupported"].iter().any(|m| msg.contains(m));
+                let reason = if unreadable { Reason::Unreadable } else { Reason::Corrupt };
+                batch.reject(path_identity(&normalized, None), ordinal, Outcome::rejected(reason, e.to_string()));
+                continue;
+            }
+        };
+        if entry.is_dir() || normalized.is_empty() {
+            batch.bar.inc(1);
+            continue;
+        }
+        // Names without the UTF-8 flag are CP437 by the zip spec; the zip crate decodes them.
+        let decoded = entry.name().ok().map(|n| normalize_entry_name(n.as_bytes(), true));
+        let path = path_identity(&normalized, decoded.map(|d| String::from_utf8_lossy(&d).into_owned()));
+        if entry.is_symlink() {
+            batch.reject(path, ordinal, Outcome::rejected(Reason::NotAFile, "symlink entry (not followed)"));
+            continue;
+        }
+        let declared = entry.size();
+        batch.read_entry(path, ordinal, declared, &mut entry)?;
+    }
+    Ok(())
+}
+
+pub(super) fn read_tar(reader: impl Read, batch: &mut Batch) -> Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    let entries = match archive.entries() {
+        Ok(entries) => entries,
+        Err(e) => {
+            batch.archive_row(Reason::CorruptArchive, format!("cannot read the tar: {e}"));
+            return Ok(());
+        }
+    };
+    for (i, entry) in entries.enumerate() {
+        let ordinal = i as u32;
+        let mut entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                batch.archive_row(Reason::CorruptArchive, format!("the tar breaks off after {i} entries: {e}"));
+                break;
+            }
+        };
+        let raw = entry.path_bytes().into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_dir() || kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+            continue;
+        }
+        if let Some(why) = unsafe_entry_name(&raw) {
+            let (path, out) = unsafe_row(&raw, why);
+            batch.reject(path, ordinal, out);
+            continue;
+        }
+        let normalized = normalize_entry_name(&raw, false);
+        if normalized.is_empty() {
+            continue;
+        }
+        let path = path_identity(&normalized, None);
+        if !(kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse()) {
+            batch.reject(path, ordinal, Outcome::rejected(Reason::NotAFile, format!("tar entry of type {kind:?}")));
+            continue;
+        }
+        let declared = entry.size();
+        // A tar can only be listed by streaming through it: once the budget is spent, stop.
+        if batch.budget.used.saturating_add(declared) > batch.budget.limits.max_archive_bytes {
+            let detail = batch.budget.exceeded(declared);
+            batch.reject(path, ordinal, Outcome::rejected(Reason::ArchiveBudgetExceeded, detail.clone()));
+            batch.archive_row(
+                Reason::ArchiveBudgetExceeded,
+                format!("stopped reading: {detail}; later entries not listed"),
+            );
+            break;
+        }
+        if declared > batch.budget.limits.max_file_bytes {
+            // Skipped entries still stream through the decompressor: they count against the budget.
+            batch.budget.used += declared;
+        }
+        batch.read_entry(path, ordinal, declared, &mut entry)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_entry_names_are_recognised() {
+        for bad in
+            [&b"../x.jpg"[..], b"a/../../x.jpg", b"/etc/passwd", b"\\win\\x.jpg", b"C:\\x.jpg", b"a\\..\\x", b"a\0b"]
+        {
+            assert!(unsafe_entry_name(bad).is_some(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        for good in [&b"a/b.jpg"[..], b"..a/b..jpg", b"./images/x.png", b"x"] {
+            assert!(unsafe_entry_name(good).is_none(), "{:?}", String::from_utf8_lossy(good));
+        }
+    }
+
+    #[test]
+    fn entry_names_are_normalised() {
+        assert_eq!(normalize_entry_name(b"./a//b/./c.jpg", false), b"a/b/c.jpg");
+        assert_eq!(normalize_entry_name(b"a\\b.jpg", true), b"a/b.jpg");
+        assert_eq!(normalize_entry_name(b"a\\b.jpg", false), b"a\\b.jpg");
+        assert!(normalize_entry_name(b"./", false).is_empty());
+    }
+
+    #[test]
+    fn budget_checks_declared_and_actual_sizes() {
+        let limits = Limits { max_file_bytes: 10, max_pixels: 1, max_archive_bytes: 25 };
+        let mut b = Budget { limits, used: 0 };
+        assert_eq!(b.admit(11).unwrap_err().0, Reason::TooLarge);
+        // A header that lies (declares 5, delivers 50) is caught while reading.
+        assert_eq!(b.read(&mut &[0u8; 50][..], 5).unwrap_err().0, Reason::TooLarge);
+        assert_eq!(b.used, 11, "bytes actually read count against the budget");
+        assert_eq!(b.read(&mut &[0u8; 10][..], 10).unwrap().len(), 10);
+        assert_eq!(b.admit(5).unwrap_err().0, Reason::ArchiveBudgetExceeded);
+        assert_eq!(b.read(&mut &[0u8; 8][..], 1).unwrap_err().0, Reason::ArchiveBudgetExceeded);
+    }
+}

@@ -1,0 +1,70 @@
+//! Directory sources: files listed by `listing`, reused from the re-run index when unchanged, else read (at most
+//! `limits.max_file_bytes + 1` bytes) and examined in parallel.
+use super::examine::examine;
+use super::index::{Index, IndexRow};
+use super::listing::{os_bytes, DirFile, DirListing};
+use super::rows::{hex, Outcome, Row};
+use super::{Ctx, Source, Stats};
+use crate::manifest::Reason;
+use anyhow::Result;
+use rayon::prelude::*;
+use std::fs::File;
+use std::io::Read;
+use std::sync::atomic::Ordering;
+
+pub(super) fn ingest_dir(
+    ctx: &Ctx<'_>,
+    source: &Source,
+    source_index: u32,
+    dir: &DirListing,
+    index: &Index,
+    new_index: &mut Vec<IndexRow>,
+    stats: &Stats,
+) -> Result<Vec<Row>> {
+    let mut rows: Vec<Row> =
+        dir.problems.iter().map(|(rel, out)| Row::new(source_index, rel, 0, out.clone())).collect();
+    let mut todo = Vec::new();
+    for f in &dir.files {
+        let origin = hex(&os_bytes(f.abs.as_os_str()));
+        match index.reuse_file(&origin, f.stamp, &ctx.env.workdir) {
+            Some(out) => {
+                stats.reused.fetch_add(1, Ordering::Relaxed);
+                new_index.push(IndexRow::file(origin, f, out.clone()));
+                rows.push(Row::new(source_index, &f.rel, 0, out));
+            }
+            None => todo.push((f, origin)),
+        }
+    }
+    let bar = ctx.env.reporter.bar(todo.len() as u64, "ingest");
+    bar.set_message(format!("{} ({})", source.name, dir.root.display()));
+    let outcomes = todo
+        .par_iter()
+        .map(|(f, _)| {
+            let out = read_and_examine(f, ctx, stats);
+            bar.inc(1);
+            out
+        })
+        .collect::<Result<Vec<_>>>()?;
+    bar.finish_and_clear();
+    for ((f, origin), out) in todo.into_iter().zip(outcomes) {
+        if out.reason != Some(Reason::Unreadable) {
+            new_index.push(IndexRow::file(origin, f, out.clone()));
+        }
+        rows.push(Row::new(source_index, &f.rel, 0, out));
+    }
+    Ok(rows)
+}
+
+fn read_and_examine(f: &DirFile, ctx: &Ctx<'_>, stats: &Stats) -> Result<Outcome> {
+    let max = ctx.inputs.limits.max_file_bytes;
+    if f.stamp.size > max {
+        let detail = format!("{} bytes > limits.max_file_bytes = {max} (not read)", f.stamp.size);
+        return Ok(Outcome::rejected(Reason::TooLarge, detail).with_bytes(Some(f.stamp.size)));
+    }
+    // Read at most max+1 bytes: the file may have grown since it was listed.
+    let mut bytes = Vec::with_capacity(f.stamp.size as usize);
+    match File::open(&f.abs).and_then(|file| file.take(max + 1).read_to_end(&mut bytes)) {
+        Ok(_) => examine(&bytes, ctx, stats),
+        Err(e) => Ok(Outcome::rejected(Reason::Unreadable, e.to_string()).with_bytes(Some(f.stamp.size))),
+    }
+}

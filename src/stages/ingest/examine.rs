@@ -1,0 +1,55 @@
+//! One file's bytes -> its outcome: blake3, the safe decode, the measures later stages need.
+use super::rows::Outcome;
+use super::{Ctx, Stats};
+use crate::imageio;
+use crate::manifest::Reason;
+use crate::measure::measure;
+use anyhow::Result;
+use std::sync::atomic::Ordering;
+
+/// Hashes, decodes (the one decode of this file in the whole pipeline) and measures one file's bytes; stores
+/// accepted ones in the cache. Errors only when the cache cannot be
+/// written (the workdir's fault, not the input's).
+pub(super) fn examine(bytes: &[u8], ctx: &Ctx<'_>, stats: &Stats) -> Result<Outcome> {
+    stats.decoded.fetch_add(1, Ordering::Relaxed);
+    let hash = blake3::hash(bytes).to_hex().to_string();
+    let size = Some(bytes.len() as u64);
+    let out = match imageio::decode_rgb8(bytes, &ctx.inputs.limits) {
+        Ok(decoded) => {
+            stats.writer.store(hash.clone(), bytes.to_vec())?;
+            let (width, height) = decoded.image.dimensions();
+            Outcome {
+                bytes: size,
+                blake3: Some(hash),
+                format: Some(decoded.format.to_string()),
+                width: Some(width),
+                height: Some(height),
+                color: Some(decoded.color),
+                frames: Some(decoded.frames),
+                measures: Some(measure(decoded.image)),
+                reason: None,
+                error: None,
+            }
+        }
+        Err(e) => {
+            let format = imageio::sniff_format(bytes).or_else(|| imageio::sniff_unsupported(bytes));
+            let detail = match looks_like_archive(bytes) {
+                true if e.reason == Reason::NotAnImage => {
+                    "an archive inside a source is not opened: list it under `sources:` to ingest its entries".into()
+                }
+                _ => e.detail,
+            };
+            Outcome {
+                bytes: size,
+                blake3: Some(hash),
+                format: format.map(str::to_string),
+                ..Outcome::rejected(e.reason, detail)
+            }
+        }
+    };
+    Ok(out)
+}
+
+fn looks_like_archive(b: &[u8]) -> bool {
+    b.starts_with(b"PK\x03\x04") || b.starts_with(&[0x1F, 0x8B]) || b.get(257..262) == Some(b"ustar")
+}

@@ -1,0 +1,188 @@
+//! `anime-pipe ingest`: every file of every source becomes one row of `manifests/ingest.parquet`; every valid
+//! image is stored once in the content-addressed cache, so later stages never read the sources again.
+//!
+//! Sources (pipeline.yaml `sources:` or `--source PATH`) are directories (walked recursively, following symlinks,
+//! with loop detection) or archives: `.zip`, `.tar`, `.tar.gz`/`.tgz`, recognised by content (zip/gzip/ustar
+//! magic; the extension is only a fallback for old v7 tars and to call unrecognised bytes a `corrupt_archive`).
+//! Archives are read sequentially, never extracted to disk; their entries are validated in parallel batches of at
+//! most 64 MiB, so memory stays bounded whatever the archive size. Inside a directory source, the workdir's own
+//! `cache/`, `manifests/`, `shards/` and `runs/` are skipped.
+//!
+//! Each file is read once, hashed (blake3) and fully decoded by [`crate::imageio::decode_rgb8`] (see `imageio` for
+//! the format/colour/animation policy and the decode reasons); from that one decode it is measured
+//! ([`crate::measure`]: pixel hash, pHash, colour thumbnail, quality scores), so `dedup` and `clean` decode nothing. Bad input never stops the run: it becomes a row with
+//! `status` "rejected" and a `reason`. Only bad config (a missing source, a source that is neither a directory nor
+//! an archive) and an unwritable workdir are errors.
+//!
+//! ## ingest.parquet (one row per file or archive entry; sorted by source_index, path, path_hex, entry order)
+//! | column | type | meaning |
+//! |---|---|---|
+//! | key | str | `<source>/<path>`; unique: a repeated name (e.g. twice in one zip) gets `#2`, `#3`, ... |
+//! | source | str | source name from pipeline.yaml |
+//! | source_index | u32 | position of the source in pipeline.yaml |
+//! | path | str | '/'-separated path inside the source, lossy UTF-8 (*); "" for a row about an archive itself |
+//! | path_hex | str? | the raw name bytes in hex when they are not UTF-8 (null otherwise), so nothing is lost |
+//! | already_cropped | bool | the source's `already_cropped` flag |
+//! | bytes | u64? | file size (null when it could not be determined) |
+//! | blake3 | str? | blake3 hex of the file bytes (null when the file was not read) |
+//! | object | str? | cache object holding the bytes (= blake3) for accepted rows, null otherwise |
+//! | format | str? | by content: jpeg, png, gif, webp, bmp, tiff, or an unsupported one (avif, heic, svg, psd, ...) |
+//! | width, height | u32? | upright image size (accepted rows) |
+//! | color | str? | original colour type (rgb8, rgba8, l8, la8, rgb16, rgba16, l16, cmyk8, palette, ...) |
+//! | frames | u32? | frames in the file (animations: the first is used) |
+//! | pixel_hash, phash, thumb | str?, u64?, str? | measures for `dedup` (accepted rows; see `crate::measure`) |
+//! | sharpness, colorfulness, grayscale, entropy | f64?, f64?, bool?, f64? | quality scores for `clean` |
+//! | status | str | "ok" or "rejected" |
+//! | reason | str? | null when ok, else one of the reasons below |
+//! | error | str? | human-readable detail for rejected rows |
+//!
+//! (*) Zip names without the UTF-8 flag are decoded as CP437 (the zip spec's default); `path_hex` keeps the bytes.
+//!
+//! Reasons: from decoding (`empty_file`, `too_large`, `not_an_image`, `unsupported_format`, `decompression_bomb`,
+//! `truncated`, `corrupt`), from the file system (`unreadable`: permission/IO error or broken symlink;
+//! `symlink_loop`; `not_a_file`: FIFO, socket, device, or a symlink/link entry inside an archive), from archives
+//! (`unsafe_archive_path`: absolute, drive-letter, NUL or `..` entry names, never extracted;
+//! `archive_budget_exceeded`: the archive's total uncompressed bytes passed `limits.max_archive_bytes` (a zip
+//! lists every entry past the budget; a tar stops there and adds one row for the archive, since a tar can only be
+//! listed by decompressing it); `too_large` also applies to entries by declared and by actual size;
+//! `corrupt_archive`: the archive (row with path "") cannot be read, or a tar breaks off part way).
+//!
+//! ## Re-runs
+//! A private index, `cache/ingest-index.parquet` (not a manifest: manifests stay byte-identical), remembers each
+//! file's outcome keyed by absolute path, size, mtime and ctime (archives: the archive's path, size, mtime and
+//! ctime, for all their entries at once) and the limits in force. Unchanged files are neither read nor decoded
+//! again; the summary's `decoded` and `reused` counts show it. Like make and git, this trusts mtime/ctime: a file
+//! rewritten with the same size within the file system's timestamp granularity would be missed (deleting
+//! `cache/ingest-index.parquet` makes the next run re-read everything).
+mod archives;
+mod directories;
+mod examine;
+mod index;
+mod listing;
+mod rows;
+
+use crate::cache;
+use crate::env::Env;
+use crate::imageio::Limits;
+use crate::manifest;
+use crate::named::Named;
+use crate::report::Summary;
+use crate::stages::{Plan, Stage};
+use crate::workdir::Workdir;
+use anyhow::Result;
+use index::{limits_tag, Index};
+use listing::{Listing, Listings};
+use rows::{manifest_frame, sort_canonically, Row};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One entry of `sources:` (or `--source PATH`), resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    pub name: String,
+    pub path: PathBuf,
+    pub already_cropped: bool,
+}
+
+/// Bumped when the output for the same inputs changes, so stamps made by older code no longer match.
+pub const ALGORITHM: &str = "ingest/2";
+/// Archive entries are validated in parallel batches of at most this many bytes / entries.
+const BATCH_BYTES: usize = 64 << 20;
+const BATCH_ENTRIES: usize = 2048;
+
+/// Everything ingest's output depends on: the sources, the limits, and what the sources hold now.
+#[derive(Serialize)]
+pub struct Inputs {
+    pub sources: Vec<Source>,
+    pub limits: Limits,
+    pub listing: Listings,
+}
+
+impl Inputs {
+    /// Lists every source (a folder walk, an archive's header): the listing is part of the fingerprint.
+    pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
+        let listing = listing::list_sources(&plan.sources, workdir)?;
+        Ok(Self { sources: plan.sources.clone(), limits: plan.limits, listing })
+    }
+}
+
+/// One ingest run: where it works and what it was asked.
+struct Ctx<'a> {
+    env: &'a Env,
+    inputs: &'a Inputs,
+}
+
+pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
+    let mut summary = Summary::start(Stage::Ingest.name());
+    let ctx = &Ctx { env, inputs };
+    let limits_tag = limits_tag(&inputs.limits);
+    let index = Index::load(&env.workdir, &limits_tag);
+    let stats = Stats::new(&env.workdir);
+    let mut new_index = Vec::new();
+    let mut rows = Vec::new();
+    for (i, (source, listing)) in inputs.sources.iter().zip(&inputs.listing.0).enumerate() {
+        let source_index = i as u32;
+        let found = match listing {
+            Listing::Dir(dir) => {
+                directories::ingest_dir(ctx, source, source_index, dir, &index, &mut new_index, &stats)?
+            }
+            Listing::Archive(a) => {
+                archives::ingest_archive(ctx, source, source_index, a, &index, &mut new_index, &stats)?
+            }
+        };
+        rows.extend(found);
+    }
+    stats.new_objects.store(stats.writer.finish()?, Ordering::Relaxed);
+    cache::sync_objects(&env.workdir)?;
+    for entry in &mut new_index {
+        entry.limits.clone_from(&limits_tag);
+    }
+    Index::save(&env.workdir, &new_index)?;
+    sort_canonically(&mut rows);
+    let mut df = manifest_frame(&inputs.sources, &rows)?;
+    manifest::publish_stage(&env.workdir, Stage::Ingest.name(), &mut df, fingerprint)?;
+    summarize(&mut summary, ctx, &rows, &stats);
+    Ok(summary.finish())
+}
+
+pub(super) struct Stats {
+    pub(super) decoded: AtomicU64,
+    pub(super) reused: AtomicU64,
+    pub(super) new_objects: AtomicU64,
+    pub(super) writer: cache::ObjectWriter,
+}
+
+/// Background threads storing cache objects: file creation is latency-bound, so more writers than cores pay off.
+const OBJECT_WRITERS: usize = 8;
+
+impl Stats {
+    pub(super) fn new(workdir: &Workdir) -> Stats {
+        Stats {
+            decoded: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+            new_objects: AtomicU64::new(0),
+            writer: cache::ObjectWriter::new(workdir, OBJECT_WRITERS),
+        }
+    }
+}
+
+fn summarize(summary: &mut Summary, ctx: &Ctx<'_>, rows: &[Row], stats: &Stats) {
+    let accepted = rows.iter().filter(|r| r.out.is_ok()).count() as u64;
+    let unique: BTreeSet<&str> =
+        rows.iter().filter(|r| r.out.is_ok()).filter_map(|r| r.out.blake3.as_deref()).collect();
+    summary
+        .count("sources", ctx.inputs.sources.len() as u64)
+        .count("files", rows.len() as u64)
+        .count("accepted", accepted)
+        .count("rejected", rows.len() as u64 - accepted)
+        .count("unique images", unique.len() as u64)
+        .count("decoded", stats.decoded.load(Ordering::Relaxed))
+        .count("reused", stats.reused.load(Ordering::Relaxed))
+        .count("new objects", stats.new_objects.load(Ordering::Relaxed));
+    for reason in rows.iter().filter_map(|r| r.out.reason) {
+        summary.reject(reason.name());
+    }
+    summary.fact("manifest", ctx.env.workdir.manifest_path(Stage::Ingest.name()).display());
+}
