@@ -64,7 +64,12 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
-        Ok(Self { upstream: Stage::Clean.upstream_of(plan, workdir)?, settings: plan.clean })
+        Ok(Self::from_plan(plan, Stage::Clean.upstream_of(plan, workdir)?))
+    }
+
+    /// The inputs under `plan` reading `upstream`.
+    pub fn from_plan(plan: &Plan, upstream: Upstream) -> Self {
+        Self { upstream, settings: plan.clean }
     }
 }
 

@@ -100,13 +100,18 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
-        Ok(Self {
-            upstream: Stage::Crop.upstream_of(plan, workdir)?,
+        Ok(Self::from_plan(plan, Stage::Crop.upstream_of(plan, workdir)?))
+    }
+
+    /// The inputs under `plan` reading `upstream`.
+    pub fn from_plan(plan: &Plan, upstream: Upstream) -> Self {
+        Self {
+            upstream,
             settings: plan.crop.clone(),
             limits: plan.limits,
             detector: ModelRef::of(&plan.models.face_detector),
             already_cropped: plan.sources.iter().map(|s| (s.name.clone(), s.already_cropped)).collect(),
-        })
+        }
     }
 
     fn passes_through(&self, item: &Item) -> bool {

@@ -191,3 +191,130 @@ impl ModelRef {
         Self { path: path.to_path_buf(), blake3: crate::manifest::file_blake3(path).ok() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+
+    /// Which plan sections each stage's output depends on (besides its upstream manifest). Model paths are not
+    /// listed: models enter by content hash (tested below), so moving a model file changes nothing.
+    const READS: &[(Stage, &[&str])] = &[
+        (Stage::Ingest, &["sources", "limits"]),
+        (Stage::Dedup, &["dedup"]),
+        (Stage::Crop, &["crop", "limits", "sources"]),
+        (Stage::Upscale, &["upscale", "limits"]),
+        (Stage::Clean, &["clean"]),
+        (Stage::Pack, &["pack", "limits"]),
+    ];
+
+    fn base_plan(source: &std::path::Path) -> Plan {
+        let yaml = format!(
+            "sources: [{{name: s, path: {}}}]\nstages: [ingest, dedup, crop, upscale, clean, pack]\n",
+            source.display()
+        );
+        let file = crate::config::ConfigFile::parse(&yaml, "pipeline.yaml".as_ref()).unwrap();
+        file.resolve("/base".as_ref()).unwrap().plan
+    }
+
+    /// Every stage's fingerprint under `plan`, or None when the plan cannot be listed (a perturbed source path).
+    fn fingerprints(plan: &Plan, workdir: &Workdir) -> Option<BTreeMap<Stage, String>> {
+        let upstream = Upstream { stage: "upstream".into(), blake3: "0".repeat(64) };
+        let mut out = BTreeMap::new();
+        out.insert(Stage::Ingest, Inputs::Ingest(ingest::Inputs::new(plan, workdir).ok()?).fingerprint());
+        out.insert(Stage::Dedup, Inputs::Dedup(dedup::Inputs::from_plan(plan, upstream.clone())).fingerprint());
+        out.insert(Stage::Crop, Inputs::Crop(crop::Inputs::from_plan(plan, upstream.clone())).fingerprint());
+        out.insert(Stage::Upscale, Inputs::Upscale(upscale::Inputs::from_plan(plan, upstream.clone())).fingerprint());
+        out.insert(Stage::Clean, Inputs::Clean(clean::Inputs::from_plan(plan, upstream.clone())).fingerprint());
+        out.insert(Stage::Pack, Inputs::Pack(pack::Inputs::from_plan(plan, upstream)).fingerprint());
+        Some(out)
+    }
+
+    /// Paths (JSON pointers) of every scalar in `v`.
+    fn leaves(v: &Value, path: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => map.iter().for_each(|(k, v)| leaves(v, format!("{path}/{k}"), out)),
+            Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| leaves(v, format!("{path}/{i}"), out)),
+            _ => out.push(path),
+        }
+    }
+
+    /// Another value of the same kind that still deserialises into a plan.
+    fn perturbed(plan: &Value, pointer: &str) -> Option<Plan> {
+        let old = plan.pointer(pointer)?.clone();
+        let candidates: Vec<Value> = match &old {
+            Value::Bool(b) => vec![Value::Bool(!b)],
+            Value::Number(n) if n.is_u64() => vec![Value::from(n.as_u64()? + 1)],
+            Value::Number(n) => vec![Value::from(n.as_f64()? * 0.5 + 0.125)],
+            Value::String(_) => ["yolo", "edge", "constant", "pad", "waifu2x", "realesrgan", "other"]
+                .iter()
+                .map(|s| Value::from(*s))
+                .filter(|c| *c != old)
+                .collect(),
+            _ => vec![],
+        };
+        candidates.into_iter().find_map(|c| {
+            let mut changed = plan.clone();
+            *changed.pointer_mut(pointer)? = c;
+            serde_json::from_value(changed).ok()
+        })
+    }
+
+    #[test]
+    fn every_setting_a_stage_reads_changes_its_fingerprint_and_no_other_setting_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src");
+        std::fs::create_dir_all(&source).unwrap();
+        std::fs::write(source.join("a.png"), b"not really a png").unwrap();
+        let workdir = Workdir::open(dir.path().join("work")).unwrap();
+        let plan = base_plan(&source);
+        let base = fingerprints(&plan, &workdir).unwrap();
+        let json = serde_json::to_value(&plan).unwrap();
+        let mut paths = Vec::new();
+        leaves(&json, String::new(), &mut paths);
+        let mut checked = 0;
+        for pointer in paths.iter().filter(|p| !p.starts_with("/stages") && !p.starts_with("/models")) {
+            let Some(changed_plan) = perturbed(&json, pointer) else { continue };
+            let Some(changed) = fingerprints(&changed_plan, &workdir) else { continue };
+            let section = pointer.split('/').nth(1).unwrap();
+            for (stage, reads) in READS {
+                let differs = base[stage] != changed[stage];
+                assert_eq!(differs, reads.contains(&section), "{stage}: changing {pointer} (section {section})");
+            }
+            checked += 1;
+        }
+        // Every section's scalars were exercised (sources, limits, dedup, crop, upscale, clean, pack).
+        assert!(checked >= 30, "only {checked} settings perturbed");
+    }
+
+    #[test]
+    fn a_replaced_model_changes_the_fingerprint_and_a_moved_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"), dir.path().join("c.onnx"));
+        std::fs::write(&a, b"model one").unwrap();
+        std::fs::write(&b, b"model one").unwrap();
+        std::fs::write(&c, b"model two").unwrap();
+        let mut plan = base_plan(dir.path());
+        let upstream = Upstream { stage: "dedup".into(), blake3: "1".repeat(64) };
+        let with = |plan: &Plan| Inputs::Crop(crop::Inputs::from_plan(plan, upstream.clone())).fingerprint();
+        plan.models.face_detector = a;
+        let first = with(&plan);
+        plan.models.face_detector = b;
+        assert_eq!(with(&plan), first, "same bytes elsewhere");
+        plan.models.face_detector = c;
+        assert_ne!(with(&plan), first, "other bytes");
+    }
+
+    #[test]
+    fn upstreams_follow_the_enabled_stages() {
+        use Stage::*;
+        assert_eq!(Clean.upstream(&[Ingest, Dedup, Clean, Pack]), Some(Dedup));
+        assert_eq!(Clean.upstream(&[Ingest, Dedup, Crop, Clean, Pack]), Some(Crop));
+        assert_eq!(Clean.upstream(&Stage::ALL.to_vec()), Some(Upscale));
+        assert_eq!(Upscale.upstream(&[Dedup, Upscale]), Some(Dedup));
+        assert_eq!(Upscale.upstream(&[Crop, Upscale]), Some(Crop));
+        assert_eq!(Ingest.upstream(&Stage::ALL.to_vec()), None);
+        assert_eq!(Pack.upstream(&[]), Some(Clean));
+    }
+}

@@ -172,7 +172,12 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
-        Ok(Self { upstream: Stage::Pack.upstream_of(plan, workdir)?, settings: plan.pack.clone(), limits: plan.limits })
+        Ok(Self::from_plan(plan, Stage::Pack.upstream_of(plan, workdir)?))
+    }
+
+    /// The inputs under `plan` reading `upstream`.
+    pub fn from_plan(plan: &Plan, upstream: Upstream) -> Self {
+        Self { upstream, settings: plan.pack.clone(), limits: plan.limits }
     }
 }
 

@@ -69,14 +69,18 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
+        Ok(Self::from_plan(plan, Stage::Upscale.upstream_of(plan, workdir)?))
+    }
+
+    /// The inputs under `plan` reading `upstream`.
+    pub fn from_plan(plan: &Plan, upstream: Upstream) -> Self {
         let models = &plan.models;
         let model = match plan.upscale.method {
             Method::Lanczos => None,
             Method::Waifu2x => Some(ModelRef::of(&models.waifu2x)),
             Method::Realesrgan => Some(ModelRef::of(&models.realesrgan)),
         };
-        let upstream = Stage::Upscale.upstream_of(plan, workdir)?;
-        Ok(Self { upstream, settings: plan.upscale.clone(), limits: plan.limits, model })
+        Self { upstream, settings: plan.upscale.clone(), limits: plan.limits, model }
     }
 }
 

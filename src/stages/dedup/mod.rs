@@ -86,7 +86,12 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
-        Ok(Self { upstream: Stage::Dedup.upstream_of(plan, workdir)?, settings: plan.dedup })
+        Ok(Self::from_plan(plan, Stage::Dedup.upstream_of(plan, workdir)?))
+    }
+
+    /// The inputs under `plan` reading `upstream`.
+    pub fn from_plan(plan: &Plan, upstream: Upstream) -> Self {
+        Self { upstream, settings: plan.dedup }
     }
 }
 
