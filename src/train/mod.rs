@@ -11,6 +11,7 @@
 //! * [`loader`] - memory-mapped shards, seeded per-epoch shuffles, augmentation, a prefetching thread.
 //! * [`trainer`] - the loop over `gan::runner` (state stays on the execution provider's device between steps),
 //!   metrics, samples, checkpoints, Ctrl-C and divergence handling, exact resume.
+//! * [`run_config`] - `config.json`, and the architecture and runner configuration derived from the config.
 //! * [`checkpoint`] - the checkpoint format (where checkpoints go is `crate::rundir`'s).
 //! * [`plots`] - `loss.png`.
 //! * [`progress`] - `progress.png`, the first row of each epoch's sample grid.
@@ -25,6 +26,7 @@ pub mod loader;
 pub mod plots;
 pub mod presets;
 pub mod progress;
+pub mod run_config;
 pub mod sample;
 pub mod trainer;
 pub mod walks;

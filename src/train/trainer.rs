@@ -18,8 +18,7 @@
 //! across threads without changing any summation order: dcgan64 at batch 128 gave byte-identical checkpoints at
 //! -j 1, 2, 3 and 4 (checked by hand; a CUDA run is not bit-reproducible).
 use crate::gan::generator::{latents, Generator, EXPORT_BATCH};
-use crate::gan::models::Arch;
-use crate::gan::runner::{AdamHyper, GanConfig, Labels, Metrics, Runner, RunnerOptions};
+use crate::gan::runner::{Metrics, Runner, RunnerOptions};
 use crate::pixels::write_png;
 use crate::report::{Reporter, Summary};
 use crate::rundir::{self, MetricRow, RunDir};
@@ -27,12 +26,13 @@ use crate::runtime::{Device, Resolved, SessionOptions};
 use crate::train::checkpoint::{self, Checkpoint, Meta, Progress};
 use crate::train::loader::{stream_seed, Loader, LoaderSpec, Position, ShardSet};
 use crate::train::plots;
-use crate::train::presets::{OptimConfig, TrainConfig};
+use crate::train::presets::TrainConfig;
 use crate::train::progress::write_progress;
+use crate::train::run_config::{arch_of, gan_config, DatasetInfo, RunConfig, RUN_FORMAT};
 use crate::train::sample::{self, GRID_COMPRESSION, SAMPLE_COLS, SAMPLE_ROWS};
 use crate::workdir::{atomic_write, Workdir};
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -85,37 +85,6 @@ pub struct TrainRequest {
     pub reporter: Reporter,
     pub debug: DebugOptions,
 }
-
-/// `config.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunConfig {
-    pub format: String,
-    pub name: String,
-    pub train: TrainConfig,
-    /// The architecture as built (family, size, widths, latent size, dropout).
-    pub arch: Arch,
-    /// The runner's configuration derived from `train` (optimisers, labels, seed).
-    pub gan: GanConfig,
-    pub dataset: DatasetInfo,
-    /// Where the step graphs ran at the latest (re)start: "cpu" or "cuda:N".
-    pub device: String,
-    pub threads: usize,
-    pub anime_pipe_version: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DatasetInfo {
-    /// See `loader::ShardSet::digest`.
-    pub digest: String,
-    pub workdir: PathBuf,
-    pub image_size: u32,
-    pub split: String,
-    pub images: usize,
-    pub batches_per_epoch: u64,
-    pub shards: Vec<String>,
-}
-
-pub const RUN_FORMAT: &str = "anime-pipe-run/1";
 
 /// Why the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -197,38 +166,6 @@ fn install_ctrlc() {
             tracing::warn!("cannot install the Ctrl-C handler: {e}");
         }
     });
-}
-
-/// The runner's configuration for a training config.
-pub fn gan_config(c: &TrainConfig) -> Result<GanConfig> {
-    let hyper = |o: &OptimConfig| AdamHyper {
-        lr: o.lr as f32,
-        beta1: o.beta1 as f32,
-        beta2: o.beta2 as f32,
-        eps: o.eps as f32,
-        weight_decay: o.weight_decay as f32,
-    };
-    Ok(GanConfig {
-        arch: arch_of(c)?,
-        batch: c.batch_size,
-        d_optimizer: c.d.optimizer,
-        g_optimizer: c.g.optimizer,
-        d: hyper(&c.d),
-        g: hyper(&c.g),
-        labels: Labels { real: c.real_label as f32, fake: 0.0, gen: 1.0, flip: c.label_flip as f32 },
-        seed: c.seed,
-    })
-}
-
-/// The architecture named by `train.arch`, at `train.image_size` with the configured widths and latent size.
-pub fn arch_of(c: &TrainConfig) -> Result<Arch> {
-    let mut arch: Arch = c.arch.parse()?;
-    arch.image_size = c.image_size as usize;
-    arch.nz = c.latent;
-    arch.ngf = c.g_width;
-    arch.ndf = c.d_width;
-    arch.validate().with_context(|| format!("train.arch = {} at train.image_size = {}", c.arch, c.image_size))?;
-    Ok(arch)
 }
 
 /// Runs (or continues) a training run.
