@@ -31,6 +31,7 @@ pub mod named;
 pub mod pixels;
 pub mod quality;
 pub mod report;
+pub mod rundir;
 pub mod runtime;
 pub mod sample_data;
 pub mod shards;

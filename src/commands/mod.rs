@@ -117,7 +117,7 @@ pub fn run(cli: Cli) -> Result<()> {
 fn train(env: &Env, flags: settings::TrainFlags, resolved: &Resolved) -> Result<()> {
     let settings::TrainFlags { run, debug, bench_loader } = flags;
     if let Some(batches) = bench_loader {
-        env.reporter.emit(&crate::train::bench_loader(&env.workdir, &resolved.train, batches)?);
+        env.reporter.emit(&crate::train::bench_loader::run(&env.workdir, &resolved.train, batches)?);
         return Ok(());
     }
     let request = crate::train::trainer::TrainRequest {

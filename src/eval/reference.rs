@@ -11,7 +11,7 @@
 //! `key` = blake3 hex of `"anime-pipe-fid-ref/1\n"` followed by `digest=<dataset digest>\nsplit=<split>\n
 //! size=<size>\ninception=<blake3 of the model file>\nmax_reference=<N or all>\n`. The dataset digest
 //! ([`crate::digest::dataset_digest`]) covers every manifest and shard, so any change to the data gives a new key;
-//! so does another Inception file. Tensors: `mean` F64 [d], `cov` F64 [d, d] (divided by n - 1), `features` F32
+//! so does another Inception file. Tensors: `mean` F64 `[d]`, `cov` F64 `[d, d]` (divided by n - 1), `features` F32
 //! [n, d] (for KID and the spread ratio); `__metadata__`: `format` = "anime-pipe-fid-ref/1", `dataset_digest`,
 //! `split`, `size`, `inception_blake3`, `count`, `max_reference`. Written atomically; a file that does not parse
 //! or does not match its metadata is recomputed (with a warning). Old keys are never deleted automatically:

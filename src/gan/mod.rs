@@ -9,6 +9,8 @@
 //!   [`steps::StepGraph`] whose ports carry a [`steps::Role`].
 //! * [`runner`]: [`runner::Runner`] keeps the state on the device and runs iterations; [`runner::GanConfig`]
 //!   holds everything that defines results.
+//! * [`generator`]: running exported generators (ours and PyTorch's) on seeded latents, for `sample`, the
+//!   trainer's sample grids and `eval`.
 //! * [`export`]: `anime-pipe graph` (writes the four `.onnx` files and describes them); [`mod@bench`]: the hidden
 //!   `anime-pipe bench-step`.
 //!
@@ -48,6 +50,7 @@
 //! The generator's inference graph uses batch norm in evaluation mode with the running statistics, baked in.
 pub mod bench;
 pub mod export;
+pub mod generator;
 pub mod models;
 pub mod runner;
 pub mod steps;

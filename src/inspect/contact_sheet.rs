@@ -7,7 +7,7 @@
 //! black band). Only accepted face crops (`kind` "face", status "ok") are shown.
 use crate::imageio::Limits;
 use crate::manifest::columns;
-use crate::pixels::{encode_png, resize_rgb};
+use crate::pixels::{encode_png, grid, resize_rgb, GridLayout};
 use crate::report::Summary;
 use crate::workdir::{atomic_write, Workdir};
 use anyhow::{bail, Context, Result};
@@ -64,22 +64,12 @@ fn accepted_crops(workdir: &Workdir) -> Result<Vec<(String, f64)>> {
         .collect())
 }
 
-/// Cells laid out row-major on a dark background.
+/// Cells laid out row-major on a dark background, at most [`COLUMNS`] per row.
 fn tile(cells: &[RgbImage]) -> RgbImage {
     let columns = COLUMNS.min(cells.len() as u32).max(1);
     let rows = (cells.len() as u32).div_ceil(columns);
-    let side = |n: u32| n * CELL + (n + 1) * GAP;
-    let mut sheet = RgbImage::from_pixel(side(columns), side(rows), BACKGROUND);
-    for (i, cell) in cells.iter().enumerate() {
-        let (col, row) = (i as u32 % columns, i as u32 / columns);
-        image::imageops::replace(
-            &mut sheet,
-            cell,
-            i64::from(GAP + col * (CELL + GAP)),
-            i64::from(GAP + row * (CELL + GAP)),
-        );
-    }
-    sheet
+    let layout = GridLayout { columns, rows, cell: CELL, pad: GAP, background: BACKGROUND.0 };
+    grid(&layout, cells.iter().map(|cell| cell.as_raw().as_slice()))
 }
 
 /// 3x5 glyphs, one row per byte (bit 2 = left column).

@@ -26,6 +26,7 @@
 //! position. Together they are all the randomness of a run. In Python: `safetensors.numpy.load_file(path)` gives the tensors, and `json.loads` of the 8-byte-length
 //! header's `__metadata__` the rest.
 use crate::gan::runner::{self, RngState};
+use crate::rundir::{self, CheckpointName, RunDir};
 use crate::train::loader::Position;
 use crate::train::presets::TrainConfig;
 use crate::workdir::atomic_write_with;
@@ -74,11 +75,11 @@ pub struct Checkpoint {
     pub tensors: Tensors,
 }
 
-/// `epoch-0007.safetensors` at an epoch's end, `step-00001234.safetensors` inside one.
-pub fn file_name(progress: &Progress, at_epoch_end: bool) -> String {
+/// `epoch-0007` at an epoch's end, `step-00001234` inside one (see `rundir` for the files of each name).
+pub fn name(progress: &Progress, at_epoch_end: bool) -> CheckpointName {
     match at_epoch_end {
-        true => format!("epoch-{:04}.safetensors", progress.epoch),
-        false => format!("step-{:08}.safetensors", progress.step()),
+        true => CheckpointName::Epoch(progress.epoch),
+        false => CheckpointName::Step(progress.step()),
     }
 }
 
@@ -187,22 +188,7 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
 
 /// Reads only a checkpoint's metadata (the JSON header; the tensor data is not read).
 pub fn read_meta(path: &Path) -> Result<Meta> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot open checkpoint {}", path.display()))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).with_context(|| format!("{}: truncated", path.display()))?;
-    let len = u64::from_le_bytes(len);
-    ensure!(len < 100 << 20, "{}: implausible header length {len}", path.display());
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).with_context(|| format!("{}: truncated header", path.display()))?;
-    #[derive(serde::Deserialize)]
-    struct Header {
-        #[serde(rename = "__metadata__", default)]
-        metadata: BTreeMap<String, String>,
-    }
-    let header: Header =
-        serde_json::from_slice(&header).with_context(|| format!("{}: header is not valid JSON", path.display()))?;
-    Meta::from_strings(&header.metadata, path)
+    Meta::from_strings(&rundir::read_checkpoint_metadata(path)?, path)
 }
 
 fn meta_of(bytes: &[u8], path: &Path) -> Result<Meta> {
@@ -212,19 +198,10 @@ fn meta_of(bytes: &[u8], path: &Path) -> Result<Meta> {
     Meta::from_strings(&map, path)
 }
 
-/// The checkpoint with the most steps in `dir` (`*.safetensors` whose header parses), if any.
-pub fn latest(dir: &Path) -> Result<Option<(PathBuf, Meta)>> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(None);
-    };
+/// The checkpoint of `run` with the most steps (among those whose metadata parses), if any.
+pub fn latest(run: &RunDir) -> Result<Option<(PathBuf, Meta)>> {
     let mut best: Option<(PathBuf, Meta)> = None;
-    for entry in entries {
-        let path = entry?.path();
-        let is_checkpoint = path.extension().is_some_and(|e| e == "safetensors")
-            && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if !is_checkpoint {
-            continue;
-        }
+    for path in run.checkpoint_states()? {
         match read_meta(&path) {
             Ok(meta) => {
                 let better = best.as_ref().is_none_or(|(p, m)| (meta.progress.step(), &path) > (m.progress.step(), p));
@@ -271,7 +248,10 @@ mod tests {
     #[test]
     fn round_trips_bit_exactly_and_reads_with_the_safetensors_crate() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("epoch-0003.safetensors");
+        let run = RunDir::at(dir.path());
+        run.create_dirs().unwrap();
+        let path = run.checkpoint_state_path(name(&sample().meta.progress, true));
+        assert!(path.ends_with("checkpoints/epoch-0003.safetensors"));
         let c = sample();
         write(&path, &c).unwrap();
         let back = read(&path).unwrap();
@@ -284,10 +264,10 @@ mod tests {
         }
         assert_eq!(read_meta(&path).unwrap(), c.meta);
         // Deterministic bytes: the same checkpoint written twice is the same file.
-        let again = dir.path().join("again.safetensors");
+        let again = run.checkpoints_dir().join("again.safetensors");
         write(&again, &c).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&again).unwrap());
-        let (latest_path, meta) = latest(dir.path()).unwrap().unwrap();
+        let (latest_path, meta) = latest(&run).unwrap().unwrap();
         assert_eq!(meta.progress.step(), 12);
         assert!(latest_path.ends_with("epoch-0003.safetensors") || latest_path.ends_with("again.safetensors"));
     }

@@ -11,54 +11,22 @@
 //! * [`loader`] - memory-mapped shards, seeded per-epoch shuffles, augmentation, a prefetching thread.
 //! * [`trainer`] - the loop over `gan::runner` (state stays on the execution provider's device between steps),
 //!   metrics, samples, checkpoints, Ctrl-C and divergence handling, exact resume.
-//! * [`rundir`] - the run directory layout and `metrics.parquet` (the contract with `anime-pipe eval`).
-//! * [`checkpoint`] - the checkpoint format.
+//! * [`run_config`] - `config.json`, and the architecture and runner configuration derived from the config.
+//! * [`checkpoint`] - the checkpoint format (where checkpoints go is `crate::rundir`'s).
 //! * [`plots`] - `loss.png`.
-//! * [`sample`] - the exported generator, latents, grids, walks.
+//! * [`progress`] - `progress.png`, the first row of each epoch's sample grid.
+//! * [`sample`] - `anime-pipe sample` and the sample-grid layout; [`walks`] - its latent-space walks.
+//! * [`bench_loader`] - `train --bench-loader`: the loader's throughput alone.
+//!
+//! The run directory's layout and `metrics.parquet` (the contract with `anime-pipe eval`) are `crate::rundir`'s;
+//! running exported generators and their latents are `crate::gan::generator`'s.
+pub mod bench_loader;
 pub mod checkpoint;
 pub mod loader;
 pub mod plots;
 pub mod presets;
-pub mod rundir;
+pub mod progress;
+pub mod run_config;
 pub mod sample;
 pub mod trainer;
-
-use crate::report::Summary;
-use crate::workdir::Workdir;
-use anyhow::Result;
-use presets::TrainConfig;
-use std::time::Instant;
-
-/// `train --bench-loader N`: the loader alone (shuffle, augmentation, assembly, channel), as the trainer uses it.
-pub fn bench_loader(workdir: &Workdir, c: &TrainConfig, batches: u64) -> Result<Summary> {
-    let mut summary = Summary::start("train --bench-loader");
-    let opened = Instant::now();
-    let set = std::sync::Arc::new(loader::ShardSet::open(workdir, c.image_size, &c.split)?);
-    let open_s = opened.elapsed().as_secs_f64();
-    let spec = loader::LoaderSpec { batch_size: c.batch_size, seed: c.seed, augment: c.augment };
-    let mut loader = loader::Loader::spawn(set.clone(), spec, loader::Position::default(), c.prefetch)?;
-    let clock = Instant::now();
-    let mut checksum = 0u64;
-    for _ in 0..batches {
-        let batch = loader.next_batch()?;
-        checksum = checksum.wrapping_add(batch.pixels.iter().step_by(4099).map(|&b| u64::from(b)).sum::<u64>());
-    }
-    let seconds = clock.elapsed().as_secs_f64().max(1e-9);
-    let images = batches as f64 * c.batch_size as f64;
-    summary.count("images in split", set.len() as u64).count("batches", batches);
-    summary
-        .fact("batch", format!("{} x {}x{}x3 u8", c.batch_size, c.image_size, c.image_size))
-        .fact(
-            "augment",
-            format!(
-                "flip {}, translate {} px, crop {}, rotate {} deg",
-                c.augment.flip, c.augment.translate, c.augment.crop, c.augment.rotate
-            ),
-        )
-        .fact("open + map shards", format!("{:.3} s", open_s))
-        .fact("batches/s", format!("{:.1}", batches as f64 / seconds))
-        .fact("images/s", format!("{:.0}", images / seconds))
-        .fact("MB/s", format!("{:.0}", images * set.image_bytes() as f64 / seconds / 1e6))
-        .fact("checksum", checksum);
-    Ok(summary.finish())
-}
+pub mod walks;

@@ -5,8 +5,8 @@
 //! for the Go project, BSD-3-Clause, 140 KB; licence in `fonts/LICENSE-Go-fonts.txt`), registered once as
 //! "sans-serif". Plotters' own PNG encoder is left out (it would pull a second `image` version); the RGB buffer is
 //! written with the `image` crate the rest of the tool uses.
-use crate::train::rundir::MetricRow;
-use crate::workdir::atomic_write;
+use crate::pixels::{write_png, PngCompression};
+use crate::rundir::MetricRow;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use std::path::Path;
@@ -113,7 +113,7 @@ fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 /// Renders and writes `loss.png` atomically.
 pub fn write_loss_plot(path: &Path, rows: &[MetricRow], title: &str) -> Result<()> {
     let image = render_losses(rows, title)?;
-    atomic_write(path, &crate::train::sample::png_bytes(&image)?)
+    write_png(path, &image, PngCompression::Fast)
 }
 
 #[cfg(test)]

@@ -17,28 +17,27 @@
 //! (tests/train_run.rs checks this, resuming at another thread count). ONNX Runtime's CPU kernels partition work
 //! across threads without changing any summation order: dcgan64 at batch 128 gave byte-identical checkpoints at
 //! -j 1, 2, 3 and 4 (checked by hand; a CUDA run is not bit-reproducible).
-use crate::gan::models::Arch;
-use crate::gan::runner::{AdamHyper, GanConfig, Labels, Metrics, Runner, RunnerOptions};
+use crate::gan::generator::{latents, Generator, EXPORT_BATCH};
+use crate::gan::runner::{Metrics, Runner, RunnerOptions};
+use crate::pixels::write_png;
 use crate::report::{Reporter, Summary};
+use crate::rundir::{self, MetricRow, RunDir};
 use crate::runtime::{Device, Resolved, SessionOptions};
 use crate::train::checkpoint::{self, Checkpoint, Meta, Progress};
 use crate::train::loader::{stream_seed, Loader, LoaderSpec, Position, ShardSet};
-use crate::train::presets::{OptimConfig, TrainConfig};
-use crate::train::rundir::{self, MetricRow, RunDir};
-use crate::train::{plots, sample};
+use crate::train::plots;
+use crate::train::presets::TrainConfig;
+use crate::train::progress::write_progress;
+use crate::train::run_config::{arch_of, gan_config, DatasetInfo, RunConfig, RUN_FORMAT};
+use crate::train::sample::{self, GRID_COMPRESSION, SAMPLE_COLS, SAMPLE_ROWS};
 use crate::workdir::{atomic_write, Workdir};
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The fixed latent batch of the per-epoch sample grids: 8 columns x 4 rows.
-pub const SAMPLE_COLS: usize = 8;
-pub const SAMPLE_ROWS: usize = 4;
-/// At most this many epochs appear in `progress.png` (evenly spaced, first and last always in).
-pub const PROGRESS_MAX_ROWS: usize = 16;
 /// `metrics.parquet` and `loss.png` are rewritten at least this often (and at every epoch end and checkpoint).
 const FLUSH_EVERY: Duration = Duration::from_secs(30);
 
@@ -86,37 +85,6 @@ pub struct TrainRequest {
     pub reporter: Reporter,
     pub debug: DebugOptions,
 }
-
-/// `config.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunConfig {
-    pub format: String,
-    pub name: String,
-    pub train: TrainConfig,
-    /// The architecture as built (family, size, widths, latent size, dropout).
-    pub arch: Arch,
-    /// The runner's configuration derived from `train` (optimisers, labels, seed).
-    pub gan: GanConfig,
-    pub dataset: DatasetInfo,
-    /// Where the step graphs ran at the latest (re)start: "cpu" or "cuda:N".
-    pub device: String,
-    pub threads: usize,
-    pub anime_pipe_version: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DatasetInfo {
-    /// See `loader::ShardSet::digest`.
-    pub digest: String,
-    pub workdir: PathBuf,
-    pub image_size: u32,
-    pub split: String,
-    pub images: usize,
-    pub batches_per_epoch: u64,
-    pub shards: Vec<String>,
-}
-
-pub const RUN_FORMAT: &str = "anime-pipe-run/1";
 
 /// Why the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -168,9 +136,10 @@ impl Outcome {
         if let Some(c) = &self.last_checkpoint {
             s.fact("checkpoint", c.display());
         }
-        s.fact("generator", self.run_dir.join("generator.onnx").display());
-        s.fact("samples", self.run_dir.join("samples").display());
-        s.fact("curves", self.run_dir.join("loss.png").display());
+        let dir = RunDir::at(&self.run_dir);
+        s.fact("generator", dir.generator_path().display());
+        s.fact("samples", dir.samples_dir().display());
+        s.fact("curves", dir.loss_plot_path().display());
         if self.stop == StopReason::Interrupted {
             s.fact("continue with", format!("anime-pipe train --resume {}", self.run_dir.display()));
         }
@@ -197,38 +166,6 @@ fn install_ctrlc() {
             tracing::warn!("cannot install the Ctrl-C handler: {e}");
         }
     });
-}
-
-/// The runner's configuration for a training config.
-pub fn gan_config(c: &TrainConfig) -> Result<GanConfig> {
-    let hyper = |o: &OptimConfig| AdamHyper {
-        lr: o.lr as f32,
-        beta1: o.beta1 as f32,
-        beta2: o.beta2 as f32,
-        eps: o.eps as f32,
-        weight_decay: o.weight_decay as f32,
-    };
-    Ok(GanConfig {
-        arch: arch_of(c)?,
-        batch: c.batch_size,
-        d_optimizer: c.d.optimizer,
-        g_optimizer: c.g.optimizer,
-        d: hyper(&c.d),
-        g: hyper(&c.g),
-        labels: Labels { real: c.real_label as f32, fake: 0.0, gen: 1.0, flip: c.label_flip as f32 },
-        seed: c.seed,
-    })
-}
-
-/// The architecture named by `train.arch`, at `train.image_size` with the configured widths and latent size.
-pub fn arch_of(c: &TrainConfig) -> Result<Arch> {
-    let mut arch: Arch = c.arch.parse()?;
-    arch.image_size = c.image_size as usize;
-    arch.nz = c.latent;
-    arch.ngf = c.g_width;
-    arch.ndf = c.d_width;
-    arch.validate().with_context(|| format!("train.arch = {} at train.image_size = {}", c.arch, c.image_size))?;
-    Ok(arch)
 }
 
 /// Runs (or continues) a training run.
@@ -310,11 +247,7 @@ pub fn train(request: &TrainRequest) -> Result<Outcome> {
         runner,
         loader,
         digest: data.digest().to_string(),
-        fixed_latents: sample::latents(
-            stream_seed(config.seed, "fixed_latents", 0),
-            SAMPLE_COLS * SAMPLE_ROWS,
-            gan.arch.nz,
-        ),
+        fixed_latents: latents(stream_seed(config.seed, "fixed_latents", 0), SAMPLE_COLS * SAMPLE_ROWS, gan.arch.nz),
         state,
         batches_per_epoch,
     };
@@ -343,7 +276,7 @@ fn prepare_run(request: &TrainRequest) -> Result<(RunDir, TrainConfig, Option<Re
             let mut config = previous.train;
             apply_resume_overrides(&mut config, overrides);
             crate::train::presets::validate(&config)?;
-            let from = match checkpoint::latest(&dir.checkpoints_dir())? {
+            let from = match checkpoint::latest(&dir)? {
                 Some((path, _)) => {
                     let ckpt = checkpoint::read(&path)?;
                     Some((path, ckpt))
@@ -485,7 +418,7 @@ impl Run<'_> {
             if stop.is_some() && self.state.epochs_done == epochs_before {
                 self.timed_io(|run| {
                     run.check_losses()?;
-                    run.write_samples(&run.dir.samples_dir().join(format!("step-{:08}.png", run.step())))?;
+                    run.write_samples(&run.dir.step_sample_path(run.step()))?;
                     run.write_checkpoint(false)
                 })?;
             }
@@ -678,10 +611,10 @@ impl Run<'_> {
     /// The fixed latent batch through the current generator, as an 8x4 grid.
     fn write_samples(&mut self, path: &std::path::Path) -> Result<()> {
         let model = self.runner.generator_onnx_bytes(SAMPLE_COLS * SAMPLE_ROWS)?;
-        let mut generator = sample::Generator::from_bytes(&model, &self.session_options())?;
-        let images = generator.generate(&self.fixed_latents)?;
-        let grid = sample::grid(&images, generator.size(), SAMPLE_COLS, SAMPLE_ROWS);
-        sample::write_png(path, &grid)
+        let mut generator = Generator::from_bytes(&model, &self.session_options(), "generator")?;
+        let (images, side) = generator.generate_all(&self.fixed_latents, EXPORT_BATCH)?;
+        let grid = sample::grid(&images, side as usize, SAMPLE_COLS, SAMPLE_ROWS);
+        write_png(path, &grid, GRID_COMPRESSION)
     }
 
     /// Checks the current losses, then writes the generator and the full state (in that order, so every
@@ -699,11 +632,10 @@ impl Run<'_> {
         }
         let progress =
             Progress { epoch: self.state.epochs_done, loader: self.state.loader, runner: self.runner.progress() };
-        let name = checkpoint::file_name(&progress, at_epoch_end);
-        let path = self.dir.checkpoints_dir().join(&name);
-        let onnx = self.runner.generator_onnx_bytes(sample::EXPORT_BATCH)?;
-        let stem = name.trim_end_matches(".safetensors");
-        atomic_write(&self.dir.checkpoints_dir().join(format!("{stem}.generator.onnx")), &onnx)?;
+        let name = checkpoint::name(&progress, at_epoch_end);
+        let path = self.dir.checkpoint_state_path(name);
+        let onnx = self.runner.generator_onnx_bytes(EXPORT_BATCH)?;
+        atomic_write(&self.dir.checkpoint_generator_path(name), &onnx)?;
         let meta = Meta {
             progress,
             seed: self.config.seed,
@@ -735,58 +667,9 @@ fn advance(p: Position, batches_per_epoch: u64) -> Position {
     }
 }
 
-/// `progress.png`: the first row of each `samples/epoch-NNNN.png`, oldest at the top; at most
-/// [`PROGRESS_MAX_ROWS`] epochs, evenly spaced, always the first and the latest.
-pub fn write_progress(dir: &RunDir) -> Result<()> {
-    let mut epochs: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.samples_dir())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?;
-            let epoch = name.strip_prefix("epoch-")?.strip_suffix(".png")?.parse().ok()?;
-            Some((epoch, p))
-        })
-        .collect();
-    epochs.sort();
-    let chosen = spaced(epochs.len(), PROGRESS_MAX_ROWS);
-    let strips: Vec<image::RgbImage> = chosen
-        .iter()
-        .map(|&i| {
-            let grid =
-                image::open(&epochs[i].1).with_context(|| format!("cannot read {}", epochs[i].1.display()))?.to_rgb8();
-            let cell = (grid.height() - sample::GRID_PAD) / SAMPLE_ROWS as u32;
-            Ok(image::imageops::crop_imm(&grid, 0, 0, grid.width(), cell).to_image())
-        })
-        .collect::<Result<_>>()?;
-    let Some(first) = strips.first() else { return Ok(()) };
-    let (w, h) = (first.width(), first.height());
-    let mut out = image::RgbImage::from_pixel(w, h * strips.len() as u32 + sample::GRID_PAD, image::Rgb([40, 40, 40]));
-    for (i, strip) in strips.iter().enumerate() {
-        image::imageops::replace(&mut out, strip, 0, i as i64 * i64::from(h));
-    }
-    sample::write_png(&dir.progress_path(), &out)
-}
-
-/// `k` indices evenly spread over `0..n` (all of them when `n <= k`), first and last included.
-pub fn spaced(n: usize, k: usize) -> Vec<usize> {
-    if n <= k {
-        return (0..n).collect();
-    }
-    let mut out: Vec<usize> = (0..k).map(|i| (i * (n - 1) + (k - 1) / 2) / (k - 1)).collect();
-    out.dedup();
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spaced_indices_cover_both_ends() {
-        assert_eq!(spaced(3, 16), vec![0, 1, 2]);
-        let s = spaced(100, 16);
-        assert_eq!((s.len(), s[0], *s.last().unwrap()), (16, 0, 99));
-        assert!(s.windows(2).all(|w| w[0] < w[1]));
-    }
 
     #[test]
     fn positions_advance_across_epochs() {

@@ -1,17 +1,20 @@
-//! Running an exported generator (`generator.onnx`, `checkpoints/epoch-NNNN.generator.onnx`) to sample images.
+//! Running an exported generator, and the seeded latents it is fed: the one implementation behind
+//! `anime-pipe sample`, the trainer's sample grids and `anime-pipe eval`.
 //!
-//! Contract (that of `gan::steps::generator_inference`, also met by a typical PyTorch export): one float input
-//! of latents, `[B, nz]` or `[B, nz, 1, 1]` (named `z` in our exports; a model with a single input may name it
-//! anything), B fixed or dynamic; output `image_u8` u8 `[B, S, S, 3]` when present (used as is), else the first
-//! float output `[B, 3, S, S]` in [-1, 1], mapped to u8 with `round((x + 1) * 127.5)` clamped to 0..255, the
-//! same rounding as `image_u8`. Generated images are therefore 8-bit like the packed reals, and both go through
-//! the same resize into Inception.
+//! **Models.** Anime-pipe's exports (`runs/<name>/generator.onnx`, `checkpoints/*.generator.onnx`; built by
+//! [`crate::gan::steps::generator_inference`]) take `z` f32 `[n, nz]` and output `image_u8` u8 `[n, S, S, 3]`
+//! with a static batch of [`EXPORT_BATCH`]. Other generators work too, such as a PyTorch export: one float input
+//! of latents, `[B, nz]` or `[B, nz, 1, 1]` (named `z`, or the model's only input), B fixed or dynamic; output
+//! `image_u8` when present (used as is), else the first float output `[B, 3, S, S]` in [-1, 1], mapped to u8 with
+//! `round((x + 1) * 127.5)` clamped to 0..255, the same rounding as `image_u8`. Batch norm runs in evaluation
+//! mode, so every image depends on its own latent only and a short last batch can be zero-padded.
 //!
-//! Latents: sample i's latent is the i-th block of `nz` draws of a standard normal (ChaCha8 seeded with `seed`,
-//! Box-Muller via `rand_distr`), so it depends only on (seed, i): not on the batch size, and the same seed gives
-//! the same latents to every checkpoint, which makes their sample grids comparable cell by cell.
+//! **Latents** ([`LatentStream`], [`latents`]): standard normal f32 drawn in row-major order from
+//! `ChaCha8Rng::seed_from_u64(seed)` with `rand_distr::StandardNormal`. Sample i's latent is the i-th block of
+//! `nz` draws, so it depends only on (seed, i): not on the batch size, and the same seed gives every checkpoint
+//! the same latents, which makes their sample grids comparable cell by cell.
 use crate::runtime::{session_from_bytes, session_from_file, SessionOptions};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
 use rand::rngs::ChaCha8Rng;
@@ -19,9 +22,12 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use std::path::Path;
 
+/// Batch size of the exported generator graphs.
+pub const EXPORT_BATCH: usize = 64;
 const U8_OUTPUT: &str = "image_u8";
 const PREFERRED_INPUT: &str = "z";
 
+/// A generator model in an ONNX Runtime session.
 pub struct Generator {
     session: Session,
     input: String,
@@ -77,6 +83,7 @@ impl Generator {
         self.declared_side
     }
 
+    /// Values per latent (nz).
     pub fn latent_len(&self) -> usize {
         self.latent_shape.iter().product()
     }
@@ -86,7 +93,23 @@ impl Generator {
         self.fixed_batch.unwrap_or(preferred.max(1))
     }
 
-    /// Images for the given latents (`count` x `latent_len`), as packed RGB8 `[count, S, S, 3]`, and S. With a
+    /// Images for any number of latents (`z.len() / latent_len`), run in batches of [`Self::batch_size`]
+    /// (`preferred`), as packed RGB8 `[count, S, S, 3]`, and S.
+    pub fn generate_all(&mut self, z: &[f32], preferred: usize) -> Result<(Vec<u8>, u32)> {
+        let nz = self.latent_len();
+        ensure!(z.len().is_multiple_of(nz), "{} latent values are not a multiple of nz = {nz}", z.len());
+        let mut out = Vec::new();
+        let mut side = None;
+        for chunk in z.chunks(self.batch_size(preferred) * nz) {
+            let (pixels, s) = self.generate(chunk, chunk.len() / nz)?;
+            ensure!(side.is_none_or(|old| old == s), "{}: output size changed from {side:?} to {s}", self.name);
+            side = Some(s);
+            out.extend_from_slice(&pixels);
+        }
+        Ok((out, side.unwrap_or(0)))
+    }
+
+    /// Images for one batch of latents (`count` x `latent_len`), as packed RGB8 `[count, S, S, 3]`, and S. With a
     /// fixed-batch model, `count` must not exceed its batch size; missing rows are padded with zeros and dropped.
     pub fn generate(&mut self, latents: &[f32], count: usize) -> Result<(Vec<u8>, u32)> {
         let nz = self.latent_len();
@@ -184,9 +207,15 @@ impl LatentStream {
         Self { rng: ChaCha8Rng::seed_from_u64(seed), nz }
     }
 
+    /// The next `count` latents, row-major.
     pub fn next_block(&mut self, count: usize) -> Vec<f32> {
         (0..count * self.nz).map(|_| StandardNormal.sample(&mut self.rng)).collect()
     }
+}
+
+/// The first `count` latents of `seed`'s stream.
+pub fn latents(seed: u64, count: usize, nz: usize) -> Vec<f32> {
+    LatentStream::new(seed, nz).next_block(count)
 }
 
 #[cfg(test)]
@@ -198,8 +227,28 @@ mod tests {
         let mut s = LatentStream::new(5, 3);
         let mut blocks = s.next_block(2);
         blocks.extend(s.next_block(3));
-        assert_eq!(blocks, LatentStream::new(5, 3).next_block(5));
-        assert_ne!(blocks[..3], LatentStream::new(6, 3).next_block(1)[..]);
+        assert_eq!(blocks, latents(5, 5, 3));
+        assert_ne!(blocks[..3], latents(6, 1, 3)[..]);
+    }
+
+    #[test]
+    fn latents_keep_their_values() {
+        // Drawn before `sample` and `eval` shared this stream (both gave these bits): saved latents, sample grids
+        // and eval.parquet rows stay comparable across versions.
+        let bits: Vec<u32> = latents(7, 3, 4).iter().map(|x| x.to_bits()).collect();
+        let expected = [
+            3209068230, 3216053239, 1063502907, 1052259574, 1050254024, 3206964611, 3213921338, 1066041482, 3196722649,
+            1070091508, 3213011171, 3196241332,
+        ];
+        assert_eq!(bits, expected);
+    }
+
+    #[test]
+    fn latents_look_standard_normal() {
+        let z = latents(1, 1000, 10);
+        let mean = z.iter().sum::<f32>() / z.len() as f32;
+        let var = z.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / z.len() as f32;
+        assert!(mean.abs() < 0.05 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
     }
 
     #[test]

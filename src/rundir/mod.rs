@@ -1,42 +1,33 @@
-//! The run directory, shared with `anime-pipe eval`:
+//! `runs/<name>/`: the run directory `anime-pipe train` writes and `anime-pipe eval` reads and adds to. This
+//! module is the one owner of its layout: every path inside a run is built here.
 //!
 //! ```text
 //! runs/<name>/
 //!   config.json                          resolved config: train hyperparameters, arch, dataset digest, device
-//!   metrics.parquet                      one row per logged step (schema below), rewritten atomically
+//!   metrics.parquet                      one row per logged step (see `MetricRow`), rewritten atomically
 //!   loss.png                             loss and D-output curves, redrawn at every metrics flush
 //!   samples/epoch-NNNN.png               8x4 grid from a fixed latent batch, every `sample_every` epochs
+//!   samples/step-NNNNNNNN.png            ... and where a run stopped inside an epoch (--steps, Ctrl-C)
 //!   progress.png                         first row of each sampled epoch's grid, one row per epoch
-//!   checkpoints/epoch-NNNN.safetensors   full training state (see `checkpoint`), every `checkpoint_every`
-//!   checkpoints/step-NNNNNNNN.safetensors  ... or where a run stopped inside an epoch (--steps, Ctrl-C)
+//!   checkpoints/epoch-NNNN.safetensors   full training state (see `train::checkpoint`), every `checkpoint_every`
+//!   checkpoints/step-NNNNNNNN.safetensors  ... or where a run stopped inside an epoch
 //!   checkpoints/<same stem>.generator.onnx  the generator inference graph at that checkpoint
-//!   generator.onnx                       the latest generator (latent in, RGB out; see `sample`)
+//!   generator.onnx                       the latest generator (latent in, RGB out; see `gan::generator`)
+//!   eval.parquet                         `anime-pipe eval`: one row per evaluated generator
+//!   eval/<label>.png                     `anime-pipe eval`: the first samples of each evaluated generator
+//!   report.html                          `anime-pipe eval`: the self-contained report
 //! ```
 //!
 //! `<name>` defaults to `<preset>-<YYYYmmdd-HHMMSS>` (UTC; `-2`, `-3`, ... when taken) under
 //! `<workdir>/runs/`; `--name` chooses it. NNNN is the 1-based number of complete epochs.
-//!
-//! `metrics.parquet`, sorted by step:
-//!
-//! | column | type | meaning |
-//! |---|---|---|
-//! | `step` | u64 | iterations done (1-based: the row describes the step that made it `step`) |
-//! | `epoch` | u32 | 1-based epoch the step belongs to |
-//! | `loss_d` | f64 | D's loss at that step: BCE on real + BCE on fake (PyTorch example convention) |
-//! | `loss_g` | f64 | G's loss at that step (non-saturating: BCE of D(G(z)) against "real") |
-//! | `d_x` | f64 | mean D(x) on the real batch, D's output after the sigmoid |
-//! | `d_gz` | f64 | mean D(G(z)) on the fake batch of the D step |
-//! | `lr_d`, `lr_g` | f64 | learning rates in force |
-//! | `images_per_s` | f64 | real images through D per second since the previous row (wall clock) |
-//!
-//! Losses are fetched from the device only at logged steps, so rows are every `log_every` steps plus the last
-//! step of each epoch and of the run (where samples and checkpoints are written, and where the divergence check
-//! runs).
-use crate::manifest::columns::{col, frame};
-use crate::manifest::{read_parquet, write_parquet};
+mod checkpoints;
+mod metrics;
+
+pub use checkpoints::{checkpoint_step, read_checkpoint_metadata, CheckpointName};
+pub use metrics::{read_metrics, write_metrics, MetricRow};
+
 use anyhow::{bail, Context, Result};
-use polars::prelude::DataType;
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Paths inside one run directory.
@@ -84,6 +75,15 @@ impl RunDir {
         Ok(dir)
     }
 
+    /// `given` if it is a directory, else `<runs>/<given>` when `given` is a bare name of one there.
+    pub fn locate(runs: &Path, given: &Path) -> Option<RunDir> {
+        if given.is_dir() {
+            return Some(RunDir::at(given));
+        }
+        let under_runs = runs.join(given);
+        (given.components().count() == 1 && under_runs.is_dir()).then(|| RunDir::at(under_runs))
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -106,14 +106,71 @@ impl RunDir {
     pub fn sample_path(&self, epoch: u64) -> PathBuf {
         self.samples_dir().join(format!("epoch-{epoch:04}.png"))
     }
+    /// `samples/step-NNNNNNNN.png`: the grid of a run that stopped inside an epoch.
+    pub fn step_sample_path(&self, step: u64) -> PathBuf {
+        self.samples_dir().join(format!("step-{step:08}.png"))
+    }
     pub fn progress_path(&self) -> PathBuf {
         self.root.join("progress.png")
     }
     pub fn checkpoints_dir(&self) -> PathBuf {
         self.root.join("checkpoints")
     }
+    /// `checkpoints/<stem>.safetensors`: the training state.
+    pub fn checkpoint_state_path(&self, name: CheckpointName) -> PathBuf {
+        self.checkpoints_dir().join(format!("{}.safetensors", name.stem()))
+    }
+    /// `checkpoints/<stem>.generator.onnx`: the generator at that checkpoint.
+    pub fn checkpoint_generator_path(&self, name: CheckpointName) -> PathBuf {
+        self.checkpoints_dir().join(format!("{}{}", name.stem(), checkpoints::GENERATOR_SUFFIX))
+    }
     pub fn generator_path(&self) -> PathBuf {
         self.root.join("generator.onnx")
+    }
+    pub fn eval_table_path(&self) -> PathBuf {
+        self.root.join("eval.parquet")
+    }
+    pub fn report_path(&self) -> PathBuf {
+        self.root.join("report.html")
+    }
+    /// `eval/<label>.png`.
+    pub fn eval_grid_path(&self, label: &str) -> PathBuf {
+        self.root.join("eval").join(format!("{label}.png"))
+    }
+
+    /// `samples/epoch-NNNN.png` files by epoch, oldest first (none when there is no `samples/`).
+    pub fn epoch_samples(&self) -> Result<Vec<(u64, PathBuf)>> {
+        let Ok(entries) = std::fs::read_dir(self.samples_dir()) else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            let epoch = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|name| name.strip_prefix("epoch-")?.strip_suffix(".png")?.parse::<u64>().ok());
+            if let Some(epoch) = epoch {
+                found.push((epoch, path));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// The training-state files `checkpoints/*.safetensors` (hidden temporary files excluded), unordered.
+    pub fn checkpoint_states(&self) -> Result<Vec<PathBuf>> {
+        checkpoints::states(&self.checkpoints_dir())
+    }
+
+    /// The checkpoint generators `checkpoints/{epoch,step}-N.generator.onnx` and their names, unordered.
+    pub fn checkpoint_generators(&self) -> Result<Vec<(CheckpointName, PathBuf)>> {
+        checkpoints::generators(&self.checkpoints_dir())
+    }
+
+    /// epoch -> last step of that epoch in `metrics.parquet` (empty when there is none or it is unreadable).
+    pub fn epoch_end_steps(&self) -> BTreeMap<u32, u64> {
+        metrics::epoch_end_steps(&self.metrics_path())
     }
 }
 
@@ -145,78 +202,6 @@ pub fn utc_stamp(unix_seconds: u64) -> String {
     format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
-/// One `metrics.parquet` row.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct MetricRow {
-    pub step: u64,
-    pub epoch: u32,
-    pub loss_d: f64,
-    pub loss_g: f64,
-    pub d_x: f64,
-    pub d_gz: f64,
-    pub lr_d: f64,
-    pub lr_g: f64,
-    pub images_per_s: f64,
-}
-
-/// Writes every row (sorted by step) to `path`, atomically.
-pub fn write_metrics(path: &Path, rows: &[MetricRow]) -> Result<()> {
-    let f = |get: fn(&MetricRow) -> f64| col_f64(rows, get);
-    let mut df = frame(
-        rows.len(),
-        vec![
-            col("step", rows.iter().map(|r| r.step).collect::<Vec<u64>>()),
-            col("epoch", rows.iter().map(|r| r.epoch).collect::<Vec<u32>>()),
-            col("loss_d", f(|r| r.loss_d)),
-            col("loss_g", f(|r| r.loss_g)),
-            col("d_x", f(|r| r.d_x)),
-            col("d_gz", f(|r| r.d_gz)),
-            col("lr_d", f(|r| r.lr_d)),
-            col("lr_g", f(|r| r.lr_g)),
-            col("images_per_s", f(|r| r.images_per_s)),
-        ],
-    )?;
-    write_parquet(path, &mut df)
-}
-
-fn col_f64(rows: &[MetricRow], get: fn(&MetricRow) -> f64) -> Vec<f64> {
-    rows.iter().map(get).collect()
-}
-
-/// The rows of an existing `metrics.parquet` (empty when there is none).
-pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let df = read_parquet(path)?;
-    let column = |name: &str, dtype: DataType| {
-        df.column(name)
-            .with_context(|| format!("{}: no column {name}", path.display()))?
-            .cast(&dtype)
-            .map_err(anyhow::Error::from)
-    };
-    let steps: Vec<u64> = column("step", DataType::UInt64)?.u64()?.iter().map(|v| v.unwrap_or(0)).collect();
-    let epochs: Vec<u32> = column("epoch", DataType::UInt32)?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
-    let mut floats = Vec::new();
-    for name in ["loss_d", "loss_g", "d_x", "d_gz", "lr_d", "lr_g", "images_per_s"] {
-        let values: Vec<f64> = column(name, DataType::Float64)?.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
-        floats.push(values);
-    }
-    Ok((0..df.height())
-        .map(|i| MetricRow {
-            step: steps[i],
-            epoch: epochs[i],
-            loss_d: floats[0][i],
-            loss_g: floats[1][i],
-            d_x: floats[2][i],
-            d_gz: floats[3][i],
-            lr_d: floats[4][i],
-            lr_g: floats[5][i],
-            images_per_s: floats[6][i],
-        })
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,24 +227,31 @@ mod tests {
     }
 
     #[test]
-    fn metrics_round_trip() {
+    fn paths_follow_the_layout() {
+        let run = RunDir::at("r");
+        assert_eq!(run.sample_path(7), Path::new("r/samples/epoch-0007.png"));
+        assert_eq!(run.step_sample_path(42), Path::new("r/samples/step-00000042.png"));
+        assert_eq!(
+            run.checkpoint_state_path(CheckpointName::Epoch(3)),
+            Path::new("r/checkpoints/epoch-0003.safetensors")
+        );
+        assert_eq!(
+            run.checkpoint_generator_path(CheckpointName::Step(12)),
+            Path::new("r/checkpoints/step-00000012.generator.onnx")
+        );
+        assert_eq!(run.eval_grid_path("final"), Path::new("r/eval/final.png"));
+    }
+
+    #[test]
+    fn epoch_samples_list_epoch_grids_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("metrics.parquet");
-        let rows: Vec<MetricRow> = (1..=3)
-            .map(|i| MetricRow {
-                step: i * 10,
-                epoch: 1,
-                loss_d: 1.0 / i as f64,
-                loss_g: 2.0,
-                d_x: 0.6,
-                d_gz: 0.3,
-                lr_d: 2e-4,
-                lr_g: 2e-4,
-                images_per_s: 100.0,
-            })
-            .collect();
-        write_metrics(&path, &rows).unwrap();
-        assert_eq!(read_metrics(&path).unwrap(), rows);
-        assert!(read_metrics(&dir.path().join("none.parquet")).unwrap().is_empty());
+        let run = RunDir::at(dir.path());
+        assert!(run.epoch_samples().unwrap().is_empty());
+        run.create_dirs().unwrap();
+        for name in ["epoch-0010.png", "epoch-0002.png", "step-00000005.png", "epoch-x.png"] {
+            std::fs::write(run.samples_dir().join(name), b"").unwrap();
+        }
+        let epochs: Vec<u64> = run.epoch_samples().unwrap().into_iter().map(|(e, _)| e).collect();
+        assert_eq!(epochs, vec![2, 10]);
     }
 }

@@ -4,48 +4,36 @@
 //! 1. the reference set and the evaluation settings;
 //! 2. FID, KID (x 10^3, error bars = ± std over subsets) and the feature-spread ratio over epochs;
 //! 3. the training curves from `metrics.parquet` (D and G losses; D's mean outputs on reals and fakes), each
-//!    series reduced to at most [`MAX_CURVE_POINTS`] bucket means so long runs stay light; `loss.png` is embedded
+//!    series reduced to at most [`MAX_CURVE_POINTS`] bucket means ([`charts`] draws them) so long runs stay light; `loss.png` is embedded
 //!    instead when there is no readable metrics file;
 //! 4. sample grids side by side: real images of the reference split, then every evaluated generator on the same
 //!    latents (cell k of every grid comes from the same latent vector);
 //! 5. the metrics table and the run's `config.json`.
+pub mod charts;
+
+use super::table::Row;
 use super::Ctx;
-use super::{grid_path, Row};
 use crate::manifest::columns;
-use anyhow::{Context, Result};
+use crate::pixels::{encode_png_with, grid, GridLayout, PngCompression};
+use crate::rundir::RunDir;
+use anyhow::Result;
 use base64::Engine;
+use charts::{bucket_means, line_chart, Series};
 use std::fmt::Write as _;
-use std::path::Path;
 
 /// Points per training curve after bucketing.
 pub const MAX_CURVE_POINTS: usize = 600;
 /// Gap between grid cells, in pixels.
 const GRID_GAP: u32 = 2;
+const GRID_BACKGROUND: [u8; 3] = [32, 32, 32];
 
 /// A PNG of the first `count` packed RGB8 images (`side` x `side`) in a near-square grid (columns =
-/// ceil(sqrt(count))) on a dark background.
+/// ceil(sqrt(count))) on a dark background; best compression, because these grids are embedded in report.html
+/// and generated noise compresses poorly.
 pub fn grid_png(pixels: &[u8], side: u32, count: usize) -> Result<Vec<u8>> {
-    let count = count.max(1);
-    let cols = (count as f64).sqrt().ceil() as u32;
-    let rows = (count as u32).div_ceil(cols);
-    let cell = side + GRID_GAP;
-    let mut canvas =
-        image::RgbImage::from_pixel(cols * cell + GRID_GAP, rows * cell + GRID_GAP, image::Rgb([32, 32, 32]));
-    let image_len = (side * side * 3) as usize;
-    for (k, img) in pixels.chunks_exact(image_len).take(count).enumerate() {
-        let tile = image::RgbImage::from_raw(side, side, img.to_vec()).context("grid tile size")?;
-        let (x, y) = ((k as u32 % cols) * cell + GRID_GAP, (k as u32 / cols) * cell + GRID_GAP);
-        image::imageops::replace(&mut canvas, &tile, i64::from(x), i64::from(y));
-    }
-    // Best compression: these grids are embedded in report.html, and generated noise compresses poorly.
-    let mut out = Vec::new();
-    let encoder = image::codecs::png::PngEncoder::new_with_quality(
-        &mut out,
-        image::codecs::png::CompressionType::Best,
-        image::codecs::png::FilterType::Adaptive,
-    );
-    canvas.write_with_encoder(encoder)?;
-    Ok(out)
+    let layout = GridLayout::near_square(count, side, GRID_GAP, GRID_BACKGROUND);
+    let cells = pixels.chunks_exact((side * side * 3) as usize).take(count.max(1));
+    encode_png_with(&grid(&layout, cells), PngCompression::Best)
 }
 
 fn data_uri_png(png: &[u8]) -> String {
@@ -56,209 +44,16 @@ pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// One line of a chart.
-pub struct Series {
-    pub name: String,
-    pub color: &'static str,
-    pub points: Vec<(f64, f64)>,
-    /// Symmetric error bars, one per point.
-    pub errors: Option<Vec<f64>>,
-    pub markers: bool,
-}
-
-/// "Nice" tick step (1, 2 or 5 times a power of ten) for about `target` intervals over `range`.
-fn tick_step(range: f64, target: f64) -> f64 {
-    let raw = range / target;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let ratio = raw / magnitude;
-    let nice = if ratio <= 1.0 {
-        1.0
-    } else if ratio <= 2.0 {
-        2.0
-    } else if ratio <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
-    nice * magnitude
-}
-
-fn format_tick(v: f64, step: f64) -> String {
-    let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize };
-    let v = if v.abs() < step * 1e-9 { 0.0 } else { v };
-    if v.abs() >= 1e5 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.decimals$}")
-    }
-}
-
-/// An inline SVG line chart (axes, ticks, grid lines, legend, optional horizontal reference line).
-pub fn line_chart(title: &str, x_label: &str, series: &[Series], reference_line: Option<(f64, &str)>) -> String {
-    let (w, h) = (560.0, 300.0);
-    let (left, right, top, bottom) = (64.0, 16.0, 34.0, 44.0);
-    let finite = |v: &f64| v.is_finite();
-    let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).filter(finite).collect();
-    let mut ys: Vec<f64> = Vec::new();
-    for s in series {
-        for (i, p) in s.points.iter().enumerate() {
-            let e = s.errors.as_ref().map_or(0.0, |e| e[i]);
-            ys.extend([p.1 - e, p.1 + e]);
-        }
-    }
-    ys.retain(finite);
-    if let Some((y, _)) = reference_line {
-        ys.push(y);
-    }
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" \
-         class=\"chart\"><text x=\"10\" y=\"20\" class=\"title\">{}</text>",
-        escape(title)
-    );
-    if xs.is_empty() || ys.is_empty() {
-        let _ = write!(svg, "<text x=\"{}\" y=\"{}\" class=\"empty\">no data</text></svg>", w / 2.0 - 30.0, h / 2.0);
-        return svg;
-    }
-    let span = |v: &[f64]| {
-        let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-        if hi - lo < 1e-12 * hi.abs().max(1.0) {
-            (lo - 1.0, hi + 1.0)
-        } else {
-            (lo, hi)
-        }
-    };
-    let (x0, x1) = span(&xs);
-    let (y0, y1) = span(&ys);
-    let pad = (y1 - y0) * 0.06;
-    let (y0, y1) = (y0 - pad, y1 + pad);
-    let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
-    let py = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom);
-    for (lo, hi, step, horizontal) in
-        [(y0, y1, tick_step(y1 - y0, 5.0), true), (x0, x1, tick_step(x1 - x0, 6.0), false)]
-    {
-        let mut t = (lo / step).ceil() * step;
-        while t <= hi + step * 1e-9 {
-            let label = format_tick(t, step);
-            if horizontal {
-                let y = py(t);
-                let _ = write!(
-                    svg,
-                    "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/>\
-                     <text x=\"{}\" y=\"{:.1}\" class=\"tick\" text-anchor=\"end\">{label}</text>",
-                    w - right,
-                    left - 6.0,
-                    y + 4.0
-                );
-            } else {
-                let x = px(t);
-                let _ = write!(
-                    svg,
-                    "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{top}\" y2=\"{}\" class=\"grid\"/>\
-                     <text x=\"{x:.1}\" y=\"{}\" class=\"tick\" text-anchor=\"middle\">{label}</text>",
-                    h - bottom,
-                    h - bottom + 16.0
-                );
-            }
-            t += step;
-        }
-    }
-    let _ = write!(
-        svg,
-        "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{}\" class=\"axis\"/>\
-         <line x1=\"{left}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" class=\"axis\"/>\
-         <text x=\"{}\" y=\"{}\" class=\"label\" text-anchor=\"middle\">{}</text>",
-        h - bottom,
-        w - right,
-        h - bottom,
-        h - bottom,
-        (left + w - right) / 2.0,
-        h - 8.0,
-        escape(x_label)
-    );
-    if let Some((y, label)) = reference_line {
-        let _ = write!(
-            svg,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" class=\"refline\"/>\
-             <text x=\"{}\" y=\"{:.1}\" class=\"tick\" text-anchor=\"end\">{}</text>",
-            w - right,
-            py(y),
-            py(y),
-            w - right - 4.0,
-            py(y) - 4.0,
-            escape(label)
-        );
-    }
-    for s in series {
-        let points: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-        if let Some(errors) = &s.errors {
-            for (p, e) in s.points.iter().zip(errors) {
-                if p.1.is_finite() && e.is_finite() && *e > 0.0 {
-                    let _ = write!(
-                        svg,
-                        "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{}\" class=\"err\"/>",
-                        py(p.1 - e),
-                        py(p.1 + e),
-                        s.color,
-                        x = px(p.0)
-                    );
-                }
-            }
-        }
-        let path: Vec<String> = points.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
-        let _ = write!(
-            svg,
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" class=\"line\"/>",
-            path.join(" "),
-            s.color
-        );
-        if s.markers {
-            for &(x, y) in &points {
-                let _ = write!(svg, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{}\"/>", px(x), py(y), s.color);
-            }
-        }
-    }
-    // Legend in the title band, right-aligned, one entry per series from right to left.
-    for (i, s) in series.iter().enumerate().rev() {
-        let x = w - right - 110.0 * (series.len() - i) as f64;
-        let y = 20.0;
-        let _ = write!(
-            svg,
-            "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" class=\"legend\">{}</text>",
-            y - 3.0,
-            s.color,
-            x + 16.0,
-            y + 2.0,
-            escape(&s.name)
-        );
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
-/// Means over consecutive buckets, so a curve has at most `max` points (x and y averaged alike).
-pub fn bucket_means(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
-    if points.len() <= max {
-        return points.to_vec();
-    }
-    let per = points.len().div_ceil(max);
-    points
-        .chunks(per)
-        .map(|c| {
-            let n = c.len() as f64;
-            (c.iter().map(|p| p.0).sum::<f64>() / n, c.iter().map(|p| p.1).sum::<f64>() / n)
-        })
-        .collect()
-}
-
 const COLORS: [&str; 4] = ["#2563eb", "#dc2626", "#059669", "#d97706"];
 
 /// The report page for a run directory and its eval rows.
-pub(crate) fn build(ctx: &Ctx<'_>, run_dir: &Path, rows: &[Row], dataset_digest: &str) -> Result<String> {
-    let name = run_dir
+pub(crate) fn build(ctx: &Ctx<'_>, run: &RunDir, rows: &[Row], dataset_digest: &str) -> Result<String> {
+    let name = run
+        .root()
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
-        .unwrap_or_else(|| run_dir.display().to_string());
+        .unwrap_or_else(|| run.root().display().to_string());
     let settings = &ctx.req.settings;
     let mut html = String::new();
     let _ = write!(
@@ -271,15 +66,15 @@ pub(crate) fn build(ctx: &Ctx<'_>, run_dir: &Path, rows: &[Row], dataset_digest:
     html.push_str("<h2>Metrics over training</h2><div class=\"charts\">");
     html.push_str(&metric_charts(rows));
     html.push_str("</div><h2>Training curves</h2><div class=\"charts\">");
-    html.push_str(&training_curves(run_dir));
+    html.push_str(&training_curves(run));
     html.push_str(
         "</div><h2>Samples</h2><p class=\"note\">Same latent vectors in every generator's grid (cell by cell); \
                    the first grid shows real images of the reference split.</p><div class=\"grids\">",
     );
-    html.push_str(&sample_grids(ctx, run_dir, rows)?);
+    html.push_str(&sample_grids(ctx, run, rows)?);
     html.push_str("</div><h2>Table</h2>");
     html.push_str(&metrics_table(rows));
-    html.push_str(&config_section(run_dir));
+    html.push_str(&config_section(run));
     html.push_str("</body></html>\n");
     let _ = settings;
     Ok(html)
@@ -376,8 +171,9 @@ fn metric_charts(rows: &[Row]) -> String {
     .concat()
 }
 
-fn training_curves(run_dir: &Path) -> String {
-    let metrics = crate::manifest::read_parquet(&run_dir.join("metrics.parquet")).ok();
+/// Read column by column, so a metrics file with only some of the columns still gives those curves.
+fn training_curves(run: &RunDir) -> String {
+    let metrics = crate::manifest::read_parquet(&run.metrics_path()).ok();
     let column = |name: &str| metrics.as_ref().and_then(|df| columns::opt_f64s(df, name).ok());
     if let Some(steps) = column("step") {
         let curve = |name: &str, label: &str, color| {
@@ -413,13 +209,13 @@ fn training_curves(run_dir: &Path) -> String {
             .concat();
         }
     }
-    match std::fs::read(run_dir.join("loss.png")) {
+    match std::fs::read(run.loss_plot_path()) {
         Ok(png) => format!("<img src=\"{}\" alt=\"loss curves\" style=\"max-width:100%\">", data_uri_png(&png)),
         Err(_) => "<p class=\"note\">No metrics.parquet or loss.png in the run directory.</p>".into(),
     }
 }
 
-fn sample_grids(ctx: &Ctx<'_>, run_dir: &Path, rows: &[Row]) -> Result<String> {
+fn sample_grids(ctx: &Ctx<'_>, run: &RunDir, rows: &[Row]) -> Result<String> {
     let mut html = String::new();
     if let Some(first) = rows.first() {
         if let Some(png) = real_grid(ctx, first.size, ctx.req.settings.grid) {
@@ -441,7 +237,7 @@ fn sample_grids(ctx: &Ctx<'_>, run_dir: &Path, rows: &[Row]) -> Result<String> {
             r.fid,
             r.kid_mean * 1e3
         );
-        match std::fs::read(grid_path(run_dir, &r.label)) {
+        match std::fs::read(run.eval_grid_path(&r.label)) {
             Ok(png) => {
                 let _ = write!(
                     html,
@@ -498,8 +294,8 @@ fn metrics_table(rows: &[Row]) -> String {
     html
 }
 
-fn config_section(run_dir: &Path) -> String {
-    match std::fs::read_to_string(run_dir.join("config.json")) {
+fn config_section(run: &RunDir) -> String {
+    match std::fs::read_to_string(run.config_path()) {
         Ok(text) => {
             let pretty = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
@@ -530,37 +326,5 @@ mod tests {
         assert_eq!(img.get_pixel(2, 6).0, [30; 3]);
         assert_eq!(img.get_pixel(6, 6).0, [32; 3], "empty cell shows the background");
         assert_eq!(img.get_pixel(0, 0).0, [32; 3]);
-    }
-
-    #[test]
-    fn bucket_means_bound_the_point_count_and_keep_the_mean() {
-        let points: Vec<(f64, f64)> = (0..1000).map(|i| (i as f64, (i % 10) as f64)).collect();
-        let b = bucket_means(&points, 100);
-        assert_eq!(b.len(), 100);
-        assert!(b.iter().all(|p| (p.1 - 4.5).abs() < 1e-12));
-        assert_eq!(bucket_means(&points[..5], 100), points[..5].to_vec());
-    }
-
-    #[test]
-    fn ticks_are_round_numbers() {
-        assert_eq!(tick_step(100.0, 5.0), 20.0);
-        assert_eq!(tick_step(0.7, 5.0), 0.2);
-        assert_eq!(tick_step(3.0, 6.0), 0.5);
-        assert_eq!(format_tick(0.30000000000000004, 0.1), "0.3");
-    }
-
-    #[test]
-    fn chart_escapes_labels_and_draws_every_series() {
-        let s = Series {
-            name: "a<b".into(),
-            color: "#000",
-            points: vec![(0.0, 1.0), (1.0, 2.0)],
-            errors: None,
-            markers: true,
-        };
-        let svg = line_chart("t&t", "x", &[s], None);
-        assert!(svg.contains("a&lt;b") && svg.contains("t&amp;t"));
-        assert_eq!(svg.matches("<circle").count(), 2);
-        assert!(line_chart("empty", "x", &[], None).contains("no data"));
     }
 }
