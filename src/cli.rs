@@ -1,5 +1,5 @@
 //! Command-line definitions only (clap derive). No work happens here: `commands` resolves these, with
-//! pipeline.yaml, into one request per command. Domain enums stay clap-free: [`choice`] wraps them at this edge.
+//! pipeline.yaml, into one request per command. Domain enums stay clap-free: `choice` wraps them at this edge.
 use crate::faces::geometry::Border;
 use crate::faces::upscale::Method as UpscaleMethod;
 use crate::gan::steps::Optimizer;

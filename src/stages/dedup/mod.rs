@@ -7,7 +7,7 @@
 //!   same picture). `pixel_hash` = blake3 of `width (u32 LE) ‖ height (u32 LE) ‖ RGB8 rows`.
 //! - `near`: 64-bit DCT perceptual hashes within `dedup.phash_threshold` bits (Hamming distance; `--threshold`;
 //!   off with `--no-near` / `dedup.near: false`), **confirmed by colour**: the mean absolute difference of the
-//!   two images' 4x4 RGB thumbnails must be at most [`NEAR_MAX_COLOUR_DIFFERENCE`] (10 of 255). pHash sees only
+//!   two images' 4x4 RGB thumbnails must be at most [`crate::imagehash::NEAR_MAX_COLOUR_DIFFERENCE`] (10 of 255). pHash sees only
 //!   luma structure, and aligned face crops share it: on the Getchu faces, pHash alone at 6 bits pairs different
 //!   characters in the same pose and chains them into groups of hundreds; with the colour check every pair we
 //!   inspected was the same picture (retouched, re-encoded or resized).
