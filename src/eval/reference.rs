@@ -19,6 +19,8 @@
 use super::features::{Features, Inception};
 use super::fid::GaussianStats;
 use crate::manifest::columns;
+use crate::manifest::Status;
+use crate::named::Named;
 use crate::workdir::{atomic_write, Workdir};
 use anime_linalg::Mat;
 use anyhow::{bail, Context, Result};
@@ -76,7 +78,7 @@ pub fn reference_items(workdir: &Workdir, size: u32, split: &str) -> Result<Vec<
     let (shards, indices) = (columns::opt_strings(&df, "shard")?, columns::opt_u32s(&df, "index")?);
     let mut items = Vec::new();
     for i in 0..df.height() {
-        if sizes[i] == size && splits[i] == split && status[i] == "ok" {
+        if sizes[i] == size && splits[i] == split && status[i] == Status::Ok.name() {
             match (&shards[i], indices[i]) {
                 (Some(shard), Some(index)) => items.push((shard.clone(), index)),
                 _ => bail!("pack.parquet row {i}: status ok without shard/index"),

@@ -7,6 +7,8 @@
 //! black band). Only accepted face crops (`kind` "face", status "ok") are shown.
 use crate::imageio::Limits;
 use crate::manifest::columns;
+use crate::manifest::Status;
+use crate::named::Named;
 use crate::pixels::{encode_png, grid, resize_rgb, GridLayout};
 use crate::report::Summary;
 use crate::workdir::{atomic_write, Workdir};
@@ -59,7 +61,7 @@ fn accepted_crops(workdir: &Workdir) -> Result<Vec<(String, f64)>> {
         columns::opt_f64s(&df, "score")?,
     );
     Ok((0..df.height())
-        .filter(|&r| kind[r] == "face" && status[r] == "ok")
+        .filter(|&r| kind[r] == "face" && status[r] == Status::Ok.name())
         .filter_map(|r| Some((object[r].clone()?, score[r].unwrap_or(0.0))))
         .collect())
 }

@@ -7,6 +7,7 @@
 use crate::env::Env;
 use crate::manifest::columns;
 use crate::manifest::read_stage;
+use crate::manifest::Status;
 use crate::named::Named;
 use crate::report::Summary;
 use crate::stages::Stage;
@@ -163,7 +164,7 @@ fn pack_cells(df: &DataFrame) -> Result<BTreeMap<String, PackCell>> {
         columns::strings(df, "status")?,
     );
     let mut cells: BTreeMap<(u32, String), (u64, BTreeSet<String>)> = BTreeMap::new();
-    for i in (0..df.height()).filter(|&i| status[i] == "ok") {
+    for i in (0..df.height()).filter(|&i| status[i] == Status::Ok.name()) {
         let cell = cells.entry((sizes[i], splits[i].clone())).or_default();
         cell.0 += 1;
         cell.1.extend(shards[i].clone());

@@ -13,7 +13,9 @@
 //! under `shards/` the pack manifest does not list (leftovers of an interrupted pack; the next pack removes them).
 use crate::env::Env;
 use crate::manifest::columns;
+use crate::manifest::Status;
 use crate::manifest::{file_blake3, read_parquet, Stamp};
+use crate::named::Named;
 use crate::report::Summary;
 use crate::workdir::Workdir;
 use anyhow::{bail, Result};
@@ -159,7 +161,7 @@ fn check_shards(workdir: &Workdir, findings: &mut Findings) -> Result<()> {
         columns::opt_u32s(&df, "index")?,
         columns::opt_strings(&df, "shard_blake3")?,
     );
-    for row in (0..df.height()).filter(|&r| status[r] == "ok") {
+    for row in (0..df.height()).filter(|&r| status[r] == Status::Ok.name()) {
         let (Some(shard), Some(index)) = (&shard_col[row], index[row]) else {
             findings.problems.push(format!("pack.parquet row {row} ({}): status ok without shard/index", keys[row]));
             continue;

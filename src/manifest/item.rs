@@ -1,8 +1,9 @@
 //! The one item type that stages hand on: an accepted row of a manifest (a source image, a face crop, an
 //! upscaled item) with its measures, and the one reader of such rows.
 use super::columns::{self, col};
-use super::Upstream;
+use super::{Status, Upstream};
 use crate::measure::{thumb_from_hex, thumb_hex, Measures};
+use crate::named::Named;
 use crate::quality::Scores;
 use crate::workdir::Workdir;
 use anyhow::{anyhow, Result};
@@ -50,7 +51,7 @@ fn items_of(df: &DataFrame, stage: &str) -> Result<Vec<Item>> {
     let upscaled = optional(df, "upscaled_object", columns::opt_strings)?;
     let measures = read_measures(df)?;
     let mut items = Vec::new();
-    for row in (0..df.height()).filter(|&r| status[r] == "ok") {
+    for row in (0..df.height()).filter(|&r| status[r] == Status::Ok.name()) {
         let missing = |what: &str| anyhow!("{stage}.parquet row {:?}: status \"ok\" but no {what}", key[row]);
         items.push(Item {
             key: key[row].clone(),

@@ -8,7 +8,7 @@ mod item;
 mod status;
 
 pub use item::{measure_columns, read_items, read_measures, Item, MEASURE_COLUMNS};
-pub use status::{Reason, Status};
+pub use status::{status_column, Reason, Status};
 
 use crate::workdir::{atomic_write, atomic_write_with, Workdir};
 use anyhow::{Context, Result};

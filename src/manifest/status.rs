@@ -28,6 +28,22 @@ impl Named for Status {
 }
 crate::impl_named_str!(Status);
 
+impl Status {
+    /// `Ok` when accepted, else `Rejected`.
+    pub fn ok_if(accepted: bool) -> Status {
+        if accepted {
+            Status::Ok
+        } else {
+            Status::Rejected
+        }
+    }
+}
+
+/// The `status` column of a manifest.
+pub fn status_column(statuses: impl Iterator<Item = Status>) -> polars::prelude::Column {
+    super::columns::col("status", statuses.map(Status::name).collect::<Vec<_>>())
+}
+
 /// Why a row is not accepted (every stage's reasons; the README lists which stage writes which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

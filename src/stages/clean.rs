@@ -29,6 +29,7 @@
 use crate::env::Env;
 use crate::manifest::columns::{col, frame};
 use crate::manifest::{publish_stage, read_items, Item, Reason, Upstream};
+use crate::manifest::{status_column, Status};
 use crate::named::Named;
 use crate::quality::Scores;
 use crate::report::Summary;
@@ -163,7 +164,7 @@ fn manifest(items: &[Item], scores: &[Scores], verdicts: &[Vec<Reason>]) -> Resu
         col("colorfulness", pick(|s| s.colorfulness)),
         col("grayscale", scores.iter().map(|s| s.grayscale).collect::<Vec<_>>()),
         col("entropy", pick(|s| s.entropy)),
-        col("status", verdicts.iter().map(|r| if r.is_empty() { "ok" } else { "rejected" }).collect::<Vec<_>>()),
+        status_column(verdicts.iter().map(|r| Status::ok_if(r.is_empty()))),
         col("reason", verdicts.iter().map(|r| r.first().map(|r| r.name())).collect::<Vec<_>>()),
         col("reasons", verdicts.iter().map(|r| (!r.is_empty()).then(|| names(r))).collect::<Vec<_>>()),
         col("error", vec![None::<&str>; items.len()]),

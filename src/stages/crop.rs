@@ -56,6 +56,7 @@ use crate::faces::nms::Detection;
 use crate::imageio::Limits;
 use crate::manifest::columns::{col, frame};
 use crate::manifest::{measure_columns, publish_stage, read_items, Item, Reason, Upstream};
+use crate::manifest::{status_column, Status};
 use crate::measure::{measure, Measures};
 use crate::named::Named;
 use crate::pixels::encode_png;
@@ -316,7 +317,7 @@ fn manifest(rows: &[(&Item, CropRow)]) -> Result<polars::prelude::DataFrame> {
         col("object", rows.iter().map(|(_, r)| r.object.clone()).collect::<Vec<_>>()),
         col("width", rows.iter().map(|(_, r)| r.size.map(|s| s.0)).collect::<Vec<_>>()),
         col("height", rows.iter().map(|(_, r)| r.size.map(|s| s.1)).collect::<Vec<_>>()),
-        col("status", rows.iter().map(|(_, r)| if r.reason.is_none() { "ok" } else { "rejected" }).collect::<Vec<_>>()),
+        status_column(rows.iter().map(|(_, r)| Status::ok_if(r.reason.is_none()))),
         col("reason", rows.iter().map(|(_, r)| r.reason.map(|r| r.name())).collect::<Vec<_>>()),
         col("error", rows.iter().map(|(_, r)| r.error.clone()).collect::<Vec<_>>()),
     ];

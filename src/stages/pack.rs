@@ -72,6 +72,7 @@ use crate::env::Env;
 use crate::imageio::Limits;
 use crate::manifest::columns::{col, frame};
 use crate::manifest::{publish_stage, read_items, Reason, Upstream};
+use crate::manifest::{status_column, Status};
 use crate::named::Named;
 use crate::report::Summary;
 use crate::shards::{SHARD_FORMAT, SPLITS};
@@ -471,7 +472,7 @@ fn manifest(rows: &[PackRow]) -> Result<polars::prelude::DataFrame> {
             col("shard", rows.iter().map(|r| r.shard.as_deref()).collect::<Vec<_>>()),
             col("index", rows.iter().map(|r| r.index).collect::<Vec<_>>()),
             col("shard_blake3", rows.iter().map(|r| r.shard_blake3.as_deref()).collect::<Vec<_>>()),
-            col("status", rows.iter().map(|r| if r.shard.is_some() { "ok" } else { "rejected" }).collect::<Vec<_>>()),
+            status_column(rows.iter().map(|r| Status::ok_if(r.shard.is_some()))),
             col("reason", rows.iter().map(|r| r.shard.is_none().then_some("decode_failed")).collect::<Vec<_>>()),
             col("error", rows.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>()),
         ],

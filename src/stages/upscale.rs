@@ -34,6 +34,7 @@ use crate::faces::upscale::{upscale_to, Method, SrModel, Tiling};
 use crate::imageio::Limits;
 use crate::manifest::columns::{col, frame};
 use crate::manifest::{measure_columns, publish_stage, read_items, Item, Reason, Upstream};
+use crate::manifest::{status_column, Status};
 use crate::named::Named;
 use crate::pixels::encode_png;
 use crate::report::Summary;
@@ -199,7 +200,7 @@ fn manifest(items: &[Item], outcomes: &[Outcome], target: u32) -> Result<polars:
         col("upscale_factor", outcomes.iter().map(|o| o.factor).collect::<Vec<_>>()),
         col("upscale_passes", outcomes.iter().map(|o| o.passes).collect::<Vec<_>>()),
         col("target", vec![target; items.len()]),
-        col("status", outcomes.iter().map(|o| if o.error.is_some() { "rejected" } else { "ok" }).collect::<Vec<_>>()),
+        status_column(outcomes.iter().map(|o| Status::ok_if(o.error.is_none()))),
         col(
             "reason",
             outcomes.iter().map(|o| o.error.as_ref().map(|_| Reason::DecodeFailed.name())).collect::<Vec<_>>(),

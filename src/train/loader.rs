@@ -25,6 +25,8 @@
 //! Batches stay `u8` NHWC: the step graphs normalise to [-1, 1] themselves, so a batch is 4x smaller to move
 //! than floats, and the exact pixels of a batch are reproducible bit for bit.
 use crate::manifest::columns;
+use crate::manifest::Status;
+use crate::named::Named;
 use crate::workdir::Workdir;
 use anyhow::{bail, ensure, Context, Result};
 use memmap2::Mmap;
@@ -66,7 +68,7 @@ impl ShardSet {
         // shard -> (rows listed, blake3 recorded by pack)
         let mut listed: BTreeMap<String, (usize, String)> = BTreeMap::new();
         for i in 0..df.height() {
-            if sizes[i] != size || splits[i] != split || status[i] != "ok" {
+            if sizes[i] != size || splits[i] != split || status[i] != Status::Ok.name() {
                 continue;
             }
             let (Some(shard), Some(hash)) = (&shards[i], &hashes[i]) else {

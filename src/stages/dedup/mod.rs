@@ -55,6 +55,7 @@ mod group;
 use crate::env::Env;
 use crate::manifest::columns::{col, frame};
 use crate::manifest::{measure_columns, publish_stage, read_items, Item, Upstream};
+use crate::manifest::{status_column, Status};
 use crate::measure::Measures;
 use crate::named::Named;
 use crate::report::Summary;
@@ -128,7 +129,7 @@ fn manifest_frame(items: &[Item], measures: &[&Measures], verdicts: &[Verdict]) 
         Verdict::Ok => None,
     };
     let n = items.len();
-    let status: Vec<&str> = (0..n).map(|i| if duplicate(i).is_some() { "duplicate" } else { "ok" }).collect();
+    let status = (0..n).map(|i| if duplicate(i).is_some() { Status::Duplicate } else { Status::Ok });
     let kind: Vec<Option<&str>> = (0..n).map(|i| duplicate(i).map(|d| d.1.name())).collect();
     let strs = |f: fn(&Item) -> String| items.iter().map(f).collect::<Vec<_>>();
     let mut columns = vec![
@@ -140,7 +141,7 @@ fn manifest_frame(items: &[Item], measures: &[&Measures], verdicts: &[Verdict]) 
         col("object", strs(|it| it.object.clone())),
         col("width", items.iter().map(|it| it.width).collect::<Vec<u32>>()),
         col("height", items.iter().map(|it| it.height).collect::<Vec<u32>>()),
-        col("status", status),
+        status_column(status),
         col("reason", kind.clone()),
         col("duplicate_of", (0..n).map(|i| duplicate(i).map(|d| items[d.0].key.clone())).collect::<Vec<_>>()),
         col("dup_kind", kind),

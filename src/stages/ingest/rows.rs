@@ -2,6 +2,7 @@
 use super::Source;
 use crate::manifest::columns::{col, frame};
 use crate::manifest::{measure_columns, Reason};
+use crate::manifest::{status_column, Status};
 use crate::measure::Measures;
 use crate::named::Named;
 use anyhow::Result;
@@ -99,7 +100,7 @@ pub(super) fn manifest_frame(sources: &[Source], rows: &[Row]) -> Result<DataFra
     let pick = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
     let names: Vec<String> = rows.iter().map(|r| sources[r.source_index as usize].name.clone()).collect();
     let cropped: Vec<bool> = rows.iter().map(|r| sources[r.source_index as usize].already_cropped).collect();
-    let status: Vec<&str> = rows.iter().map(|r| if r.out.is_ok() { "ok" } else { "rejected" }).collect();
+    let status = status_column(rows.iter().map(|r| Status::ok_if(r.out.is_ok())));
     let object = pick(|r| r.out.blake3.clone().filter(|_| r.out.is_ok()));
     frame(
         rows.len(),
@@ -118,7 +119,7 @@ pub(super) fn manifest_frame(sources: &[Source], rows: &[Row]) -> Result<DataFra
             col("height", rows.iter().map(|r| r.out.height).collect::<Vec<Option<u32>>>()),
             col("color", pick(|r| r.out.color.clone())),
             col("frames", rows.iter().map(|r| r.out.frames).collect::<Vec<Option<u32>>>()),
-            col("status", status),
+            status,
             col("reason", rows.iter().map(|r| r.out.reason.map(|r| r.name())).collect::<Vec<_>>()),
             col("error", pick(|r| r.out.error.clone())),
         ]
