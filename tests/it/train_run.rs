@@ -1,11 +1,10 @@
 //! `anime-pipe train` / `sample` end to end on tiny packed datasets (16x16 synthetic faces, widths 8): the run
 //! directory contract, exact resume, the divergence stop, the CUDA error, and agreement of the exported generator
 //! with Python's onnxruntime.
-mod train_support;
+use crate::support::train::*;
 use anime_pipe::train::{checkpoint, rundir};
 use std::collections::BTreeMap;
 use std::path::Path;
-use train_support::*;
 
 /// 256 images of 16x16 in two shards: 16 batches of 16 per epoch.
 fn dataset() -> tempfile::TempDir {
