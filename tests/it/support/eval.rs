@@ -1,6 +1,5 @@
 //! Helpers shared by the eval tests: real images from ../shared, tiny generator graphs, a packed workdir built
 //! through the CLI, and the Python cross-check.
-#![allow(dead_code)]
 use anime_pipe::eval::features::Features;
 use onnxgrad::{DType, Graph, Tensor};
 use rand::rngs::ChaCha8Rng;

@@ -1,6 +1,5 @@
 //! Helpers for the training tests: tiny packed datasets written directly (shards + pack.parquet, as `pack` writes
 //! them), and the run-directory readers.
-#![allow(dead_code)]
 use anime_pipe::config::Fit;
 use anime_pipe::stages::columns::{col, frame};
 use std::io::Write;
