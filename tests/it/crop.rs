@@ -419,7 +419,7 @@ fn run_end_to_end_produces_crops_upscales_packs_and_a_contact_sheet() {
 }
 
 /// All 270 illustrations: ~10 min in a debug build on 2 cores (the resizer's generic code is compiled without
-/// optimisation there), about a minute in release: `cargo test --release --test crop -- --ignored`.
+/// optimisation there), about a minute in release: `cargo test --release --test it crop:: -- --ignored`.
 #[test]
 #[ignore = "slow in debug builds; run with --release -- --ignored"]
 fn run_over_all_of_illust() {

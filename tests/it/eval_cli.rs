@@ -9,7 +9,6 @@ use anime_pipe::gan::steps;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 const N: usize = 20;
 const REALS: usize = 40;
@@ -188,7 +187,7 @@ fn a_missing_inception_model_says_how_to_provide_it() {
     let model = tmp.path().join("g.onnx");
     std::fs::write(&model, linear_generator(2, 4, 8, 1.0, 0.0, 1)).unwrap();
     let missing = tmp.path().join("nowhere/fid_inception_v3_pool3.onnx");
-    let out = Command::new(env!("CARGO_BIN_EXE_anime-pipe"))
+    let out = support::anime_pipe()
         .args(["--workdir", tmp.path().join("w").to_str().unwrap(), "eval", "--model"])
         .arg(&model)
         .arg("--inception")
@@ -207,7 +206,7 @@ fn a_workdir_without_a_pack_is_refused_with_the_command_to_run() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("g.onnx");
     std::fs::write(&model, linear_generator(4, 8, 64, 1.0, 0.0, 1)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_anime-pipe"))
+    let out = support::anime_pipe()
         .args(["--workdir", tmp.path().join("w").to_str().unwrap(), "eval", "-n", "8", "--model"])
         .arg(&model)
         .arg("--inception")

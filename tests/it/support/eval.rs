@@ -82,7 +82,7 @@ pub fn linear_generator(batch: usize, nz: usize, side: usize, scale: f32, bias_s
 
 /// Runs the CLI with `args`, asserting success; returns stdout.
 pub fn cli(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_anime-pipe")).args(args).output().unwrap();
+    let out = super::anime_pipe().args(args).output().unwrap();
     assert!(
         out.status.success(),
         "anime-pipe {args:?} failed:\n{}\n{}",
