@@ -1,13 +1,12 @@
 //! The pack stage: shard layout, sample -> (shard, index) mapping against an independent resize, the split rule,
 //! decode failures, byte-identical re-runs for any thread count, stale-shard removal, crash safety, and a Python
 //! (safetensors + numpy + PIL) cross-check.
-mod common;
-mod dataset_fixture;
 
+use crate::support;
+use crate::support::dataset::*;
 use anime_pipe::app::Ctx;
 use anime_pipe::config::Fit;
 use anime_pipe::stages::pack;
-use dataset_fixture::*;
 use image::RgbImage;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -538,11 +537,11 @@ print(f"ok {len(rows)} samples in {len(shards)} shards")
 fn binary_pipeline_is_byte_identical_for_any_thread_count() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let status = common::anime_pipe().args(["-q", "sample-data"]).arg(&data).args(["--count", "40"]).status().unwrap();
+    let status = support::anime_pipe().args(["-q", "sample-data"]).arg(&data).args(["--count", "40"]).status().unwrap();
     assert!(status.success());
     let config = data.join("pipeline.yaml");
     let anime_pipe = |workdir: &Path, args: &[&str]| {
-        let out = common::anime_pipe()
+        let out = support::anime_pipe()
             .current_dir(root.path())
             .arg("--config")
             .arg(&config)

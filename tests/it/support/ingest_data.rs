@@ -1,6 +1,5 @@
 //! Helpers shared by the ingest and dedup integration tests: contexts from a pipeline.yaml text, typed manifest
 //! rows, image encoders and synthetic faces.
-#![allow(dead_code)]
 use anime_pipe::app::Ctx;
 use anime_pipe::config::{ConfigFile, Settings};
 use anime_pipe::manifest::read_parquet;

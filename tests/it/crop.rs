@@ -1,14 +1,13 @@
 //! The crop stage on real illustrations (../shared), its rejects and passthrough rows, determinism, the YOLO decoder
 //! against a hand-made ONNX graph with planted boxes, and `anime-pipe run` end to end with a contact sheet.
-mod common;
-mod faces_fixture;
 
+use crate::support;
+use crate::support::faces::*;
+use crate::support::shared_dir;
 use anime_pipe::faces::detector::{Detector, DetectorParams, Family};
 use anime_pipe::faces::geometry::BoxF;
 use anime_pipe::runtime::{Device, SessionOptions};
 use anime_pipe::stages::crop;
-use common::shared_dir;
-use faces_fixture::*;
 use image::RgbImage;
 
 fn illust(name: &str) -> Option<std::path::PathBuf> {
@@ -366,12 +365,12 @@ fn run_end_to_end_produces_crops_upscales_packs_and_a_contact_sheet() {
         m = shared.join("models").display()
     );
     std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-    let run = || common::anime_pipe().current_dir(dir.path()).args(["--json", "-j", "2", "run"]).output().unwrap();
+    let run = || support::anime_pipe().current_dir(dir.path()).args(["--json", "-j", "2", "run"]).output().unwrap();
     let first = run();
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let sheet = dir.path().join("sheet.png");
     let out =
-        common::anime_pipe().current_dir(dir.path()).args(["stats", "--contact-sheet"]).arg(&sheet).output().unwrap();
+        support::anime_pipe().current_dir(dir.path()).args(["stats", "--contact-sheet"]).arg(&sheet).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let workdir = anime_pipe::workdir::Workdir::open(dir.path()).unwrap();
@@ -420,7 +419,7 @@ fn run_end_to_end_produces_crops_upscales_packs_and_a_contact_sheet() {
 }
 
 /// All 270 illustrations: ~10 min in a debug build on 2 cores (the resizer's generic code is compiled without
-/// optimisation there), about a minute in release: `cargo test --release --test crop -- --ignored`.
+/// optimisation there), about a minute in release: `cargo test --release --test it crop:: -- --ignored`.
 #[test]
 #[ignore = "slow in debug builds; run with --release -- --ignored"]
 fn run_over_all_of_illust() {
@@ -433,9 +432,9 @@ fn run_over_all_of_illust() {
         shared.join("models/anime_faceboxes.onnx").display()
     );
     std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-    assert!(common::anime_pipe().current_dir(dir.path()).args(["-q", "run"]).status().unwrap().success());
+    assert!(support::anime_pipe().current_dir(dir.path()).args(["-q", "run"]).status().unwrap().success());
     let sheet = dir.path().join("sheet.png");
-    let mut stats = common::anime_pipe();
+    let mut stats = support::anime_pipe();
     stats.current_dir(dir.path()).args(["-q", "stats", "--contact-sheet"]).arg(&sheet);
     assert!(stats.status().unwrap().success());
     let workdir = anime_pipe::workdir::Workdir::open(dir.path()).unwrap();

@@ -1,10 +1,9 @@
 //! The clean stage: each score against hand-derived values, reject reasons and their order, the manifest, and
 //! determinism across thread counts.
-mod dataset_fixture;
 
+use crate::support::dataset::*;
 use anime_pipe::config::CleanSettings;
 use anime_pipe::stages::clean::{self, Scores};
-use dataset_fixture::*;
 use image::{Rgb, RgbImage};
 
 fn gray_image(w: u32, h: u32, f: impl Fn(u32, u32) -> u8) -> RgbImage {

@@ -1,6 +1,5 @@
 //! Helpers shared by the eval tests: real images from ../shared, tiny generator graphs, a packed workdir built
 //! through the CLI, and the Python cross-check.
-#![allow(dead_code)]
 use anime_pipe::eval::features::Features;
 use onnxgrad::{DType, Graph, Tensor};
 use rand::rngs::ChaCha8Rng;
@@ -83,7 +82,7 @@ pub fn linear_generator(batch: usize, nz: usize, side: usize, scale: f32, bias_s
 
 /// Runs the CLI with `args`, asserting success; returns stdout.
 pub fn cli(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_anime-pipe")).args(args).output().unwrap();
+    let out = super::anime_pipe().args(args).output().unwrap();
     assert!(
         out.status.success(),
         "anime-pipe {args:?} failed:\n{}\n{}",

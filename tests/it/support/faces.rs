@@ -1,6 +1,5 @@
 //! Workdirs for the crop/upscale tests: images stored in the cache and a dedup.parquet with the contract's columns
 //! published directly (no ingest/dedup run), plus small readers for manifest columns.
-#![allow(dead_code)]
 use anime_pipe::app::Ctx;
 use anime_pipe::config::{ConfigFile, Settings, Source};
 use anime_pipe::manifest::{publish_stage, read_parquet};

@@ -1,5 +1,11 @@
-//! Shared helpers for integration tests.
-#![allow(dead_code)]
+//! Shared helpers for the integration tests (`shared_dir`, `anime_pipe`) and, one submodule per family of tests,
+//! their fixtures.
+pub mod dataset;
+pub mod eval;
+pub mod faces;
+pub mod ingest_data;
+pub mod train;
+
 use std::path::PathBuf;
 
 /// `../shared` beside the checkout, when present. Tests that need it call this: without it they return early

@@ -1,6 +1,5 @@
 //! Helpers for the training tests: tiny packed datasets written directly (shards + pack.parquet, as `pack` writes
 //! them), and the run-directory readers.
-#![allow(dead_code)]
 use anime_pipe::config::Fit;
 use anime_pipe::stages::columns::{col, frame};
 use std::io::Write;
@@ -83,7 +82,7 @@ pub fn write_dataset(workdir: &Path, size: u32, count: usize, shards: usize) {
 
 /// The `anime-pipe` binary, run in `dir` (so no pipeline.yaml of the checkout is picked up) on workdir `dir`.
 pub fn anime_pipe_in(dir: &Path) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_anime-pipe"));
+    let mut cmd = super::anime_pipe();
     cmd.current_dir(dir).arg("--workdir").arg(dir).arg("-q");
     cmd
 }

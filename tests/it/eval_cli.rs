@@ -1,16 +1,14 @@
 //! `anime-pipe eval` end to end: a packed workdir of 40 real faces (../shared), a run directory with three
 //! generators whose behaviour is known by construction, and the outputs (JSON, eval.parquet, grids, report.html,
 //! the reference cache) checked against those facts.
-mod common;
-mod eval_support;
 
+use crate::support;
+use crate::support::eval::*;
 use anime_pipe::gan::models::Arch;
 use anime_pipe::gan::steps;
-use eval_support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 const N: usize = 20;
 const REALS: usize = 40;
@@ -78,7 +76,7 @@ fn counts(v: &Value) -> BTreeMap<String, u64> {
 
 #[test]
 fn eval_of_a_run_writes_rows_grids_and_report_and_reuses_the_cached_reference() {
-    let Some(shared) = common::shared_dir() else { return };
+    let Some(shared) = support::shared_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let workdir = packed_workdir(tmp.path(), &getchu_jpegs(&shared, 0, REALS));
     let run = make_run(&workdir);
@@ -189,7 +187,7 @@ fn a_missing_inception_model_says_how_to_provide_it() {
     let model = tmp.path().join("g.onnx");
     std::fs::write(&model, linear_generator(2, 4, 8, 1.0, 0.0, 1)).unwrap();
     let missing = tmp.path().join("nowhere/fid_inception_v3_pool3.onnx");
-    let out = Command::new(env!("CARGO_BIN_EXE_anime-pipe"))
+    let out = support::anime_pipe()
         .args(["--workdir", tmp.path().join("w").to_str().unwrap(), "eval", "--model"])
         .arg(&model)
         .arg("--inception")
@@ -204,11 +202,11 @@ fn a_missing_inception_model_says_how_to_provide_it() {
 
 #[test]
 fn a_workdir_without_a_pack_is_refused_with_the_command_to_run() {
-    let Some(shared) = common::shared_dir() else { return };
+    let Some(shared) = support::shared_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("g.onnx");
     std::fs::write(&model, linear_generator(4, 8, 64, 1.0, 0.0, 1)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_anime-pipe"))
+    let out = support::anime_pipe()
         .args(["--workdir", tmp.path().join("w").to_str().unwrap(), "eval", "-n", "8", "--model"])
         .arg(&model)
         .arg("--inception")

@@ -1,14 +1,12 @@
 //! Upscalers on real images (../shared): exact output sizes, sane values, tiled == untiled, waifu2x beats Lanczos
 //! on a restoration task; and the upscale stage's manifest.
-mod common;
-mod faces_fixture;
 
+use crate::support::faces::*;
+use crate::support::shared_dir;
 use anime_pipe::faces::resize_rgb;
 use anime_pipe::faces::upscale::{upscale_to, Method, SrModel, Tiling};
 use anime_pipe::runtime::{Device, SessionOptions};
 use anime_pipe::stages::upscale;
-use common::shared_dir;
-use faces_fixture::*;
 use fast_image_resize as fir;
 use image::RgbImage;
 

@@ -1,6 +1,7 @@
 //! The GAN step graphs as standard ONNX: `anime-pipe graph`'s files pass `onnx.checker` (full check) and give in
 //! Python onnxruntime the losses and updates of the Rust runner; the D step's and G step's gradients match
 //! central finite differences of their losses, through ONNX Runtime.
+use crate::support;
 use anime_pipe::gan::export::{write_graphs, ExportRequest};
 use anime_pipe::gan::models::{Arch, Family};
 use anime_pipe::gan::runner::{GanConfig, Noise, Runner, RunnerOptions};
@@ -374,7 +375,7 @@ fn written_graphs_pass_the_onnx_checker_and_match_the_runner_in_python() -> Resu
 #[test]
 fn graph_command_writes_four_models_and_describes_them() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let out = Command::new(env!("CARGO_BIN_EXE_anime-pipe"))
+    let out = support::anime_pipe()
         .args(["graph", "--arch", "dcgan64", "--batch", "8", "--ngf", "8", "--ndf", "8", "--json", "--out"])
         .arg(dir.path())
         .output()?;
@@ -414,7 +415,7 @@ fn graph_command_writes_four_models_and_describes_them() -> Result<()> {
 
     // The same command writes the same bytes (seeded weights, deterministic names and node order).
     let again = tempfile::tempdir()?;
-    let status = Command::new(env!("CARGO_BIN_EXE_anime-pipe"))
+    let status = support::anime_pipe()
         .args(["graph", "--arch", "dcgan64", "--batch", "8", "--ngf", "8", "--ndf", "8", "-q", "--out"])
         .arg(again.path())
         .status()?;
@@ -423,7 +424,7 @@ fn graph_command_writes_four_models_and_describes_them() -> Result<()> {
         assert!(std::fs::read(dir.path().join(f))? == std::fs::read(again.path().join(f))?, "{f} differs between runs");
     }
 
-    let help = Command::new(env!("CARGO_BIN_EXE_anime-pipe")).args(["graph", "--help"]).output()?;
+    let help = support::anime_pipe().args(["graph", "--help"]).output()?;
     let help = String::from_utf8_lossy(&help.stdout);
     for needle in ["d_step.onnx", "g_step.onnx", "gan_step.onnx", "generator.onnx", "InferenceSession", "X.new"] {
         assert!(help.contains(needle), "--help lacks {needle}");

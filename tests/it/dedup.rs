@@ -1,13 +1,13 @@
 //! The dedup stage end to end: exact bytes, exact pixels across formats, near duplicates after resizes,
 //! re-encodes and small crops, the keep policy, the flags, and determinism. Real data from ../shared when present.
-mod common;
-mod ingest_fixture;
 
+use crate::support;
+use crate::support::ingest_data;
+use crate::support::ingest_data::*;
 use anime_pipe::app::Ctx;
 use anime_pipe::stages::{dedup, ingest};
 use image::imageops::{self, FilterType};
 use image::{DynamicImage, ImageFormat, RgbImage};
-use ingest_fixture::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::Path;
@@ -52,7 +52,7 @@ fn sample_data_duplicates_are_exactly_the_planted_ones() {
     .collect();
     assert_eq!(duplicates(&rows), expected);
     // One dedup row per accepted ingest row, in the same order.
-    let accepted: Vec<String> = ingest_fixture::rows(ctx.workdir.root(), "ingest")
+    let accepted: Vec<String> = ingest_data::rows(ctx.workdir.root(), "ingest")
         .into_iter()
         .filter(|r| r.status == "ok")
         .map(|r| r.key)
@@ -204,7 +204,7 @@ fn cli_flags_and_thread_counts_give_identical_manifests() {
     let dir = tmp.path().join("sample");
     anime_pipe::sample_data::write(&dir, 12, 2).unwrap();
     let cli = |args: &[&str]| {
-        let out = common::anime_pipe().arg("-q").args(args).current_dir(&dir).output().unwrap();
+        let out = support::anime_pipe().arg("-q").args(args).current_dir(&dir).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     let manifest = || fs::read(dir.join("manifests/dedup.parquet")).unwrap();
@@ -223,7 +223,7 @@ fn cli_flags_and_thread_counts_give_identical_manifests() {
 
 #[test]
 fn real_getchu_has_exactly_4096_byte_identical_copies() {
-    let Some(shared) = common::shared_dir() else { return };
+    let Some(shared) = support::shared_dir() else { return };
     let work = tempfile::tempdir().unwrap();
     let yaml = "sources:\n  - {name: getchu, path: data/getchu64.zip, already_cropped: true}\n";
     let mut ctx = context(work.path(), &shared, yaml);
@@ -254,7 +254,7 @@ fn real_getchu_has_exactly_4096_byte_identical_copies() {
 
 #[test]
 fn real_illust_byte_copies() {
-    let Some(shared) = common::shared_dir() else { return };
+    let Some(shared) = support::shared_dir() else { return };
     let work = tempfile::tempdir().unwrap();
     let ctx = context(work.path(), &shared, "sources:\n  - {name: illust, path: data/illust}\n");
     let rows = ingest_and_dedup(&ctx);

@@ -1,6 +1,5 @@
 //! Builds workdirs for the clean/pack/stats/verify tests without running ingest or dedup: synthetic images are
 //! stored with `cache::store_object` and an input manifest with the contract's columns is published directly.
-#![allow(dead_code)]
 use anime_pipe::app::Ctx;
 use anime_pipe::config::{ConfigFile, Settings};
 use anime_pipe::manifest::{publish_stage, read_parquet};

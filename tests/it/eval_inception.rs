@@ -1,13 +1,13 @@
 //! FID/KID on real Inception features of getchu64 faces (../shared): disjoint halves of the same data are close,
 //! noise and blurred faces are far, and the numbers agree with an independent numpy/scipy computation.
 //! Inception on CPU costs ~0.1-0.3 s per image, so this embeds 96 faces + 48 noise + 48 blurred images once.
-mod eval_support;
 
+use crate::support;
+use crate::support::eval::*;
 use anime_pipe::eval::features::{Features, Inception};
 use anime_pipe::eval::fid::{fid, GaussianStats};
 use anime_pipe::eval::kid::mmd2_unbiased;
 use anime_pipe::runtime::{Device, SessionOptions};
-use eval_support::*;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -25,7 +25,7 @@ struct Embedded {
 fn embedded() -> Option<&'static Embedded> {
     static CELL: OnceLock<Option<Embedded>> = OnceLock::new();
     CELL.get_or_init(|| {
-        let shared = common::shared_dir()?;
+        let shared = support::shared_dir()?;
         let options = SessionOptions { device: Device::Cpu, threads: 0, optimize: true };
         let mut inception = Inception::load(&inception_path(&shared), &options).unwrap();
         let faces = decode_64(&getchu_jpegs(&shared, 0, 2 * HALF));
@@ -47,8 +47,6 @@ fn embedded() -> Option<&'static Embedded> {
     })
     .as_ref()
 }
-
-mod common;
 
 /// A (2r+1)² box blur of each 64x64 image (edges clamped): the faces' content survives, their detail does not.
 fn box_blur_64(pixels: &[u8], r: i64) -> Vec<u8> {

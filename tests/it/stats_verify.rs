@@ -1,11 +1,10 @@
 //! stats (numbers and tables, --json through the binary), verify (clean workdir passes; each kind of corruption
 //! is reported and fails the command) and the dataset digest (documented encoding, what it covers).
-mod common;
-mod dataset_fixture;
 
+use crate::support;
+use crate::support::dataset::*;
 use anime_pipe::app::Ctx;
 use anime_pipe::stages::{clean, pack, stats, verify};
-use dataset_fixture::*;
 use std::path::Path;
 
 /// dedup -> clean -> pack in a tempdir: 6 distinct images (one too small, one wide, one undecodable) plus a
@@ -131,7 +130,7 @@ fn verify_reports_corrupt_and_missing_cache_objects() {
 fn verify_binary_exits_non_zero_and_lists_problems() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = pipeline_workdir(dir.path());
-    let ok = common::anime_pipe()
+    let ok = support::anime_pipe()
         .current_dir(dir.path())
         .args(["-q", "--workdir"])
         .arg(dir.path())
@@ -141,7 +140,7 @@ fn verify_binary_exits_non_zero_and_lists_problems() {
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let shard = first_shard(&ctx);
     std::fs::write(ctx.workdir.root().join(&shard), b"garbage").unwrap();
-    let bad = common::anime_pipe()
+    let bad = support::anime_pipe()
         .current_dir(dir.path())
         .args(["--workdir"])
         .arg(dir.path())
@@ -209,8 +208,13 @@ fn size_buckets_have_the_documented_boundaries() {
 fn stats_binary_prints_tables_and_json() {
     let dir = tempfile::tempdir().unwrap();
     pipeline_workdir(dir.path());
-    let text =
-        common::anime_pipe().current_dir(dir.path()).args(["--workdir"]).arg(dir.path()).arg("stats").output().unwrap();
+    let text = support::anime_pipe()
+        .current_dir(dir.path())
+        .args(["--workdir"])
+        .arg(dir.path())
+        .arg("stats")
+        .output()
+        .unwrap();
     assert!(text.status.success());
     let stdout = String::from_utf8_lossy(&text.stdout);
     for needle in ["dedup.parquet: 7 rows", "clean.parquet: 6 rows", "reject reason", "shorter side", "shards"] {
@@ -218,7 +222,7 @@ fn stats_binary_prints_tables_and_json() {
     }
     assert!(stdout.find("dedup.parquet").unwrap() < stdout.find("clean.parquet").unwrap(), "pipeline order");
 
-    let json = common::anime_pipe()
+    let json = support::anime_pipe()
         .current_dir(dir.path())
         .args(["--json", "--workdir"])
         .arg(dir.path())
@@ -231,7 +235,7 @@ fn stats_binary_prints_tables_and_json() {
     assert_eq!(value["manifests"]["clean"]["rejects"]["too_small"], 1);
     assert_eq!(value["manifests"]["dedup"]["duplicates"]["exact_pixels"], 1);
 
-    let one = common::anime_pipe()
+    let one = support::anime_pipe()
         .current_dir(dir.path())
         .args(["--json", "--workdir"])
         .arg(dir.path())
@@ -240,7 +244,7 @@ fn stats_binary_prints_tables_and_json() {
     let value: serde_json::Value = serde_json::from_slice(&one.unwrap().stdout).unwrap();
     assert_eq!(value["manifests"].as_object().unwrap().keys().collect::<Vec<_>>(), vec!["pack"]);
 
-    let missing = common::anime_pipe()
+    let missing = support::anime_pipe()
         .current_dir(dir.path())
         .args(["--workdir"])
         .arg(dir.path())

@@ -1,12 +1,11 @@
 //! The ingest stage end to end: every kind of bad input becomes a row with its reason, archives are read by
 //! content without extracting, re-runs reuse the private index, and manifests are byte-identical across thread
 //! counts and file-system creation order. Real data from ../shared when present.
-mod common;
-mod ingest_fixture;
 
+use crate::support;
+use crate::support::ingest_data::*;
 use anime_pipe::stages::ingest;
 use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
-use ingest_fixture::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
@@ -422,7 +421,7 @@ fn manifests_are_byte_identical_across_threads_and_creation_order() {
     build_tree(&a, &forward);
     build_tree(&b, &shuffled);
     let run = |threads: &str, source: &Path, workdir: &Path| {
-        let out = common::anime_pipe()
+        let out = support::anime_pipe()
             .args(["-q", "-j", threads, "--workdir"])
             .arg(workdir)
             .args(["ingest", "--source"])
@@ -442,7 +441,7 @@ fn manifests_are_byte_identical_across_threads_and_creation_order() {
 #[test]
 fn bad_config_and_unwritable_workdir_are_the_only_hard_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = common::anime_pipe()
+    let out = support::anime_pipe()
         .args(["-q", "--workdir"])
         .arg(tmp.path().join("w"))
         .args(["ingest", "--source", "no/such/folder"])
@@ -456,7 +455,7 @@ fn bad_config_and_unwritable_workdir_are_the_only_hard_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = common::anime_pipe()
+    let out = support::anime_pipe()
         .args(["-q", "--workdir"])
         .arg(tmp.path().join("w"))
         .arg("ingest")
@@ -468,7 +467,7 @@ fn bad_config_and_unwritable_workdir_are_the_only_hard_errors() {
 
     fs::write(tmp.path().join("file"), b"x").unwrap();
     fs::create_dir(tmp.path().join("src")).unwrap();
-    let out = common::anime_pipe()
+    let out = support::anime_pipe()
         .args(["-q", "--workdir"])
         .arg(tmp.path().join("file/w"))
         .args(["ingest", "--source", "src"])
@@ -483,14 +482,14 @@ fn bad_config_and_unwritable_workdir_are_the_only_hard_errors() {
 fn sample_data_ingests_with_exactly_the_planted_rejects() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("sample");
-    let out = common::anime_pipe()
+    let out = support::anime_pipe()
         .args(["-q", "sample-data"])
         .arg(&dir)
         .args(["--count", "12", "--seed", "5"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = common::anime_pipe().args(["-q", "ingest"]).current_dir(&dir).output().unwrap();
+    let out = support::anime_pipe().args(["-q", "ingest"]).current_dir(&dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows = rows(&dir, "ingest");
     let rejected: BTreeMap<&str, &str> =
@@ -513,7 +512,7 @@ fn sample_data_ingests_with_exactly_the_planted_rejects() {
 
 #[test]
 fn real_getchu_zip_holds_19992_images_of_which_15896_distinct() {
-    let Some(shared) = common::shared_dir() else { return };
+    let Some(shared) = support::shared_dir() else { return };
     let work = tempfile::tempdir().unwrap();
     let yaml = "sources:\n  - {name: getchu, path: data/getchu64.zip, already_cropped: true}\n";
     let ctx = context(work.path(), &shared, yaml);
@@ -530,7 +529,7 @@ fn real_getchu_zip_holds_19992_images_of_which_15896_distinct() {
 
 #[test]
 fn real_folders_holoen256_and_illust_are_all_accepted() {
-    let Some(shared) = common::shared_dir() else { return };
+    let Some(shared) = support::shared_dir() else { return };
     let work = tempfile::tempdir().unwrap();
     let yaml = "sources:\n  - {name: holo, path: data/holoen256}\n  - {name: illust, path: data/illust}\n";
     let ctx = context(work.path(), &shared, yaml);

@@ -1,11 +1,11 @@
 //! `anime-pipe train` / `sample` end to end on tiny packed datasets (16x16 synthetic faces, widths 8): the run
 //! directory contract, exact resume, the divergence stop, the CUDA error, and agreement of the exported generator
 //! with Python's onnxruntime.
-mod train_support;
+use crate::support;
+use crate::support::train::*;
 use anime_pipe::train::{checkpoint, rundir};
 use std::collections::BTreeMap;
 use std::path::Path;
-use train_support::*;
 
 /// 256 images of 16x16 in two shards: 16 batches of 16 per epoch.
 fn dataset() -> tempfile::TempDir {
@@ -228,7 +228,7 @@ fn ctrl_c_finishes_the_step_checkpoints_and_the_resumed_run_matches_an_uninterru
     let w = data.path();
     // Not quiet: without a terminal the trainer logs one line per epoch, which tells us it is inside its loop
     // (the Ctrl-C handler is installed) without any timing assumption.
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_anime-pipe"));
+    let mut cmd = support::anime_pipe();
     cmd.current_dir(w).arg("--workdir").arg(w).args(["-j", "1", "train"]).args(tiny_flags());
     cmd.args(["--epochs", "100000", "--checkpoint-every", "100000", "--name", "int"]);
     let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();

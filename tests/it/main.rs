@@ -1,0 +1,20 @@
+//! The integration tests, as one test binary (so the suite links polars and ONNX Runtime once, not once per
+//! file): one module per area, and `support` with the shared helpers and fixtures.
+//!
+//! Run one area with a filter, e.g. `cargo test --test it pack::` (or `cargo test --test it -- --list`).
+
+mod support;
+
+mod clean;
+mod crop;
+mod dedup;
+mod eval_cli;
+mod eval_inception;
+mod eval_stats;
+mod gan_graphs;
+mod gan_runner;
+mod ingest;
+mod pack;
+mod stats_verify;
+mod train_run;
+mod upscale;
