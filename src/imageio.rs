@@ -27,7 +27,6 @@ use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What decoding may cost (`limits:` in pipeline.yaml). Every stage that decodes applies the same limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,14 +69,6 @@ impl DecodeError {
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Self { reason, detail: detail.into() }
     }
-}
-
-/// Full decodes since the process started (every stage's count of pixels work, for the decode-once checks).
-static DECODES: AtomicU64 = AtomicU64::new(0);
-
-/// How many images this process has fully decoded so far.
-pub fn decode_count() -> u64 {
-    DECODES.load(Ordering::Relaxed)
 }
 
 /// The formats [`decode_rgb8`] accepts, as reported in `Decoded::format`.
@@ -259,7 +250,6 @@ fn decode_native(
     limits: &Limits,
 ) -> Result<(DynamicImage, image::metadata::Orientation, Info), DecodeError> {
     use image::metadata::Orientation as O;
-    DECODES.fetch_add(1, Ordering::Relaxed);
     let format = identify(bytes, limits)?;
     let structure = scan_structure(format, bytes)?;
     guarded(|| {

@@ -87,7 +87,8 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     summary
         .count("input", items.len() as u64)
         .count("accepted", accepted as u64)
-        .count("rejected", (items.len() - accepted) as u64);
+        .count("rejected", (items.len() - accepted) as u64)
+        .count("images decoded", 0);
     for reason in verdicts.iter().filter_map(|r| r.first()) {
         summary.reject(reason.name());
     }

@@ -68,6 +68,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Resolved `crop:`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,11 +145,15 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     let detector = if to_detect > 0 { Some(load_detector(env, inputs)?) } else { None };
 
     let bar = env.reporter.bar(parents.len() as u64, Stage::Crop.name());
+    let decoded = AtomicU64::new(0);
     let per_parent: Vec<Vec<CropRow>> = parents
         .par_iter()
         .map(|parent| {
             let rows = match &detector {
-                Some(d) if !inputs.passes_through(parent) => crop_item(&env.workdir, inputs, d, parent),
+                Some(d) if !inputs.passes_through(parent) => {
+                    decoded.fetch_add(1, Ordering::Relaxed);
+                    crop_item(&env.workdir, inputs, d, parent)
+                }
                 _ => Ok(vec![passthrough(parent)]),
             };
             bar.inc(1);
@@ -164,6 +169,7 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     publish_stage(&env.workdir, Stage::Crop.name(), &mut df, fingerprint)?;
 
     summarise(&mut summary, &parents, &rows, to_detect);
+    summary.count("images decoded", decoded.into_inner());
     if let Some(d) = &detector {
         let p = d.params();
         summary.fact("detector", format!("{:?} {}", p.family, inputs.detector.path.display()));

@@ -206,7 +206,8 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     summary
         .count("input items", samples.len() as u64)
         .count("packed", (samples.len() - rejected) as u64)
-        .count("rejected", rejected as u64);
+        .count("rejected", rejected as u64)
+        .count("images decoded", samples.len() as u64);
     for _ in 0..rejected {
         summary.reject(Reason::DecodeFailed.name());
     }

@@ -135,7 +135,8 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
         .count("input items", items.len() as u64)
         .count("upscaled", upscaled)
         .count("already large enough", (items.len() - to_upscale) as u64)
-        .count("rejected", rejected);
+        .count("rejected", rejected)
+        .count("images decoded", to_upscale as u64);
     for _ in 0..rejected {
         summary.reject(Reason::DecodeFailed.name());
     }

@@ -7,7 +7,7 @@ use crate::support::shared_dir;
 use anime_pipe::faces::detector::{Detector, DetectorParams, Family};
 use anime_pipe::faces::geometry::BoxF;
 use anime_pipe::runtime::{Device, SessionOptions};
-use anime_pipe::stages::crop;
+use anime_pipe::stages::Stage;
 use image::RgbImage;
 
 fn illust(name: &str) -> Option<std::path::PathBuf> {
@@ -40,7 +40,7 @@ fn grid36_finds_a_face_in_nearly_every_cell_and_crops_real_pixels() {
     let dir = tempfile::tempdir().unwrap();
     let mut ctx = context(dir.path(), "{}", 2);
     publish_dedup(&mut ctx, &[Input::file("illust", &path)], &[]);
-    crop::run(&ctx).unwrap();
+    ctx.run(Stage::Crop).unwrap();
     let df = read_stage(&ctx.workdir, "crop");
     let faces = accepted_faces(&df);
     assert!(faces.len() >= 34, "found {} faces", faces.len());
@@ -71,7 +71,7 @@ fn touhou_banner_small_faces_need_the_2x_scale() {
         let dir = tempfile::tempdir().unwrap();
         let mut ctx = context(dir.path(), yaml, 2);
         publish_dedup(&mut ctx, &[Input::file("illust", &path)], &[]);
-        crop::run(&ctx).unwrap();
+        ctx.run(Stage::Crop).unwrap();
         let df = read_stage(&ctx.workdir, "crop");
         let scales: Vec<f64> = accepted_faces(&df)
             .iter()
@@ -108,7 +108,7 @@ fn every_image_gets_rows_with_reasons_and_cropped_sources_pass_through() {
         Input { status: "duplicate", ..Input::new("faces", "f2.png", face_crop) },
     ];
     publish_dedup(&mut ctx, &inputs, &["faces"]);
-    let summary = crop::run(&ctx).unwrap();
+    let summary = ctx.run(Stage::Crop).unwrap();
     let df = read_stage(&ctx.workdir, "crop");
     let (key, kind, status, reason) = (strs(&df, "key"), strs(&df, "kind"), strs(&df, "status"), strs(&df, "reason"));
     let row_of = |k: &str| key.iter().position(|x| x.as_deref() == Some(k)).unwrap_or_else(|| panic!("no row {k}"));
@@ -176,7 +176,7 @@ fn crop_manifest_and_objects_are_identical_across_thread_counts() {
         let yaml = format!("crop: {{border: {border}}}");
         let mut ctx = context(dir.path(), &yaml, threads);
         publish_dedup(&mut ctx, &[Input::file("illust", &other), Input::file("illust", &banner)], &[]);
-        with_threads(threads, || crop::run(&ctx).unwrap());
+        with_threads(threads, || ctx.run(Stage::Crop).unwrap());
         let bytes = std::fs::read(ctx.workdir.manifest_path("crop")).unwrap();
         (bytes, dir)
     };
@@ -404,7 +404,7 @@ fn run_end_to_end_produces_crops_upscales_packs_and_a_contact_sheet() {
     assert_eq!(strs(&pack, "status").iter().filter(|s| s.as_deref() == Some("ok")).count(), 2 * accepted);
     // The contact sheet shows every face crop in 96 px cells.
     let sheet = image::open(&sheet).unwrap();
-    let cols = (found.len() as u32).min(anime_pipe::contact_sheet::COLUMNS);
+    let cols = (found.len() as u32).min(anime_pipe::inspect::contact_sheet::COLUMNS);
     let rows = (found.len() as u32).div_ceil(cols);
     assert_eq!((sheet.width(), sheet.height()), (cols * 96 + (cols + 1) * 2, rows * 96 + (rows + 1) * 2));
 

@@ -4,8 +4,8 @@
 use crate::support;
 use crate::support::ingest_data;
 use crate::support::ingest_data::*;
-use anime_pipe::app::Ctx;
-use anime_pipe::stages::{dedup, ingest};
+use crate::support::Ctx;
+use anime_pipe::stages::Stage;
 use image::imageops::{self, FilterType};
 use image::{DynamicImage, ImageFormat, RgbImage};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -13,8 +13,8 @@ use std::fs;
 use std::path::Path;
 
 fn ingest_and_dedup(ctx: &Ctx) -> Vec<Row> {
-    ingest::run(ctx).unwrap();
-    dedup::run(ctx).unwrap();
+    ctx.run(Stage::Ingest).unwrap();
+    ctx.run(Stage::Dedup).unwrap();
     rows(ctx.workdir.root(), "dedup")
 }
 
@@ -100,7 +100,7 @@ fn near_duplicates_survive_resizes_reencodes_and_small_crops() {
             .map(|v| (format!("v/{v}"), dup("near", "v/original.png")))
             .collect();
     assert_eq!(got, expected);
-    let threshold = ctx.settings.dedup.phash_threshold;
+    let threshold = ctx.plan.dedup.phash_threshold;
     assert!(rows.iter().filter_map(|r| r.hamming).all(|h| h <= threshold));
 }
 
@@ -120,16 +120,16 @@ fn near_search_follows_the_threshold_and_can_be_switched_off() {
     let distance = rows.iter().find(|r| r.key == "v/cropped.png").unwrap().hamming.expect("a near duplicate");
     assert!(distance > 0, "the crop must move the hash for this test to mean anything");
     // A threshold one below the pair's distance leaves it alone; at its distance it is found.
-    ctx.settings.dedup.phash_threshold = distance - 1;
-    dedup::run(&ctx).unwrap();
+    ctx.plan.dedup.phash_threshold = distance - 1;
+    ctx.run(Stage::Dedup).unwrap();
     assert!(duplicates(&rows_of(&ctx)).is_empty());
-    ctx.settings.dedup.phash_threshold = distance;
-    dedup::run(&ctx).unwrap();
+    ctx.plan.dedup.phash_threshold = distance;
+    ctx.run(Stage::Dedup).unwrap();
     assert_eq!(duplicates(&rows_of(&ctx)).keys().collect::<Vec<_>>(), ["v/cropped.png"]);
     // Near search off: nothing here is an exact duplicate.
-    ctx.settings.dedup.near = false;
-    ctx.settings.dedup.phash_threshold = 32;
-    let summary = dedup::run(&ctx).unwrap();
+    ctx.plan.dedup.near = false;
+    ctx.plan.dedup.phash_threshold = 32;
+    let summary = ctx.run(Stage::Dedup).unwrap();
     assert!(duplicates(&rows_of(&ctx)).is_empty());
     assert_eq!(count(&summary, "duplicates"), 0);
 }
@@ -173,29 +173,32 @@ fn same_pixels_in_other_formats_are_exact_pixel_duplicates() {
 
 fn by_key_pixel_hash(workdir: &Path, key: &str) -> String {
     let df = anime_pipe::manifest::read_parquet(&workdir.join("manifests/dedup.parquet")).unwrap();
-    let keys = anime_pipe::stages::columns::strings(&df, "key").unwrap();
-    let hashes = anime_pipe::stages::columns::strings(&df, "pixel_hash").unwrap();
+    let keys = anime_pipe::manifest::columns::strings(&df, "key").unwrap();
+    let hashes = anime_pipe::manifest::columns::strings(&df, "pixel_hash").unwrap();
     hashes[keys.iter().position(|k| k == key).unwrap()].clone()
 }
 
 #[test]
-fn objects_that_no_longer_decode_under_the_limits_are_rejected_rows() {
+fn lowered_limits_reject_at_ingest_and_dedup_never_decodes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     fs::create_dir_all(&data).unwrap();
     fs::write(data.join("big.png"), png(&picture(100, 100, 1))).unwrap();
     fs::write(data.join("small.png"), png(&picture(20, 20, 2))).unwrap();
     let mut ctx = context(&tmp.path().join("work"), tmp.path(), &sources_yaml(&[("s", &data)]));
-    ingest::run(&ctx).unwrap();
-    // Lowered after ingest: the 100x100 image is now over the pixel cap.
-    ctx.settings.limits.max_pixels = 50 * 50;
-    let summary = dedup::run(&ctx).unwrap();
+    ctx.run(Stage::Ingest).unwrap();
+    let before = ctx.fingerprint(Stage::Ingest).unwrap();
+    // Lowered after ingest: the 100x100 image is now over the pixel cap. Limits are ingest's inputs (images are
+    // decoded there, once), so ingest is out of date, and re-running it rejects the file (its index is per limits).
+    ctx.plan.limits.max_pixels = 50 * 50;
+    assert_ne!(ctx.fingerprint(Stage::Ingest).unwrap(), before);
+    let ingest = ctx.run(Stage::Ingest).unwrap();
+    assert_eq!(ingest.rejects.get("decompression_bomb"), Some(&1));
+    let summary = ctx.run(Stage::Dedup).unwrap();
     let rows = rows_of(&ctx);
-    let got: Vec<(&str, &str, Option<&str>)> =
-        rows.iter().map(|r| (r.key.as_str(), r.status.as_str(), r.reason.as_deref())).collect();
-    assert_eq!(got, vec![("s/big.png", "rejected", Some("decompression_bomb")), ("s/small.png", "ok", None)]);
-    assert_eq!(summary.rejects.get("decompression_bomb"), Some(&1));
-    assert_eq!(count(&summary, "rejected"), 1);
+    let got: Vec<(&str, &str)> = rows.iter().map(|r| (r.key.as_str(), r.status.as_str())).collect();
+    assert_eq!(got, vec![("s/small.png", "ok")]);
+    assert_eq!(count(&summary, "images decoded"), 0);
 }
 
 #[test]
@@ -227,9 +230,9 @@ fn real_getchu_has_exactly_4096_byte_identical_copies() {
     let work = tempfile::tempdir().unwrap();
     let yaml = "sources:\n  - {name: getchu, path: data/getchu64.zip, already_cropped: true}\n";
     let mut ctx = context(work.path(), &shared, yaml);
-    ingest::run(&ctx).unwrap();
-    ctx.settings.dedup.near = false;
-    let summary = dedup::run(&ctx).unwrap();
+    ctx.run(Stage::Ingest).unwrap();
+    ctx.plan.dedup.near = false;
+    let summary = ctx.run(Stage::Dedup).unwrap();
     let rows = rows(work.path(), "dedup");
     assert_eq!(rows.len(), 19_992);
     let dups: Vec<&Row> = rows.iter().filter(|r| r.status == "duplicate").collect();
@@ -247,8 +250,8 @@ fn real_getchu_has_exactly_4096_byte_identical_copies() {
         assert!(members.iter().filter(|r| r.key != kept.key).all(|r| r.duplicate_of.as_deref() == Some(&kept.key)));
     }
     // With the near search on, the byte copies are still counted as exact_bytes (the hierarchy of dup_kind).
-    ctx.settings.dedup.near = true;
-    let summary = dedup::run(&ctx).unwrap();
+    ctx.plan.dedup.near = true;
+    let summary = ctx.run(Stage::Dedup).unwrap();
     assert_eq!(summary.rejects.get("exact_bytes"), Some(&4_096));
 }
 

@@ -4,7 +4,7 @@
 
 use crate::support;
 use crate::support::ingest_data::*;
-use anime_pipe::stages::ingest;
+use anime_pipe::stages::Stage;
 use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -89,7 +89,7 @@ fn every_kind_of_bad_input_is_a_row_with_its_reason() {
     let expected = build_messy_folder(&data);
     let yaml = sources_yaml(&[("messy", &data)]) + SMALL_FILES;
     let ctx = context(work.path(), src.path(), &yaml);
-    let summary = ingest::run(&ctx).unwrap();
+    let summary = ctx.run(Stage::Ingest).unwrap();
     let rows = rows(work.path(), "ingest");
 
     let got: BTreeMap<String, Option<&str>> = rows.iter().map(|r| (r.path.clone(), r.reason.as_deref())).collect();
@@ -216,7 +216,7 @@ fn archives_are_read_by_content_and_unsafe_entries_never_extracted() {
         ("broken", &d.join("broken.zip")),
     ]) + SMALL_FILES;
     let ctx = context(work.path(), d, &yaml);
-    let summary = ingest::run(&ctx).unwrap();
+    let summary = ctx.run(Stage::Ingest).unwrap();
     let rows = rows(work.path(), "ingest");
     let got: Vec<(&str, Option<&str>)> = rows.iter().map(|r| (r.key.as_str(), r.reason.as_deref())).collect();
     assert_eq!(
@@ -273,7 +273,7 @@ fn zip_bombs_and_archive_budgets_are_capped() {
         sources_yaml(&[("zip", &d.join("many.zip")), ("tgz", &d.join("many.tar.gz")), ("bomb", &d.join("bomb.zip"))])
             + &format!("limits:\n  max_file_bytes: 1000000\n  max_archive_bytes: {budget}\n");
     let ctx = context(work.path(), d, &yaml);
-    ingest::run(&ctx).unwrap();
+    ctx.run(Stage::Ingest).unwrap();
     let rows = rows(work.path(), "ingest");
     let reasons = |source: &str| -> Vec<(String, Option<String>)> {
         rows.iter().filter(|r| r.source == source).map(|r| (r.path.clone(), r.reason.clone())).collect()
@@ -331,30 +331,30 @@ fn a_second_run_reads_nothing_and_changes_are_picked_up() {
     let ctx = context(work.path(), d, &yaml);
     let manifest = work.path().join("manifests/ingest.parquet");
 
-    let first = ingest::run(&ctx).unwrap();
-    assert_eq!((count(&first, "decoded"), count(&first, "reused")), (7, 0));
+    let first = ctx.run(Stage::Ingest).unwrap();
+    assert_eq!((count(&first, "images decoded"), count(&first, "reused")), (7, 0));
     let bytes = fs::read(&manifest).unwrap();
-    let fingerprint = ingest::fingerprint(&ctx).unwrap();
+    let fingerprint = ctx.fingerprint(Stage::Ingest).unwrap();
 
-    let second = ingest::run(&ctx).unwrap();
-    assert_eq!((count(&second, "decoded"), count(&second, "reused")), (0, 7));
+    let second = ctx.run(Stage::Ingest).unwrap();
+    assert_eq!((count(&second, "images decoded"), count(&second, "reused")), (0, 7));
     assert_eq!(fs::read(&manifest).unwrap(), bytes, "the index does not leak into the manifest");
-    assert_eq!(ingest::fingerprint(&ctx).unwrap(), fingerprint);
+    assert_eq!(ctx.fingerprint(Stage::Ingest).unwrap(), fingerprint);
 
     // A changed file (other size) is re-read; so is an archive that changed.
     write(&d.join("dir/1.png"), &png(&picture(50, 50, 99)));
     write(&d.join("pack.zip"), &zip(&[entries[0].clone(), entries[1].clone(), ("z2.png", png(&picture(8, 8, 3)))]));
-    assert_ne!(ingest::fingerprint(&ctx).unwrap(), fingerprint);
-    let third = ingest::run(&ctx).unwrap();
-    assert_eq!((count(&third, "decoded"), count(&third, "reused")), (1 + 3, 4));
+    assert_ne!(ctx.fingerprint(Stage::Ingest).unwrap(), fingerprint);
+    let third = ctx.run(Stage::Ingest).unwrap();
+    assert_eq!((count(&third, "images decoded"), count(&third, "reused")), (1 + 3, 4));
     assert_eq!(by_path(&rows(work.path(), "ingest"), "1.png").width, Some(50));
 
     // A cache object that disappeared is re-created from the source.
     let r0 = rows(work.path(), "ingest").into_iter().find(|r| r.path == "0.png").unwrap();
     let object = ctx.workdir.object_path(r0.object.as_deref().unwrap());
     fs::remove_file(&object).unwrap();
-    let fourth = ingest::run(&ctx).unwrap();
-    assert_eq!(count(&fourth, "decoded"), 1);
+    let fourth = ctx.run(Stage::Ingest).unwrap();
+    assert_eq!(count(&fourth, "images decoded"), 1);
     assert!(object.is_file());
 }
 
@@ -370,11 +370,11 @@ fn an_archive_listed_twice_and_an_archive_inside_a_folder() {
     write(&d.join("pack.zip"), &zip_bytes(&[("x.png", &png(&picture(32, 32, 3)))], zip::CompressionMethod::Stored));
     let yaml = sources_yaml(&[("one", &d.join("dir")), ("two", &d.join("pack.zip")), ("three", &d.join("pack.zip"))]);
     let ctx = context(work.path(), d, &yaml);
-    let first = ingest::run(&ctx).unwrap();
+    let first = ctx.run(Stage::Ingest).unwrap();
     let manifest = fs::read(work.path().join("manifests/ingest.parquet")).unwrap();
-    let second = ingest::run(&ctx).unwrap();
+    let second = ctx.run(Stage::Ingest).unwrap();
     assert_eq!(count(&first, "files"), 4);
-    assert_eq!((count(&second, "decoded"), count(&second, "reused")), (0, 4));
+    assert_eq!((count(&second, "images decoded"), count(&second, "reused")), (0, 4));
     assert_eq!(fs::read(work.path().join("manifests/ingest.parquet")).unwrap(), manifest);
     let rows = rows(work.path(), "ingest");
     let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
@@ -387,8 +387,8 @@ fn an_archive_listed_twice_and_an_archive_inside_a_folder() {
 
 fn read_error(workdir: &Path, key: &str) -> String {
     let df = anime_pipe::manifest::read_parquet(&workdir.join("manifests/ingest.parquet")).unwrap();
-    let keys = anime_pipe::stages::columns::strings(&df, "key").unwrap();
-    let errors = anime_pipe::stages::columns::opt_strings(&df, "error").unwrap();
+    let keys = anime_pipe::manifest::columns::strings(&df, "key").unwrap();
+    let errors = anime_pipe::manifest::columns::opt_strings(&df, "error").unwrap();
     errors[keys.iter().position(|k| k == key).unwrap()].clone().unwrap()
 }
 
@@ -516,7 +516,7 @@ fn real_getchu_zip_holds_19992_images_of_which_15896_distinct() {
     let work = tempfile::tempdir().unwrap();
     let yaml = "sources:\n  - {name: getchu, path: data/getchu64.zip, already_cropped: true}\n";
     let ctx = context(work.path(), &shared, yaml);
-    let summary = ingest::run(&ctx).unwrap();
+    let summary = ctx.run(Stage::Ingest).unwrap();
     let rows = rows(work.path(), "ingest");
     assert_eq!(rows.len(), 19_992);
     assert!(rows.iter().all(|r| r.status == "ok" && r.format.as_deref() == Some("jpeg")));
@@ -533,7 +533,7 @@ fn real_folders_holoen256_and_illust_are_all_accepted() {
     let work = tempfile::tempdir().unwrap();
     let yaml = "sources:\n  - {name: holo, path: data/holoen256}\n  - {name: illust, path: data/illust}\n";
     let ctx = context(work.path(), &shared, yaml);
-    ingest::run(&ctx).unwrap();
+    ctx.run(Stage::Ingest).unwrap();
     let rows = rows(work.path(), "ingest");
     let holo: Vec<&Row> = rows.iter().filter(|r| r.source == "holo").collect();
     assert_eq!(holo.len(), 300);

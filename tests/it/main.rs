@@ -5,6 +5,8 @@
 
 mod support;
 
+mod architecture;
+
 mod clean;
 mod crop;
 mod dedup;

@@ -4,9 +4,10 @@
 
 use crate::support;
 use crate::support::dataset::*;
-use anime_pipe::app::Ctx;
-use anime_pipe::config::Fit;
+use crate::support::Ctx;
 use anime_pipe::stages::pack;
+use anime_pipe::stages::pack::Fit;
+use anime_pipe::stages::Stage;
 use image::RgbImage;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -115,10 +116,10 @@ fn picture(w: u32, h: u32, seed: u64) -> RgbImage {
 
 fn pack_ctx(dir: &Path, items: &[Item], sizes: &[u32], fit: Fit, shard_samples: usize, val: f64) -> Ctx {
     let mut ctx = context(dir);
-    ctx.settings.pack.sizes = sizes.to_vec();
-    ctx.settings.pack.fit = fit;
-    ctx.settings.pack.shard_samples = shard_samples;
-    ctx.settings.pack.val_fraction = val;
+    ctx.plan.pack.sizes = sizes.to_vec();
+    ctx.plan.pack.fit = fit;
+    ctx.plan.pack.shard_samples = shard_samples;
+    ctx.plan.pack.val_fraction = val;
     publish_clean(&ctx.workdir, items);
     ctx
 }
@@ -193,7 +194,7 @@ fn shards_have_the_documented_layout() {
     let dir = tempfile::tempdir().unwrap();
     let items = assorted_items();
     let ctx = pack_ctx(dir.path(), &items, &[16, 24], Fit::Crop, 4, 0.0);
-    let summary = pack::run(&ctx).unwrap();
+    let summary = ctx.run(Stage::Pack).unwrap();
     let rows = pack_rows(&ctx);
     assert_eq!(rows.len(), items.len() * 2, "one row per item and size");
 
@@ -245,7 +246,7 @@ fn assert_samples_match_reference(fit: Fit) {
     let dir = tempfile::tempdir().unwrap();
     let items = assorted_items();
     let ctx = pack_ctx(dir.path(), &items, &[16, 24], fit, 3, 0.3);
-    pack::run(&ctx).unwrap();
+    ctx.run(Stage::Pack).unwrap();
     let by_key: BTreeMap<String, &Item> = items.iter().map(|i| (i.key(), i)).collect();
     let mut worst = 0u8;
     for row in pack_rows(&ctx) {
@@ -302,7 +303,7 @@ fn split_follows_the_hash_rule_and_honours_val_fraction() {
     let items: Vec<Item> =
         (0..400).map(|i| Item::image(0, &format!("s{i:03}.png"), &noise_rgb(8, 8, 1000 + i))).collect();
     let ctx = pack_ctx(dir.path(), &items, &[8], Fit::Crop, 1000, 0.25);
-    pack::run(&ctx).unwrap();
+    ctx.run(Stage::Pack).unwrap();
     let rows = pack_rows(&ctx);
     for r in &rows {
         assert_eq!(r.split, expected_split(&r.object, 0.25), "{}", r.key);
@@ -337,7 +338,7 @@ fn undecodable_images_become_rejected_rows() {
     };
     items.push(broken.clone());
     let ctx = pack_ctx(dir.path(), &items, &[16, 24], Fit::Crop, 100, 0.0);
-    let summary = pack::run(&ctx).unwrap();
+    let summary = ctx.run(Stage::Pack).unwrap();
     let rows = pack_rows(&ctx);
     let rejected: Vec<&Row> = rows.iter().filter(|r| r.key == broken.key()).collect();
     assert_eq!(rejected.len(), 2, "one rejected row per size");
@@ -373,14 +374,19 @@ fn upscaled_objects_supply_the_pixels_but_not_the_split() {
         2,
         vec![
             Column::new("key".into(), ["s/small.png", "s/plain.png"]),
+            Column::new("source".into(), ["s", "s"]),
+            Column::new("source_index".into(), [0u32, 0]),
+            Column::new("path".into(), ["small.png", "plain.png"]),
             Column::new("object".into(), [small_obj.as_str(), plain_obj.as_str()]),
+            Column::new("width".into(), [30u32, 30]),
+            Column::new("height".into(), [30u32, 30]),
             Column::new("upscaled_object".into(), [Some(big_obj.as_str()), None]),
             Column::new("status".into(), ["ok", "ok"]),
         ],
     )
     .unwrap();
     anime_pipe::manifest::publish_stage(&ctx.workdir, "clean", &mut df, "fixture").unwrap();
-    pack::run(&ctx).unwrap();
+    ctx.run(Stage::Pack).unwrap();
     let manifest = read_stage(&ctx.workdir, "pack");
     assert_eq!(strs(&manifest, "upscaled_object").iter().flatten().collect::<Vec<_>>(), vec![&big_obj]);
     for row in pack_rows(&ctx) {
@@ -392,9 +398,9 @@ fn upscaled_objects_supply_the_pixels_but_not_the_split() {
         let max_diff = expected.iter().zip(&actual).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
         assert!(max_diff <= 2, "{}: pixels from the wrong object (max diff {max_diff})", row.key);
     }
-    assert!(anime_pipe::stages::verify::check(&ctx.workdir).unwrap().problems.is_empty());
+    assert!(anime_pipe::inspect::verify::check(&ctx.workdir).unwrap().problems.is_empty());
     std::fs::remove_file(ctx.workdir.object_path(&big_obj)).unwrap();
-    let problems = anime_pipe::stages::verify::check(&ctx.workdir).unwrap().problems;
+    let problems = anime_pipe::inspect::verify::check(&ctx.workdir).unwrap().problems;
     assert!(problems.iter().any(|p| p.contains(&big_obj) && p.contains("missing")), "{problems:?}");
 }
 
@@ -403,11 +409,11 @@ fn reruns_are_byte_identical_for_any_thread_count_and_remove_stale_shards() {
     let dir = tempfile::tempdir().unwrap();
     let items = assorted_items();
     let mut ctx = pack_ctx(dir.path(), &items, &[16, 24], Fit::Crop, 2, 0.3);
-    with_threads(2, || pack::run(&ctx)).unwrap();
+    with_threads(2, || ctx.run(Stage::Pack)).unwrap();
     let first = files_under(&dir.path().join("shards"));
     let first_manifest = std::fs::read(ctx.workdir.manifest_path("pack")).unwrap();
     let first_digest = anime_pipe::digest::dataset_digest(&ctx.workdir).unwrap();
-    with_threads(1, || pack::run(&ctx)).unwrap();
+    with_threads(1, || ctx.run(Stage::Pack)).unwrap();
     assert_eq!(files_under(&dir.path().join("shards")), first);
     assert_eq!(std::fs::read(ctx.workdir.manifest_path("pack")).unwrap(), first_manifest);
     assert_eq!(anime_pipe::digest::dataset_digest(&ctx.workdir).unwrap(), first_digest);
@@ -419,9 +425,9 @@ fn reruns_are_byte_identical_for_any_thread_count_and_remove_stale_shards() {
     std::fs::write(&foreign, b"not ours").unwrap();
 
     // Fewer, larger shards and one size fewer: everything the new manifest does not list goes.
-    ctx.settings.pack.shard_samples = 100;
-    ctx.settings.pack.sizes = vec![16];
-    pack::run(&ctx).unwrap();
+    ctx.plan.pack.shard_samples = 100;
+    ctx.plan.pack.sizes = vec![16];
+    ctx.run(Stage::Pack).unwrap();
     let listed: std::collections::BTreeSet<String> = pack_rows(&ctx).into_iter().filter_map(|r| r.shard).collect();
     let on_disk: std::collections::BTreeSet<String> = files_under(&dir.path().join("shards"))
         .into_keys()
@@ -439,19 +445,19 @@ fn a_failed_run_leaves_no_manifest_describing_rewritten_shards() {
     let dir = tempfile::tempdir().unwrap();
     let items = assorted_items();
     let ctx = pack_ctx(dir.path(), &items, &[16, 24], Fit::Crop, 4, 0.0);
-    pack::run(&ctx).unwrap();
+    ctx.run(Stage::Pack).unwrap();
     assert!(ctx.workdir.manifest_path("pack").exists());
     // Make the second size's shard directory unwritable (a file in its place): the run fails after it has
     // rewritten shards/16/... .
     std::fs::remove_dir_all(dir.path().join("shards/24")).unwrap();
     std::fs::write(dir.path().join("shards/24"), b"in the way").unwrap();
-    assert!(pack::run(&ctx).is_err());
+    assert!(ctx.run(Stage::Pack).is_err());
     assert!(!ctx.workdir.manifest_path("pack").exists(), "old manifest removed before shards were rewritten");
     assert!(!ctx.workdir.stamp_path("pack").exists());
     // The next successful run restores everything.
     std::fs::remove_file(dir.path().join("shards/24")).unwrap();
-    pack::run(&ctx).unwrap();
-    assert!(anime_pipe::stages::verify::check(&ctx.workdir).unwrap().problems.is_empty());
+    ctx.run(Stage::Pack).unwrap();
+    assert!(anime_pipe::inspect::verify::check(&ctx.workdir).unwrap().problems.is_empty());
 }
 
 /// Loads every shard with Python's safetensors + numpy and compares each sample with PIL's own centre-crop +
@@ -471,7 +477,7 @@ fn python_safetensors_numpy_and_pil_agree() {
     let dir = tempfile::tempdir().unwrap();
     let items = assorted_items();
     let ctx = pack_ctx(dir.path(), &items, &[16, 24], Fit::Crop, 3, 0.3);
-    pack::run(&ctx).unwrap();
+    ctx.run(Stage::Pack).unwrap();
     let originals = dir.path().join("originals");
     std::fs::create_dir(&originals).unwrap();
     let mut lines = Vec::new();

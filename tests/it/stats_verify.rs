@@ -3,25 +3,18 @@
 
 use crate::support;
 use crate::support::dataset::*;
-use anime_pipe::app::Ctx;
-use anime_pipe::stages::{clean, pack, stats, verify};
+use crate::support::Ctx;
+use anime_pipe::inspect::{stats, verify};
+use anime_pipe::stages::Stage;
 use std::path::Path;
 
 /// dedup -> clean -> pack in a tempdir: 6 distinct images (one too small, one wide, one undecodable) plus a
 /// duplicate row.
 fn pipeline_workdir(dir: &Path) -> Ctx {
     let mut ctx = context(dir);
-    ctx.settings.pack.sizes = vec![16, 32];
-    ctx.settings.pack.shard_samples = 2;
-    ctx.settings.pack.val_fraction = 0.3;
-    let broken = Item {
-        source_index: 0,
-        path: "broken.png".into(),
-        bytes: b"\x89PNG\r\n\x1a\nnot really".to_vec(),
-        width: 80,
-        height: 80,
-        status: "ok",
-    };
+    ctx.plan.pack.sizes = vec![16, 32];
+    ctx.plan.pack.shard_samples = 2;
+    ctx.plan.pack.val_fraction = 0.3;
     let mut duplicate = Item::image(1, "dup.png", &noise_rgb(70, 70, 1));
     duplicate.status = "duplicate";
     let items = vec![
@@ -30,12 +23,12 @@ fn pipeline_workdir(dir: &Path) -> Ctx {
         Item::image(1, "c.png", &noise_rgb(600, 520, 3)),
         Item::image(1, "tiny.png", &noise_rgb(20, 30, 4)),
         Item::image(1, "wide.png", &noise_rgb(300, 64, 5)),
-        broken,
+        Item::image(0, "strip.png", &noise_rgb(80, 20, 6)),
         duplicate,
     ];
     publish_dedup(&ctx.workdir, &items);
-    clean::run(&ctx).unwrap();
-    pack::run(&ctx).unwrap();
+    ctx.run(Stage::Clean).unwrap();
+    ctx.run(Stage::Pack).unwrap();
     ctx
 }
 
@@ -58,7 +51,7 @@ fn verify_passes_on_an_intact_workdir() {
     assert_eq!(findings.objects, 6);
     assert_eq!(findings.manifests, 3);
     assert!(findings.shards >= 4, "{}", findings.shards);
-    assert!(verify::run(&ctx).is_ok());
+    assert!(verify::run(&ctx.env).is_ok());
 }
 
 #[test]
@@ -74,7 +67,7 @@ fn verify_reports_a_corrupted_shard() {
     let found = problems(&ctx);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].contains(&shard) && found[0].contains("checksum mismatch"), "{found:?}");
-    let err = format!("{:#}", verify::run(&ctx).unwrap_err());
+    let err = format!("{:#}", verify::run(&ctx.env).unwrap_err());
     assert!(err.contains("1 problem") && err.contains(&shard), "{err}");
 }
 
@@ -171,15 +164,15 @@ fn stats_counts_match_the_fixture() {
     assert_eq!(clean_stats.status.get("ok"), Some(&3));
     assert_eq!(clean_stats.status.get("rejected"), Some(&3));
     let rejects: Vec<(&str, u64)> = clean_stats.rejects.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    assert_eq!(rejects, vec![("bad_aspect", 1), ("decode_failed", 1), ("too_small", 1)]);
+    assert_eq!(rejects, vec![("bad_aspect", 1), ("too_small", 2)]);
     let sources: Vec<(&str, u64)> = clean_stats.sources.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     assert_eq!(sources, vec![("src0", 3), ("src1", 3)]);
-    // Dimensions: 70x70, 130x140, 600x520, 20x30, 300x64, 80x80 (the broken one, from the manifest).
+    // Dimensions: 70x70, 130x140, 600x520, 20x30, 300x64, 80x20.
     let sizes = clean_stats.sizes.unwrap();
     assert_eq!(sizes.buckets, vec!["<64", "64-127", "128-255", "256-511", "512-1023", ">=1024"]);
     assert_eq!(sizes.width, vec![1, 2, 1, 1, 1, 0]);
-    assert_eq!(sizes.height, vec![1, 3, 1, 0, 1, 0]);
-    assert_eq!(sizes.short_side, vec![1, 3, 1, 0, 1, 0]);
+    assert_eq!(sizes.height, vec![2, 2, 1, 0, 1, 0]);
+    assert_eq!(sizes.short_side, vec![2, 2, 1, 0, 1, 0]);
 
     let dedup_stats = stats::manifest_stats("dedup", &read_stage(&ctx.workdir, "dedup")).unwrap();
     assert_eq!(dedup_stats.duplicates.get("exact_pixels"), Some(&1));
@@ -232,7 +225,7 @@ fn stats_binary_prints_tables_and_json() {
     assert!(json.status.success());
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("stdout is exactly one JSON object");
     assert_eq!(value["manifests"]["clean"]["rows"], 6);
-    assert_eq!(value["manifests"]["clean"]["rejects"]["too_small"], 1);
+    assert_eq!(value["manifests"]["clean"]["rejects"]["too_small"], 2);
     assert_eq!(value["manifests"]["dedup"]["duplicates"]["exact_pixels"], 1);
 
     let one = support::anime_pipe()

@@ -3,7 +3,8 @@
 //! with Python's onnxruntime.
 use crate::support;
 use crate::support::train::*;
-use anime_pipe::train::{checkpoint, rundir};
+use anime_pipe::rundir;
+use anime_pipe::train::checkpoint;
 use std::collections::BTreeMap;
 use std::path::Path;
 

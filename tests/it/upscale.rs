@@ -3,10 +3,10 @@
 
 use crate::support::faces::*;
 use crate::support::shared_dir;
-use anime_pipe::faces::resize_rgb;
 use anime_pipe::faces::upscale::{upscale_to, Method, SrModel, Tiling};
+use anime_pipe::pixels::resize_rgb;
 use anime_pipe::runtime::{Device, SessionOptions};
-use anime_pipe::stages::upscale;
+use anime_pipe::stages::Stage;
 use fast_image_resize as fir;
 use image::RgbImage;
 
@@ -144,7 +144,7 @@ fn stage_upscales_only_small_items_and_records_how() {
         Input { width: 48, height: 48, ..Input::new("faces", "d_broken.png", broken) },
     ];
     publish_dedup(&mut ctx, &inputs, &["faces"]);
-    let summary = upscale::run(&ctx).unwrap();
+    let summary = ctx.run(Stage::Upscale).unwrap();
     let df = read_stage(&ctx.workdir, "upscale");
     assert_eq!(strs(&df, "key"), inputs.iter().map(|i| Some(i.key())).collect::<Vec<_>>());
     assert_eq!(
@@ -166,9 +166,12 @@ fn stage_upscales_only_small_items_and_records_how() {
     assert_eq!(summary.rejects.get("decode_failed"), Some(&1));
 
     // clean reads upscale.parquet when the stage is configured, with the original sizes and the upscaled object.
-    ctx.settings.stages = vec!["ingest".into(), "dedup".into(), "upscale".into(), "clean".into()];
-    let input = anime_pipe::stages::clean_input(&ctx).unwrap();
-    assert_eq!(input.stage, "upscale");
-    assert_eq!((input.items[0].width, input.items[0].upscaled_object.is_some()), (48, true));
-    assert_eq!(input.items[1].upscaled_object, None);
+    ctx.plan.stages = vec![Stage::Ingest, Stage::Dedup, Stage::Upscale, Stage::Clean];
+    assert_eq!(ctx.plan.upstream(Stage::Clean), Some(Stage::Upscale));
+    let upstream = anime_pipe::manifest::Upstream::of(&ctx.workdir, "upscale", "clean").unwrap();
+    let items = anime_pipe::manifest::read_items(&ctx.workdir, &upstream).unwrap();
+    assert_eq!((items[0].width, items[0].upscaled_object.is_some()), (48, true));
+    assert_eq!(items[1].upscaled_object, None);
+    // The original's measures pass through upscale for clean to judge.
+    assert!(items.iter().all(|i| i.measures.is_some()));
 }

@@ -164,7 +164,8 @@ fn summarize(summary: &mut Summary, env: &Env, inputs: &Inputs, items: &[Item], 
         .count("items", items.len() as u64)
         .count("kept", (items.len() - duplicates as usize) as u64)
         .count("duplicates", u64::from(duplicates))
-        .count("duplicate groups", groups.len() as u64);
+        .count("duplicate groups", groups.len() as u64)
+        .count("images decoded", 0);
     let d = inputs.settings;
     summary.fact(
         "near duplicates",

@@ -51,7 +51,7 @@
 //! A private index, `cache/ingest-index.parquet` (not a manifest: manifests stay byte-identical), remembers each
 //! file's outcome keyed by absolute path, size, mtime and ctime (archives: the archive's path, size, mtime and
 //! ctime, for all their entries at once) and the limits in force. Unchanged files are neither read nor decoded
-//! again; the summary's `decoded` and `reused` counts show it. Like make and git, this trusts mtime/ctime: a file
+//! again; the summary's `images decoded` and `reused` counts show it. Like make and git, this trusts mtime/ctime: a file
 //! rewritten with the same size within the file system's timestamp granularity would be missed (deleting
 //! `cache/ingest-index.parquet` makes the next run re-read everything).
 mod archives;
@@ -178,7 +178,7 @@ fn summarize(summary: &mut Summary, ctx: &Ctx<'_>, rows: &[Row], stats: &Stats) 
         .count("accepted", accepted)
         .count("rejected", rows.len() as u64 - accepted)
         .count("unique images", unique.len() as u64)
-        .count("decoded", stats.decoded.load(Ordering::Relaxed))
+        .count("images decoded", stats.decoded.load(Ordering::Relaxed))
         .count("reused", stats.reused.load(Ordering::Relaxed))
         .count("new objects", stats.new_objects.load(Ordering::Relaxed));
     for reason in rows.iter().filter_map(|r| r.out.reason) {

@@ -1,18 +1,15 @@
 //! Builds workdirs for the clean/pack/stats/verify tests without running ingest or dedup: synthetic images are
 //! stored with `cache::store_object` and an input manifest with the contract's columns is published directly.
-use anime_pipe::app::Ctx;
-use anime_pipe::config::{ConfigFile, Settings};
+use super::Ctx;
 use anime_pipe::manifest::{publish_stage, read_parquet};
-use anime_pipe::report::Reporter;
 use anime_pipe::workdir::Workdir;
 use image::{Rgb, RgbImage};
 use polars::prelude::*;
 use std::path::Path;
 
-/// A context on a fresh workdir with default settings (tests adjust `ctx.settings` directly).
+/// A context on a fresh workdir with default settings (tests adjust `ctx.plan` directly).
 pub fn context(dir: &Path) -> Ctx {
-    let settings = Settings::resolve(ConfigFile::default(), dir).unwrap();
-    Ctx { settings, workdir: Workdir::open(dir).unwrap(), threads: 1, reporter: Reporter { quiet: true, json: false } }
+    Ctx::new(dir, dir, "{}", 1)
 }
 
 /// Runs `f` on a dedicated rayon pool of `threads` threads.
@@ -110,9 +107,10 @@ pub fn publish_dedup(workdir: &Workdir, items: &[Item]) {
                 items.iter().map(|i| dup(i).map(|_| "exact_pixels")).collect::<Vec<Option<&str>>>(),
             ),
             Column::new("hamming".into(), vec![None::<u32>; n]),
-            Column::new("pixel_hash".into(), items.iter().map(Item::object).collect::<Vec<_>>()),
-            Column::new("phash".into(), vec![0u64; n]),
-        ],
+        ]
+        .into_iter()
+        .chain(super::measure_columns(&items.iter().map(|i| i.bytes.as_slice()).collect::<Vec<_>>()))
+        .collect(),
     )
     .unwrap();
     publish_stage(workdir, "dedup", &mut df, "fixture").unwrap();
@@ -127,6 +125,9 @@ pub fn publish_clean(workdir: &Workdir, items: &[Item]) {
         items.len(),
         vec![
             Column::new("key".into(), items.iter().map(Item::key).collect::<Vec<_>>()),
+            Column::new("source".into(), items.iter().map(Item::source).collect::<Vec<_>>()),
+            Column::new("source_index".into(), items.iter().map(|i| i.source_index).collect::<Vec<_>>()),
+            Column::new("path".into(), items.iter().map(|i| i.path.clone()).collect::<Vec<_>>()),
             Column::new("object".into(), items.iter().map(Item::object).collect::<Vec<_>>()),
             Column::new("width".into(), items.iter().map(|i| i.width).collect::<Vec<_>>()),
             Column::new("height".into(), items.iter().map(|i| i.height).collect::<Vec<_>>()),

@@ -96,12 +96,13 @@ pub fn cli(args: &[&str]) -> String {
 /// (one shard `shards/64/train-00000.safetensors` from `stages::pack::shard_header`, and `manifests/pack.parquet`
 /// with the columns eval reads), so the eval tests do not depend on the other stages' current behaviour.
 pub fn packed_workdir(root: &Path, jpegs: &[(String, Vec<u8>)]) -> PathBuf {
-    use anime_pipe::stages::columns::{col, frame};
+    use anime_pipe::manifest::columns::{col, frame};
     let workdir = root.join("work");
     let wd = anime_pipe::workdir::Workdir::open(&workdir).unwrap();
     let keys: Vec<String> = jpegs.iter().map(|(name, _)| format!("faces/{name}")).collect();
     let shard = "shards/64/train-00000.safetensors";
-    let mut bytes = anime_pipe::stages::pack::shard_header(64, "train", anime_pipe::config::Fit::Crop, &keys).unwrap();
+    let mut bytes =
+        anime_pipe::stages::pack::shard_header(64, "train", anime_pipe::stages::pack::Fit::Crop, &keys).unwrap();
     bytes.extend_from_slice(&decode_64(jpegs));
     anime_pipe::workdir::atomic_write(&wd.root().join(shard), &bytes).unwrap();
     let n = keys.len();

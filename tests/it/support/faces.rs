@@ -1,9 +1,8 @@
 //! Workdirs for the crop/upscale tests: images stored in the cache and a dedup.parquet with the contract's columns
 //! published directly (no ingest/dedup run), plus small readers for manifest columns.
-use anime_pipe::app::Ctx;
-use anime_pipe::config::{ConfigFile, Settings, Source};
+use super::Ctx;
 use anime_pipe::manifest::{publish_stage, read_parquet};
-use anime_pipe::report::Reporter;
+use anime_pipe::stages::ingest::Source;
 use anime_pipe::workdir::Workdir;
 use polars::prelude::*;
 use std::path::Path;
@@ -11,9 +10,7 @@ use std::path::Path;
 /// A context on a fresh workdir with the settings of `yaml` (relative paths resolve against the checkout, so the
 /// default model paths find ../shared/models).
 pub fn context(dir: &Path, yaml: &str, threads: usize) -> Ctx {
-    let file = ConfigFile::parse(yaml, Path::new("test.yaml")).unwrap();
-    let settings = Settings::resolve(file, Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
-    Ctx { settings, workdir: Workdir::open(dir).unwrap(), threads, reporter: Reporter { quiet: true, json: false } }
+    Ctx::new(dir, Path::new(env!("CARGO_MANIFEST_DIR")), yaml, threads)
 }
 
 /// An image file entering the fixture dedup manifest.
@@ -51,7 +48,7 @@ pub fn publish_dedup(ctx: &mut Ctx, inputs: &[Input], cropped: &[&str]) {
             names.push(i.source);
         }
     }
-    ctx.settings.sources = names
+    ctx.plan.sources = names
         .iter()
         .map(|n| Source { name: n.to_string(), path: "/nowhere".into(), already_cropped: cropped.contains(n) })
         .collect();
@@ -70,7 +67,10 @@ pub fn publish_dedup(ctx: &mut Ctx, inputs: &[Input], cropped: &[&str]) {
             Column::new("width".into(), inputs.iter().map(|i| i.width).collect::<Vec<_>>()),
             Column::new("height".into(), inputs.iter().map(|i| i.height).collect::<Vec<_>>()),
             Column::new("status".into(), inputs.iter().map(|i| i.status).collect::<Vec<_>>()),
-        ],
+        ]
+        .into_iter()
+        .chain(super::measure_columns(&inputs.iter().map(|i| i.bytes.as_slice()).collect::<Vec<_>>()))
+        .collect(),
     )
     .unwrap();
     publish_stage(&ctx.workdir, "dedup", &mut df, "fixture").unwrap();

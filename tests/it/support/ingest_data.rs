@@ -1,24 +1,15 @@
 //! Helpers shared by the ingest and dedup integration tests: contexts from a pipeline.yaml text, typed manifest
 //! rows, image encoders and synthetic faces.
-use anime_pipe::app::Ctx;
-use anime_pipe::config::{ConfigFile, Settings};
+use super::Ctx;
+use anime_pipe::manifest::columns;
 use anime_pipe::manifest::read_parquet;
-use anime_pipe::report::{Reporter, Summary};
-use anime_pipe::stages::columns;
-use anime_pipe::workdir::Workdir;
+use anime_pipe::report::Summary;
 use image::{DynamicImage, ImageFormat, RgbImage};
 use std::path::Path;
 
 /// A context whose config is `yaml`, with relative paths resolved against `base`, working in `workdir`.
 pub fn context(workdir: &Path, base: &Path, yaml: &str) -> Ctx {
-    let file = ConfigFile::parse(yaml, Path::new("pipeline.yaml")).unwrap();
-    let settings = Settings::resolve(file, base).unwrap();
-    Ctx {
-        settings,
-        workdir: Workdir::open(workdir).unwrap(),
-        threads: 2,
-        reporter: Reporter { quiet: true, json: false },
-    }
+    Ctx::new(workdir, base, yaml, 2)
 }
 
 /// A `sources:` block with one source per (name, path).

@@ -1,7 +1,7 @@
 //! Helpers for the training tests: tiny packed datasets written directly (shards + pack.parquet, as `pack` writes
 //! them), and the run-directory readers.
-use anime_pipe::config::Fit;
-use anime_pipe::stages::columns::{col, frame};
+use anime_pipe::manifest::columns::{col, frame};
+use anime_pipe::stages::pack::Fit;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
