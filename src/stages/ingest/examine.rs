@@ -7,12 +7,22 @@ use crate::measure::measure;
 use anyhow::Result;
 use std::sync::atomic::Ordering;
 
-/// Hashes, decodes (the one decode of this file in the whole pipeline) and measures one file's bytes; stores
-/// accepted ones in the cache. Errors only when the cache cannot be
-/// written (the workdir's fault, not the input's).
+/// Hashes, decodes (the one decode of this content in the whole pipeline) and measures one file's bytes; stores
+/// accepted ones in the cache. Content seen earlier in this run (the same bytes under another name) is not decoded
+/// again: its outcome depends on the bytes and the limits only. Errors only when the cache cannot be written (the
+/// workdir's fault, not the input's).
 pub(super) fn examine(bytes: &[u8], ctx: &Ctx<'_>, stats: &Stats) -> Result<Outcome> {
-    stats.decoded.fetch_add(1, Ordering::Relaxed);
     let hash = blake3::hash(bytes).to_hex().to_string();
+    if let Some(seen) = stats.seen.lock().expect("no panics while held").get(&hash) {
+        return Ok(seen.clone());
+    }
+    stats.decoded.fetch_add(1, Ordering::Relaxed);
+    let out = decode_and_measure(bytes, hash.clone(), ctx, stats)?;
+    stats.seen.lock().expect("no panics while held").insert(hash, out.clone());
+    Ok(out)
+}
+
+fn decode_and_measure(bytes: &[u8], hash: String, ctx: &Ctx<'_>, stats: &Stats) -> Result<Outcome> {
     let size = Some(bytes.len() as u64);
     let out = match imageio::decode_rgb8(bytes, &ctx.inputs.limits) {
         Ok(decoded) => {

@@ -72,9 +72,10 @@ use crate::workdir::Workdir;
 use anyhow::Result;
 use index::{limits_tag, Index};
 use listing::{Listing, Listings};
-use rows::{manifest_frame, sort_canonically, Row};
+use rows::{manifest_frame, sort_canonically, Outcome, Row};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -147,23 +148,26 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     Ok(summary.finish())
 }
 
-pub(super) struct Stats {
-    pub(super) decoded: AtomicU64,
-    pub(super) reused: AtomicU64,
-    pub(super) new_objects: AtomicU64,
-    pub(super) writer: cache::ObjectWriter,
+struct Stats {
+    decoded: AtomicU64,
+    reused: AtomicU64,
+    new_objects: AtomicU64,
+    writer: cache::ObjectWriter,
+    /// Outcomes by content hash, so repeated bytes are decoded and measured once per run.
+    seen: Mutex<HashMap<String, Outcome>>,
 }
 
 /// Background threads storing cache objects: file creation is latency-bound, so more writers than cores pay off.
 const OBJECT_WRITERS: usize = 8;
 
 impl Stats {
-    pub(super) fn new(workdir: &Workdir) -> Stats {
+    fn new(workdir: &Workdir) -> Stats {
         Stats {
             decoded: AtomicU64::new(0),
             reused: AtomicU64::new(0),
             new_objects: AtomicU64::new(0),
             writer: cache::ObjectWriter::new(workdir, OBJECT_WRITERS),
+            seen: Mutex::new(HashMap::new()),
         }
     }
 }
