@@ -4,8 +4,16 @@
 //! <workdir>/manifests/<stage>.parquet    one manifest per stage (+ <stage>.stamp.json: inputs fingerprint)
 //! <workdir>/cache/objects/ab/cdef...     content-addressed image bytes (blake3 of the bytes)
 //! <workdir>/shards/<size>/shard-00000.safetensors
-//! <workdir>/models/                      ONNX models referenced by pipeline.yaml
+//! <workdir>/locks/<name>.lock            advisory locks: one process at a time per stage (see [`Workdir::lock`])
 //! ```
+//!
+//! ## Several processes, one workdir
+//! Every stage holds `locks/<stage>.lock` while it computes its inputs, runs and publishes, so a second process
+//! running the same stage waits (saying so) and then finds the work done. The locks are `flock`s held by the
+//! process (std's `File::lock`): the kernel releases them when the process dies, so a killed run never leaves a
+//! stale lock. On a shared file system (NFS, Lustre) flock is only as good as the file system's support for it;
+//! partitioned runs on a cluster do not rely on it (each partition writes only its own files and publishes them by
+//! rename within one directory).
 use anyhow::{Context, Result};
 use std::fs;
 use std::io::Write;
@@ -54,6 +62,37 @@ impl Workdir {
     pub fn runs_dir(&self) -> PathBuf {
         self.root.join("runs")
     }
+
+    /// Takes the advisory lock `locks/<name>.lock`, waiting for the process that holds it; `on_wait` is called once,
+    /// before waiting, with the lock file's path (to tell the user). Held until the returned guard is dropped or
+    /// the process ends.
+    pub fn lock(&self, name: &str, on_wait: impl FnOnce(&Path)) -> Result<WorkdirLock> {
+        let path = self.root.join("locks").join(format!("{name}.lock"));
+        fs::create_dir_all(path.parent().expect("locks/ has a parent"))?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                on_wait(&path);
+                file.lock().with_context(|| format!("cannot take the lock {}", path.display()))?;
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot take the lock {}", path.display()))
+            }
+        }
+        Ok(WorkdirLock { _file: file })
+    }
+}
+
+/// A held workdir lock; dropping it releases the lock.
+#[derive(Debug)]
+pub struct WorkdirLock {
+    _file: fs::File,
 }
 
 /// Writes `bytes` to `path` atomically: a uniquely named temp file in the same directory, fsync, rename.
@@ -93,6 +132,21 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.bin")]);
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_name_waits_and_another_name_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let wd = Workdir::open(dir.path()).unwrap();
+        let held = wd.lock("pack", |_| panic!("nobody holds it yet")).unwrap();
+        // Another name is independent.
+        let _other = wd.lock("clean", |_| panic!("clean is free")).unwrap();
+        // The same name from another open file description (as another process would) must wait.
+        let path = dir.path().join("locks/pack.lock");
+        let second = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(matches!(second.try_lock(), Err(fs::TryLockError::WouldBlock)));
+        drop(held);
+        second.try_lock().unwrap();
     }
 
     #[test]

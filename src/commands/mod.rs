@@ -109,7 +109,7 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let resolved = file.resolve(&base_dir)?;
     let env = open_env(&global, &base_dir, resolved.device, reporter)?;
-    let summary = stage.inputs(&resolved.plan, &env.workdir)?.run(&env)?;
+    let summary = stages::run::run_stage(&env, &resolved.plan, stage)?;
     reporter.emit(&summary);
     Ok(())
 }
