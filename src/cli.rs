@@ -5,6 +5,7 @@ use crate::faces::upscale::Method as UpscaleMethod;
 use crate::gan::steps::Optimizer;
 use crate::named::Named;
 use crate::stages::pack::Fit;
+use crate::stages::Stage;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -63,6 +64,14 @@ pub struct GlobalArgs {
     /// Where ONNX models run: auto (CUDA if it can be registered, else CPU), cpu, cuda or cuda:N [config: device, default auto]
     #[arg(long, global = true, value_name = "DEVICE")]
     pub device: Option<String>,
+    /// Work on partition K of N (from 0) of crop, upscale or pack; without it, read from a Slurm, Kubernetes, AWS
+    /// Batch or Google Batch array job's environment. `anime-pipe merge STAGE` assembles the parts
+    #[arg(long, global = true, value_name = "K/N")]
+    pub partition: Option<String>,
+    /// The number of partitions when the scheduler gives only an index (Kubernetes Indexed Jobs: the Job's
+    /// completions) [env: ANIME_PIPE_PARTITIONS]
+    #[arg(long, global = true, value_name = "N")]
+    pub partitions: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +91,9 @@ pub enum Command {
     Pack(PackArgs),
     /// Run the stages listed in pipeline.yaml, skipping those whose inputs and settings did not change
     Run(RunArgs),
+    /// Assemble the parts of a partitioned stage (--partition K/N, job arrays) into its manifest
+    #[command(after_help = MERGE_HELP)]
+    Merge(MergeArgs),
     /// Summarise every manifest: counts, rejects by reason, size histograms
     Stats(StatsArgs),
     /// Check cache objects and shards against the checksums in the manifests
@@ -205,6 +217,21 @@ pub struct RunArgs {
     /// Re-run every stage even if its inputs did not change
     #[arg(long)]
     pub force: bool,
+}
+
+const MERGE_HELP: &str = "\
+A partition computes its items' results (kept in cache/memo/) and writes manifests/parts/<stage>/<fingerprint>/\
+part-K-of-N.parquet plus a completion marker. merge checks that all N parts of the stage's current inputs are done \
+and writes the stage's manifest, byte-identical to an unpartitioned run. The next stage merges by itself when all \
+parts are done; otherwise it names the missing partitions.
+
+Example (Slurm): sbatch --array=0-3 --wrap 'anime-pipe crop' && anime-pipe merge crop";
+
+#[derive(Debug, Args, Clone)]
+pub struct MergeArgs {
+    /// The partitioned stage (crop)
+    #[arg(value_parser = choice::<Stage>())]
+    pub stage: Stage,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -1,4 +1,5 @@
 //! Where and how a command works: the things every stage, `train` and `eval` need that never change their results.
+use crate::partition::Partition;
 use crate::report::Reporter;
 use crate::runtime::Device;
 use crate::workdir::Workdir;
@@ -14,4 +15,8 @@ pub struct Env {
     pub reporter: Reporter,
     /// Where ONNX graphs run (`device:` / `--device`).
     pub device: Device,
+    /// The share of the items this process works on (`--partition K/N` or the batch system's array index); None
+    /// for the whole stage. A partition writes a part of the stage's results; the merged manifest is the same as
+    /// one unpartitioned run's.
+    pub partition: Option<Partition>,
 }

@@ -3,8 +3,10 @@
 //! decode nothing. None of it depends on a threshold (thresholds are applied where the measures are read).
 use crate::imagehash::{self, Signature, THUMB_LEN};
 use crate::quality::{self, Scores};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "MeasuresWire", try_from = "MeasuresWire")]
 pub struct Measures {
     /// blake3 of size + RGB8 pixels (exact-pixel duplicates).
     pub pixel_hash: String,
@@ -26,6 +28,29 @@ pub fn measure(image: image::RgbImage) -> Measures {
 impl Measures {
     pub fn signature(&self) -> Signature {
         Signature { pixel_hash: self.pixel_hash.clone(), phash: self.phash, thumb: self.thumb }
+    }
+}
+
+/// [`Measures`] as serialised (memo payloads): serde has no impl for 48-byte arrays, so the thumbnail travels as hex.
+#[derive(Serialize, Deserialize)]
+struct MeasuresWire {
+    pixel_hash: String,
+    phash: u64,
+    thumb: String,
+    quality: Scores,
+}
+
+impl From<Measures> for MeasuresWire {
+    fn from(m: Measures) -> Self {
+        MeasuresWire { pixel_hash: m.pixel_hash, phash: m.phash, thumb: thumb_hex(&m.thumb), quality: m.quality }
+    }
+}
+
+impl TryFrom<MeasuresWire> for Measures {
+    type Error = String;
+    fn try_from(w: MeasuresWire) -> Result<Self, String> {
+        let thumb = thumb_from_hex(&w.thumb).ok_or_else(|| format!("bad thumbnail {:?}", w.thumb))?;
+        Ok(Measures { pixel_hash: w.pixel_hash, phash: w.phash, thumb, quality: w.quality })
     }
 }
 

@@ -20,7 +20,7 @@ pub struct Interrupted;
 
 pub fn run(cli: Cli) -> Result<()> {
     let Cli { global, command } = cli;
-    let global = GlobalSettings::resolve(global);
+    let global = GlobalSettings::resolve(global)?;
     init_logging(&global);
     let reporter = Reporter { quiet: global.quiet, json: global.json };
     // Commands that read no pipeline.yaml.
@@ -70,6 +70,13 @@ pub fn run(cli: Cli) -> Result<()> {
             let env = open_env(&global, &base_dir, resolved.device, reporter)?;
             let summary = stages::run::run(&env, &resolved.plan, args.force)?;
             reporter.emit(&summary);
+            return Ok(());
+        }
+        Command::Merge(args) => {
+            let crate::cli::MergeArgs { stage } = args;
+            let resolved = file.resolve(&base_dir)?;
+            let env = open_env(&global, &base_dir, resolved.device, reporter)?;
+            reporter.emit(&stages::run::merge(&env, &resolved.plan, stage)?);
             return Ok(());
         }
         Command::Stats(args) => {
@@ -164,7 +171,8 @@ fn open_env(
 ) -> Result<Env> {
     let workdir = Workdir::open(global.workdir.clone().unwrap_or_else(|| base_dir.to_path_buf()))?;
     let threads = init_threads(global.threads)?;
-    Ok(Env { workdir, threads, reporter, device })
+    let partition = crate::partition::detect(global.partition, global.partitions, |name| std::env::var(name).ok())?;
+    Ok(Env { workdir, threads, reporter, device, partition })
 }
 
 fn init_logging(global: &GlobalSettings) {

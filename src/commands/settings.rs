@@ -28,12 +28,16 @@ pub struct GlobalSettings {
     pub verbose: u8,
     pub json: bool,
     pub device: Option<String>,
+    /// `--partition K/N` parsed.
+    pub partition: Option<(u32, u32)>,
+    pub partitions: Option<u32>,
 }
 
 impl GlobalSettings {
-    pub fn resolve(args: GlobalArgs) -> Self {
-        let GlobalArgs { config, workdir, threads, quiet, verbose, json, device } = args;
-        Self { config, workdir, threads, quiet, verbose, json, device }
+    pub fn resolve(args: GlobalArgs) -> Result<Self> {
+        let GlobalArgs { config, workdir, threads, quiet, verbose, json, device, partition, partitions } = args;
+        let partition = partition.as_deref().map(crate::partition::parse_flag).transpose()?;
+        Ok(Self { config, workdir, threads, quiet, verbose, json, device, partition, partitions })
     }
 }
 

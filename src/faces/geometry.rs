@@ -16,7 +16,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 /// An axis-aligned box in pixel coordinates: `(x0, y0)` top-left, `(x1, y1)` bottom-right edges.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BoxF {
     pub x0: f32,
     pub y0: f32,
@@ -106,7 +106,7 @@ pub struct CropGeometry {
 }
 
 /// A square crop in source pixel coordinates; for the pad policies it may extend outside the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CropRect {
     pub x0: i64,
     pub y0: i64,

@@ -3,7 +3,7 @@ use crate::faces::geometry::BoxF;
 use std::cmp::Ordering;
 
 /// One detected face in source-image pixels.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Detection {
     pub bbox: BoxF,
     pub score: f32,

@@ -55,14 +55,15 @@ use crate::faces::geometry::{crop_rect, extract_crop, CropGeometry, CropRect};
 use crate::faces::nms::Detection;
 use crate::imageio::Limits;
 use crate::manifest::columns::{col, frame};
-use crate::manifest::{measure_columns, publish_stage, read_items, Item, Reason, Upstream};
+use crate::manifest::{measure_columns, read_items, Item, Reason, Upstream};
 use crate::manifest::{status_column, Status};
 use crate::measure::{measure, Measures};
+use crate::memo::{Memo, Record};
 use crate::named::Named;
 use crate::pixels::encode_png;
 use crate::report::Summary;
 use crate::runtime::SessionOptions;
-use crate::stages::{ModelRef, Plan, Stage};
+use crate::stages::{parts, ModelRef, Plan, Stage};
 use crate::workdir::Workdir;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -100,7 +101,44 @@ pub struct Inputs {
     pub already_cropped: BTreeMap<String, bool>,
 }
 
+/// What a crop.parquet row is about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowKind {
+    /// A detection (cropped, or rejected with a reason).
+    #[default]
+    Face,
+    /// An image of an `already_cropped` source, passed through.
+    Passthrough,
+    /// An image with no usable detection (`no_face`, `decode_failed`).
+    Image,
+}
+
+impl Named for RowKind {
+    const ALL: &'static [Self] = &[RowKind::Face, RowKind::Passthrough, RowKind::Image];
+    const WHAT: &'static str = "crop kind";
+    fn name(self) -> &'static str {
+        match self {
+            RowKind::Face => "face",
+            RowKind::Passthrough => "passthrough",
+            RowKind::Image => "image",
+        }
+    }
+}
+
 impl Inputs {
+    /// What one image's result depends on besides the image: the memo key.
+    pub fn item_key(&self) -> String {
+        #[derive(Serialize)]
+        struct ItemKey<'a> {
+            settings: &'a CropSettings,
+            limits: &'a Limits,
+            detector: &'a ModelRef,
+        }
+        let key = ItemKey { settings: &self.settings, limits: &self.limits, detector: &self.detector };
+        crate::stages::fingerprint(Stage::Crop, ALGORITHM, &key)
+    }
+
     pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
         Ok(Self::from_plan(plan, Stage::Crop.upstream_of(plan, workdir)?))
     }
@@ -122,11 +160,11 @@ impl Inputs {
 }
 
 /// One crop.parquet row.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CropRow {
     pub key: String,
     pub path: String,
-    pub kind: &'static str,
+    pub kind: RowKind,
     pub already_cropped: bool,
     pub face: Option<(u32, Detection)>,
     pub rect: Option<CropRect>,
@@ -140,44 +178,85 @@ pub struct CropRow {
 
 pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     let mut summary = Summary::start(Stage::Crop.name());
-    let parents = read_items(&env.workdir, &inputs.upstream)?;
+    let all = read_items(&env.workdir, &inputs.upstream)?;
+    let parents = parts::select(env, &all);
+    let memo = Memo::open(&env.workdir, Stage::Crop.name(), &inputs.item_key())?;
     let to_detect = parents.iter().filter(|p| !inputs.passes_through(p)).count();
-    let detector = if to_detect > 0 { Some(load_detector(env, inputs)?) } else { None };
+    let to_compute = parents.iter().filter(|p| !inputs.passes_through(p) && memo.get(&p.object).is_none()).count();
+    let detector = if to_compute > 0 { Some(load_detector(env, inputs)?) } else { None };
 
     let bar = env.reporter.bar(parents.len() as u64, Stage::Crop.name());
-    let decoded = AtomicU64::new(0);
+    let computed = AtomicU64::new(0);
     let per_parent: Vec<Vec<CropRow>> = parents
         .par_iter()
         .map(|parent| {
-            let rows = match &detector {
-                Some(d) if !inputs.passes_through(parent) => {
-                    decoded.fetch_add(1, Ordering::Relaxed);
-                    crop_item(&env.workdir, inputs, d, parent)
-                }
-                _ => Ok(vec![passthrough(parent)]),
+            let rows = if inputs.passes_through(parent) {
+                Ok(vec![passthrough(parent)])
+            } else if let Some(record) = memo.get(&parent.object) {
+                rows_from_memo(parent, record)
+            } else {
+                computed.fetch_add(1, Ordering::Relaxed);
+                let detector = detector.as_ref().expect("loaded when anything is computed");
+                crop_item(&env.workdir, inputs, detector, parent).and_then(|rows| remember(&memo, parent, rows))
             };
             bar.inc(1);
             rows
         })
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
+    memo.finish()?;
 
     let mut rows: Vec<(&Item, CropRow)> =
-        parents.iter().zip(per_parent).flat_map(|(p, rows)| rows.into_iter().map(move |r| (p, r))).collect();
+        parents.iter().zip(per_parent).flat_map(|(p, rows)| rows.into_iter().map(move |r| (*p, r))).collect();
     rows.sort_by(|(pa, a), (pb, b)| (pa.source_index, &a.path).cmp(&(pb.source_index, &b.path)));
     let mut df = manifest(&rows)?;
-    publish_stage(&env.workdir, Stage::Crop.name(), &mut df, fingerprint)?;
+    let computed = computed.into_inner();
+    let reused = (to_detect as u64).saturating_sub(computed);
+    let published = parts::publish(env, Stage::Crop, &mut df, fingerprint, computed, reused)?;
 
     summarise(&mut summary, &parents, &rows, to_detect);
-    summary.count("images decoded", decoded.into_inner());
+    summary.count("computed", computed).count("reused", reused).count("images decoded", computed);
+    if let Some(p) = &env.partition {
+        summary.fact("partition", p.describe());
+    }
     if let Some(d) = &detector {
         let p = d.params();
         summary.fact("detector", format!("{:?} {}", p.family, inputs.detector.path.display()));
         summary.fact("device", format!("{:?}", d.device));
         summary.fact("scales", format!("{:?} (max_side {})", p.scales, p.max_side));
     }
-    summary.fact("manifest", env.workdir.manifest_path(Stage::Crop.name()).display());
+    summary.fact("manifest", published.display());
     Ok(summary.finish())
+}
+
+/// Keeps one image's rows in the memo, keyed by its content: the rows' keys and paths are stored relative to the
+/// image's (only the `#faceNNN` suffix), so the same picture under another name reuses them.
+fn remember(memo: &Memo, parent: &Item, rows: Vec<CropRow>) -> Result<Vec<CropRow>> {
+    let relative: Vec<CropRow> = rows
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.key = r.key[parent.key.len()..].to_string();
+            r.path = r.path[parent.path.len()..].to_string();
+            r
+        })
+        .collect();
+    let refs = rows.iter().filter_map(|r| r.object.clone()).collect();
+    memo.put(Record { object: parent.object.clone(), refs, payload: serde_json::to_vec(&relative)? })?;
+    Ok(rows)
+}
+
+fn rows_from_memo(parent: &Item, record: &Record) -> Result<Vec<CropRow>> {
+    let relative: Vec<CropRow> = serde_json::from_slice(&record.payload)
+        .with_context(|| format!("crop memo entry for {} is unreadable (delete cache/memo/crop)", parent.key))?;
+    Ok(relative
+        .into_iter()
+        .map(|mut r| {
+            r.key = format!("{}{}", parent.key, r.key);
+            r.path = format!("{}{}", parent.path, r.path);
+            r
+        })
+        .collect())
 }
 
 fn load_detector(env: &Env, inputs: &Inputs) -> Result<Detector> {
@@ -187,17 +266,20 @@ fn load_detector(env: &Env, inputs: &Inputs) -> Result<Detector> {
         .with_context(|| format!("crop: cannot load the face detector (models.face_detector = {})", path.display()))
 }
 
-fn summarise(summary: &mut Summary, parents: &[Item], rows: &[(&Item, CropRow)], to_detect: usize) {
+fn summarise(summary: &mut Summary, parents: &[&Item], rows: &[(&Item, CropRow)], to_detect: usize) {
     let count = |f: &dyn Fn(&CropRow) -> bool| rows.iter().filter(|(_, r)| f(r)).count() as u64;
-    let with_faces: std::collections::BTreeSet<&str> =
-        rows.iter().filter(|(_, r)| r.kind == "face" && r.reason.is_none()).map(|(p, _)| p.key.as_str()).collect();
+    let with_faces: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|(_, r)| r.kind == RowKind::Face && r.reason.is_none())
+        .map(|(p, _)| p.key.as_str())
+        .collect();
     summary
         .count("input images", parents.len() as u64)
         .count("passthrough", (parents.len() - to_detect) as u64)
         .count("images searched", to_detect as u64)
         .count("images with faces", with_faces.len() as u64)
-        .count("faces found", count(&|r| r.kind == "face"))
-        .count("crops", count(&|r| r.kind == "face" && r.reason.is_none()));
+        .count("faces found", count(&|r| r.kind == RowKind::Face))
+        .count("crops", count(&|r| r.kind == RowKind::Face && r.reason.is_none()));
     for (_, r) in rows {
         if let Some(reason) = r.reason {
             summary.reject(reason.name());
@@ -209,7 +291,7 @@ fn passthrough(parent: &Item) -> CropRow {
     CropRow {
         key: parent.key.clone(),
         path: parent.path.clone(),
-        kind: "passthrough",
+        kind: RowKind::Passthrough,
         already_cropped: true,
         object: Some(parent.object.clone()),
         size: Some((parent.width, parent.height)),
@@ -222,7 +304,7 @@ fn image_row(parent: &Item, reason: Reason, error: Option<String>) -> CropRow {
     CropRow {
         key: parent.key.clone(),
         path: parent.path.clone(),
-        kind: "image",
+        kind: RowKind::Image,
         reason: Some(reason),
         error,
         ..Default::default()
@@ -253,7 +335,7 @@ fn crop_item(workdir: &Workdir, inputs: &Inputs, detector: &Detector, parent: &I
         let mut row = CropRow {
             key: format!("{}{suffix}", parent.key),
             path: format!("{}{suffix}", parent.path),
-            kind: "face",
+            kind: RowKind::Face,
             face: Some((index as u32, *detection)),
             rect: Some(rect),
             padded: Some(rect.leaves(w, h)),
@@ -303,7 +385,7 @@ fn manifest(rows: &[(&Item, CropRow)]) -> Result<polars::prelude::DataFrame> {
         col("source", parent_str(&|p| &p.source)),
         col("source_index", rows.iter().map(|(p, _)| p.source_index).collect::<Vec<_>>()),
         col("path", rows.iter().map(|(_, r)| r.path.clone()).collect::<Vec<_>>()),
-        col("kind", rows.iter().map(|(_, r)| r.kind).collect::<Vec<_>>()),
+        col("kind", rows.iter().map(|(_, r)| r.kind.name()).collect::<Vec<_>>()),
         col("already_cropped", rows.iter().map(|(_, r)| r.already_cropped).collect::<Vec<_>>()),
         col("parent_key", parent_str(&|p| &p.key)),
         col("parent_object", parent_str(&|p| &p.object)),

@@ -9,6 +9,7 @@ pub mod crop;
 pub mod dedup;
 pub mod ingest;
 pub mod pack;
+pub mod parts;
 pub mod run;
 pub mod upscale;
 

@@ -4,11 +4,19 @@ use crate::env::Env;
 use crate::manifest::is_up_to_date;
 use crate::named::Named;
 use crate::report::Summary;
+use crate::stages::parts;
 use crate::stages::{Plan, Stage};
 use crate::workdir::WorkdirLock;
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 pub fn run(env: &Env, plan: &Plan, force: bool) -> Result<Summary> {
+    if let Some(p) = &env.partition {
+        bail!(
+            "`run` executes whole stages, but partition {} is set: on a cluster, submit `ingest` and `dedup` as \
+             single jobs and `crop` as an array (see docs/cluster.md), or unset the partition",
+            p.describe()
+        );
+    }
     let mut summary = Summary::start("run");
     let (mut ran, mut skipped) = (0, 0);
     for &stage in &plan.stages {
@@ -31,16 +39,94 @@ pub fn run(env: &Env, plan: &Plan, force: bool) -> Result<Summary> {
     Ok(summary.finish())
 }
 
+/// The stages whose items can be split over partitions (`--partition K/N`, job arrays). Dedup needs every hash at
+/// once (and is cheap); clean decodes nothing.
+pub const PARTITIONED: &[Stage] = &[Stage::Crop];
+
 /// One stage, as `anime-pipe <stage>` runs it: under the stage's workdir lock, with its inputs computed once the
-/// lock is held.
+/// lock is held. Unpartitioned, a partitioned upstream is merged first (when all its parts are done).
 pub fn run_stage(env: &Env, plan: &Plan, stage: Stage) -> Result<Summary> {
+    if let Some(p) = &env.partition {
+        if !PARTITIONED.contains(&stage) {
+            bail!(
+                "{stage} runs as one process (partition {} is set): only {} can be partitioned",
+                p.describe(),
+                PARTITIONED.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    } else {
+        merge_upstream(env, plan, stage)?;
+    }
     let _lock = lock(env, stage)?;
     stage.inputs(plan, &env.workdir)?.run(env)
 }
 
-/// The stage's workdir lock: a second process running the same stage in the same workdir waits here.
+/// `anime-pipe merge STAGE`: when every part of the stage's current inputs is done, the stage's manifest from the
+/// parts' results (byte-identical to an unpartitioned run); else an error naming the missing partitions.
+pub fn merge(env: &Env, plan: &Plan, stage: Stage) -> Result<Summary> {
+    let whole = Env { partition: None, ..env.clone() };
+    let _lock = lock(&whole, stage)?;
+    let inputs = stage.inputs(plan, &env.workdir)?;
+    let fingerprint = inputs.fingerprint();
+    match parts::progress(&env.workdir, stage, &fingerprint)? {
+        None => bail!(
+            "no parts of `{stage}` for its current inputs in {}: run `anime-pipe --partition K/N {stage}` (or a job \
+             array) first",
+            parts::parts_dir(&env.workdir, stage, &fingerprint).display()
+        ),
+        Some((count, missing)) if !missing.is_empty() => bail!("{}", missing_parts_message(stage, count, &missing)),
+        Some(_) => inputs.run(&whole),
+    }
+}
+
+/// Merges the upstream of `stage` first when it was run in partitions, all done, and its manifest is not current.
+fn merge_upstream(env: &Env, plan: &Plan, stage: Stage) -> Result<()> {
+    let Some(upstream) = plan.upstream(stage).filter(|u| PARTITIONED.contains(u)) else {
+        return Ok(());
+    };
+    let Ok(inputs) = upstream.inputs(plan, &env.workdir) else {
+        return Ok(()); // its own upstream is missing: the stage's run says what to run
+    };
+    let fingerprint = inputs.fingerprint();
+    if is_up_to_date(&env.workdir, upstream.name(), &fingerprint) {
+        return Ok(());
+    }
+    match parts::progress(&env.workdir, upstream, &fingerprint)? {
+        None => Ok(()),
+        Some((count, missing)) if !missing.is_empty() => {
+            bail!(
+                "{stage} needs {upstream}, which ran in partitions: {}",
+                missing_parts_message(upstream, count, &missing)
+            )
+        }
+        Some(_) => {
+            let summary = merge(env, plan, upstream)?;
+            env.reporter.emit(&summary);
+            Ok(())
+        }
+    }
+}
+
+fn missing_parts_message(stage: Stage, count: u32, missing: &[u32]) -> String {
+    let list: Vec<String> = missing.iter().map(u32::to_string).collect();
+    format!(
+        "{} of {count} partitions of `{stage}` are not done: {}. Re-run only those, e.g. `anime-pipe --partition \
+         {}/{count} {stage}` or `sbatch --array={} ...`; completed partitions are kept",
+        missing.len(),
+        list.join(", "),
+        missing[0],
+        list.join(",")
+    )
+}
+
+/// The stage's workdir lock: a second process running the same stage (or the same partition of it) in the same
+/// workdir waits here; different partitions run at once.
 fn lock(env: &Env, stage: Stage) -> Result<WorkdirLock> {
-    env.workdir.lock(stage.name(), |path| {
+    let name = match &env.partition {
+        Some(p) => format!("{}.part-{}-of-{}", stage.name(), p.index, p.count),
+        None => stage.name().to_string(),
+    };
+    env.workdir.lock(&name, |path| {
         if !env.reporter.quiet {
             eprintln!(
                 "waiting for another process running `{}` in this workdir to finish ({} is locked) ...",

@@ -32,6 +32,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("runtime", 0),
     ("report", 0),
     ("named", 0),
+    ("partition", 0),
+    ("memo", 0),
 ];
 
 /// Same-layer imports the design rules out: training and evaluation share the generator through `gan`, and the

@@ -18,6 +18,7 @@ mod gan_runner;
 mod ingest;
 mod locks;
 mod pack;
+mod partitions;
 mod stats_verify;
 mod train_run;
 mod upscale;

@@ -56,6 +56,7 @@ impl Ctx {
             threads,
             reporter: Reporter { quiet: true, json: false },
             device: Device::Auto,
+            partition: None,
         };
         Ctx { env, plan, workdir }
     }
