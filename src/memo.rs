@@ -36,10 +36,21 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
+/// Where a published record's payload lies: only this index is held in memory (payloads are read when asked for),
+/// so a memo of millions of items costs about 100 bytes of memory per item, not its payloads.
+#[derive(Debug, Clone)]
+struct Location {
+    segment: usize,
+    offset: u64,
+    len: u64,
+    refs: Vec<String>,
+}
+
 /// The memo of one (stage, item key): the results already published, and a buffer of new ones.
 pub struct Memo {
     dir: PathBuf,
-    known: HashMap<String, Record>,
+    segments: Vec<PathBuf>,
+    known: HashMap<String, Location>,
     pending: Mutex<Vec<Record>>,
     pending_bytes: AtomicU64,
     sequence: AtomicU64,
@@ -51,20 +62,23 @@ impl Memo {
     pub fn open(workdir: &Workdir, stage: &str, key: &str) -> Result<Memo> {
         let dir = workdir.root().join("cache/memo").join(stage).join(key);
         let mut known = HashMap::new();
+        let mut segments = Vec::new();
         if dir.is_dir() {
             let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|e| e == "bin"))
                 .collect();
             names.sort();
-            for path in names {
-                for record in read_segment(&path)? {
-                    known.insert(record.object.clone(), record);
+            for (segment, path) in names.into_iter().enumerate() {
+                for (object, location) in index_segment(&path, segment)? {
+                    known.insert(object, location);
                 }
+                segments.push(path);
             }
         }
         Ok(Memo {
             dir,
+            segments,
             known,
             pending: Mutex::new(Vec::new()),
             pending_bytes: AtomicU64::new(0),
@@ -73,9 +87,21 @@ impl Memo {
         })
     }
 
-    /// The published result for `object`, if any.
-    pub fn get(&self, object: &str) -> Option<&Record> {
-        self.known.get(object)
+    /// True when a result for `object` is published.
+    pub fn contains(&self, object: &str) -> bool {
+        self.known.contains_key(object)
+    }
+
+    /// The published result for `object`, if any (its payload read from its segment now).
+    pub fn get(&self, object: &str) -> Result<Option<Record>> {
+        let Some(at) = self.known.get(object) else { return Ok(None) };
+        use std::io::{Read, Seek, SeekFrom};
+        let path = &self.segments[at.segment];
+        let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        file.seek(SeekFrom::Start(at.offset))?;
+        let mut payload = vec![0u8; at.len as usize];
+        file.read_exact(&mut payload).with_context(|| format!("{} is truncated (delete it)", path.display()))?;
+        Ok(Some(Record { object: object.to_string(), refs: at.refs.clone(), payload }))
     }
 
     pub fn len(&self) -> usize {
@@ -143,35 +169,50 @@ fn encode(records: &[Record]) -> Vec<u8> {
     out
 }
 
-/// Every record of a segment file; a malformed file is an error naming it (delete it to recompute its items).
-pub fn read_segment(path: &Path) -> Result<Vec<Record>> {
+/// The records of a segment without their payloads: object -> where its payload lies.
+fn index_segment(path: &Path, segment: usize) -> Result<Vec<(String, Location)>> {
+    Ok(read_segment(path)?
+        .into_iter()
+        .map(|(record, offset)| {
+            let len = record.payload.len() as u64;
+            (record.object, Location { segment, offset, len, refs: record.refs })
+        })
+        .collect())
+}
+
+/// Every record of a segment file with its payload's offset in the file; a malformed file is an error naming it
+/// (delete it to recompute its items).
+pub fn read_segment(path: &Path) -> Result<Vec<(Record, u64)>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     decode(&bytes)
         .with_context(|| format!("{} is not a readable memo segment (delete it to recompute)", path.display()))
 }
 
-fn decode(bytes: &[u8]) -> Result<Vec<Record>> {
-    let mut rest = bytes.strip_prefix(MAGIC).context("wrong header")?;
-    let mut take = |n: usize| -> Result<&[u8]> {
-        if rest.len() < n {
-            bail!("truncated");
-        }
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
-        Ok(head)
+fn decode(bytes: &[u8]) -> Result<Vec<(Record, u64)>> {
+    let mut at = MAGIC.len();
+    if !bytes.starts_with(MAGIC) {
+        bail!("wrong header");
+    }
+    let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
+        let end = at.checked_add(n).filter(|&e| e <= bytes.len()).context("truncated")?;
+        let slice = &bytes[*at..end];
+        *at = end;
+        Ok(slice)
     };
     let mut records = Vec::new();
-    loop {
-        let Ok(len) = take(1) else { break };
-        let object = String::from_utf8(take(len[0] as usize)?.to_vec())?;
-        let refs_count = u32::from_le_bytes(take(4)?.try_into()?);
+    while at < bytes.len() {
+        let len = take(&mut at, 1)?[0] as usize;
+        let object = String::from_utf8(take(&mut at, len)?.to_vec())?;
+        let refs_count = u32::from_le_bytes(take(&mut at, 4)?.try_into()?);
         let mut refs = Vec::with_capacity(refs_count as usize);
         for _ in 0..refs_count {
-            let len = take(1)?[0] as usize;
-            refs.push(String::from_utf8(take(len)?.to_vec())?);
+            let len = take(&mut at, 1)?[0] as usize;
+            refs.push(String::from_utf8(take(&mut at, len)?.to_vec())?);
         }
-        let payload_len = u64::from_le_bytes(take(8)?.try_into()?) as usize;
-        records.push(Record { object, refs, payload: take(payload_len)?.to_vec() });
+        let payload_len = u64::from_le_bytes(take(&mut at, 8)?.try_into()?) as usize;
+        let offset = at as u64;
+        let payload = take(&mut at, payload_len)?.to_vec();
+        records.push((Record { object, refs, payload }, offset));
     }
     Ok(records)
 }
@@ -218,7 +259,9 @@ mod tests {
         assert_eq!(memo.finish().unwrap(), (SEGMENT_RECORDS + 10) as u64);
         let again = Memo::open(&wd, "crop", "k1").unwrap();
         assert_eq!(again.len(), SEGMENT_RECORDS + 10);
-        assert_eq!(again.get(&record(3).object), Some(&record(3)));
+        assert_eq!(again.get(&record(3).object).unwrap(), Some(record(3)));
+        assert_eq!(again.get(&record(SEGMENT_RECORDS + 9).object).unwrap(), Some(record(SEGMENT_RECORDS + 9)));
+        assert_eq!(again.get("unknown").unwrap(), None);
         // Another key is another memo.
         assert!(Memo::open(&wd, "crop", "k2").unwrap().is_empty());
     }

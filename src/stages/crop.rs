@@ -182,7 +182,7 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     let parents = parts::select(env, &all);
     let memo = Memo::open(&env.workdir, Stage::Crop.name(), &inputs.item_key())?;
     let to_detect = parents.iter().filter(|p| !inputs.passes_through(p)).count();
-    let to_compute = parents.iter().filter(|p| !inputs.passes_through(p) && memo.get(&p.object).is_none()).count();
+    let to_compute = parents.iter().filter(|p| !inputs.passes_through(p) && !memo.contains(&p.object)).count();
     let detector = if to_compute > 0 { Some(load_detector(env, inputs)?) } else { None };
 
     let bar = env.reporter.bar(parents.len() as u64, Stage::Crop.name());
@@ -192,8 +192,8 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
         .map(|parent| {
             let rows = if inputs.passes_through(parent) {
                 Ok(vec![passthrough(parent)])
-            } else if let Some(record) = memo.get(&parent.object) {
-                rows_from_memo(parent, record)
+            } else if memo.contains(&parent.object) {
+                memo.get(&parent.object).and_then(|record| rows_from_memo(parent, &record.expect("contained")))
             } else {
                 computed.fetch_add(1, Ordering::Relaxed);
                 let detector = detector.as_ref().expect("loaded when anything is computed");

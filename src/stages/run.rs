@@ -41,7 +41,7 @@ pub fn run(env: &Env, plan: &Plan, force: bool) -> Result<Summary> {
 
 /// The stages whose items can be split over partitions (`--partition K/N`, job arrays). Dedup needs every hash at
 /// once (and is cheap); clean decodes nothing.
-pub const PARTITIONED: &[Stage] = &[Stage::Crop];
+pub const PARTITIONED: &[Stage] = &[Stage::Crop, Stage::Upscale];
 
 /// One stage, as `anime-pipe <stage>` runs it: under the stage's workdir lock, with its inputs computed once the
 /// lock is held. Unpartitioned, a partitioned upstream is merged first (when all its parts are done).

@@ -33,13 +33,14 @@ use crate::env::Env;
 use crate::faces::upscale::{upscale_to, Method, SrModel, Tiling};
 use crate::imageio::Limits;
 use crate::manifest::columns::{col, frame};
-use crate::manifest::{measure_columns, publish_stage, read_items, Item, Reason, Upstream};
+use crate::manifest::{measure_columns, read_items, Item, Reason, Upstream};
 use crate::manifest::{status_column, Status};
+use crate::memo::{Memo, Record};
 use crate::named::Named;
 use crate::pixels::encode_png;
 use crate::report::Summary;
 use crate::runtime::SessionOptions;
-use crate::stages::{ModelRef, Plan, Stage};
+use crate::stages::{parts, ModelRef, Plan, Stage};
 use crate::workdir::Workdir;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -69,6 +70,18 @@ pub struct Inputs {
 }
 
 impl Inputs {
+    /// What one item's result depends on besides the item: the memo key.
+    pub fn item_key(&self) -> String {
+        #[derive(Serialize)]
+        struct ItemKey<'a> {
+            settings: &'a UpscaleSettings,
+            limits: &'a Limits,
+            model: &'a Option<ModelRef>,
+        }
+        let key = ItemKey { settings: &self.settings, limits: &self.limits, model: &self.model };
+        crate::stages::fingerprint(Stage::Upscale, ALGORITHM, &key)
+    }
+
     pub fn new(plan: &Plan, workdir: &Workdir) -> Result<Self> {
         Ok(Self::from_plan(plan, Stage::Upscale.upstream_of(plan, workdir)?))
     }
@@ -86,10 +99,10 @@ impl Inputs {
 }
 
 /// What happened to one item.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Outcome {
     upscaled: Option<(String, u32, u32)>,
-    method: &'static str,
+    method: String,
     factor: f64,
     passes: u32,
     error: Option<String>,
@@ -97,18 +110,21 @@ struct Outcome {
 
 impl Outcome {
     fn unchanged() -> Self {
-        Outcome { method: "none", factor: 1.0, ..Default::default() }
+        Outcome { method: "none".into(), factor: 1.0, ..Default::default() }
     }
 }
 
 pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     let mut summary = Summary::start(Stage::Upscale.name());
-    let items = read_items(&env.workdir, &inputs.upstream)?;
+    let all = read_items(&env.workdir, &inputs.upstream)?;
+    let items = parts::select(env, &all);
     let settings = &inputs.settings;
     let needs = |item: &Item| item.width.min(item.height) < settings.target;
+    let memo = Memo::open(&env.workdir, Stage::Upscale.name(), &inputs.item_key())?;
     let to_upscale = items.iter().filter(|i| needs(i)).count();
+    let to_compute = items.iter().filter(|i| needs(i) && !memo.contains(&i.object)).count();
     let model = match &inputs.model {
-        Some(model) if to_upscale > 0 => Some(load_model(env, settings.method, model)?),
+        Some(model) if to_compute > 0 => Some(load_model(env, settings.method, model)?),
         _ => None,
     };
 
@@ -119,15 +135,22 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
             if !needs(item) {
                 return Ok(Outcome::unchanged());
             }
-            let outcome = upscale_item(&env.workdir, item, inputs, model.as_ref());
+            let outcome = match memo.get(&item.object)? {
+                Some(record) => serde_json::from_slice(&record.payload)
+                    .with_context(|| format!("upscale memo entry for {} is unreadable", item.key)),
+                None => upscale_item(&env.workdir, item, inputs, model.as_ref()).and_then(|o| remember(&memo, item, o)),
+            };
             bar.inc(1);
             outcome
         })
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
+    memo.finish()?;
 
     let mut df = manifest(&items, &outcomes, settings.target)?;
-    publish_stage(&env.workdir, Stage::Upscale.name(), &mut df, fingerprint)?;
+    let computed = to_compute as u64;
+    let reused = (to_upscale - to_compute) as u64;
+    let published = parts::publish(env, Stage::Upscale, &mut df, fingerprint, computed, reused)?;
 
     let upscaled = outcomes.iter().filter(|o| o.upscaled.is_some()).count() as u64;
     let rejected = outcomes.iter().filter(|o| o.error.is_some()).count() as u64;
@@ -136,17 +159,29 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
         .count("upscaled", upscaled)
         .count("already large enough", (items.len() - to_upscale) as u64)
         .count("rejected", rejected)
-        .count("images decoded", to_upscale as u64);
+        .count("computed", computed)
+        .count("reused", reused)
+        .count("images decoded", computed);
     for _ in 0..rejected {
         summary.reject(Reason::DecodeFailed.name());
+    }
+    if let Some(p) = &env.partition {
+        summary.fact("partition", p.describe());
     }
     summary.fact("input manifest", format!("{}.parquet", inputs.upstream.stage));
     summary.fact("method", settings.method.name()).fact("target", format!("{} px (shorter side)", settings.target));
     if let Some(m) = &model {
         summary.fact("device", format!("{:?}", m.device));
     }
-    summary.fact("manifest", env.workdir.manifest_path(Stage::Upscale.name()).display());
+    summary.fact("manifest", published.display());
     Ok(summary.finish())
+}
+
+/// Keeps one item's outcome in the memo, keyed by the item's content.
+fn remember(memo: &Memo, item: &Item, outcome: Outcome) -> Result<Outcome> {
+    let refs = outcome.upscaled.iter().map(|u| u.0.clone()).collect();
+    memo.put(Record { object: item.object.clone(), refs, payload: serde_json::to_vec(&outcome)? })?;
+    Ok(outcome)
 }
 
 fn load_model(env: &Env, method: Method, model: &ModelRef) -> Result<SrModel> {
@@ -171,13 +206,13 @@ fn upscale_item(workdir: &Workdir, item: &Item, inputs: &Inputs, model: Option<&
     Ok(Outcome {
         factor: f64::from(w.min(h)) / f64::from(image.width().min(image.height())),
         upscaled: Some((object, w, h)),
-        method: settings.method.name(),
+        method: settings.method.name().into(),
         passes: up.passes,
         error: None,
     })
 }
 
-fn manifest(items: &[Item], outcomes: &[Outcome], target: u32) -> Result<polars::prelude::DataFrame> {
+fn manifest(items: &[&Item], outcomes: &[Outcome], target: u32) -> Result<polars::prelude::DataFrame> {
     let up = |f: &dyn Fn(&(String, u32, u32)) -> u32| -> Vec<Option<u32>> {
         outcomes.iter().map(|o| o.upscaled.as_ref().map(f)).collect()
     };
@@ -197,7 +232,7 @@ fn manifest(items: &[Item], outcomes: &[Outcome], target: u32) -> Result<polars:
         col("upscaled_object", outcomes.iter().map(|o| o.upscaled.as_ref().map(|u| u.0.clone())).collect::<Vec<_>>()),
         col("upscaled_width", up(&|u| u.1)),
         col("upscaled_height", up(&|u| u.2)),
-        col("upscale_method", outcomes.iter().map(|o| o.method).collect::<Vec<_>>()),
+        col("upscale_method", outcomes.iter().map(|o| o.method.as_str()).collect::<Vec<_>>()),
         col("upscale_factor", outcomes.iter().map(|o| o.factor).collect::<Vec<_>>()),
         col("upscale_passes", outcomes.iter().map(|o| o.passes).collect::<Vec<_>>()),
         col("target", vec![target; items.len()]),

@@ -19,6 +19,7 @@ mod ingest;
 mod locks;
 mod pack;
 mod partitions;
+mod slurm;
 mod stats_verify;
 mod train_run;
 mod upscale;
