@@ -98,6 +98,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// Check cache objects and shards against the checksums in the manifests
     Verify,
+    /// Delete cache objects no manifest or current memo needs, stale memos and merged parts; print bytes freed
+    Gc(GcArgs),
     /// FID and KID (Inception pool3) of a training run's checkpoints or one generator; report.html for runs
     Eval(EvalArgs),
     /// Train a DCGAN on the packed shards (ONNX Runtime, CPU or CUDA) into runs/<name>/: checkpoints, samples, curves
@@ -226,6 +228,13 @@ and writes the stage's manifest, byte-identical to an unpartitioned run. The nex
 parts are done; otherwise it names the missing partitions.
 
 Example (Slurm): sbatch --array=0-3 --wrap 'anime-pipe crop' && anime-pipe merge crop";
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct GcArgs {
+    /// Only count what would be deleted
+    #[arg(long)]
+    pub dry_run: bool,
+}
 
 #[derive(Debug, Args, Clone)]
 pub struct MergeArgs {

@@ -21,6 +21,7 @@ pub mod env;
 pub mod eval;
 pub mod faces;
 pub mod gan;
+pub mod gc;
 pub mod imagehash;
 pub mod imageio;
 pub mod inspect;

@@ -84,6 +84,13 @@ pub fn run(cli: Cli) -> Result<()> {
             let env = open_env(&global, &base_dir, resolved.device, reporter)?;
             return stats(&env, args);
         }
+        Command::Gc(args) => {
+            let crate::cli::GcArgs { dry_run } = args;
+            let resolved = file.resolve(&base_dir)?;
+            let env = open_env(&global, &base_dir, resolved.device, reporter)?;
+            reporter.emit(&crate::gc::run(&env, &resolved.plan, dry_run)?);
+            return Ok(());
+        }
         Command::Verify => {
             let resolved = file.resolve(&base_dir)?;
             let env = open_env(&global, &base_dir, resolved.device, reporter)?;

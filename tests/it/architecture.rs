@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("train", 2),
     ("eval", 2),
     ("sample_data", 2),
+    ("gc", 2),
     ("gan", 1),
     ("faces", 1),
     ("env", 0),

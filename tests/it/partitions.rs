@@ -103,3 +103,28 @@ fn only_crop_can_be_partitioned() {
     let err = format!("{:#}", run::run_stage(&env, &ctx.plan, Stage::Dedup).unwrap_err());
     assert!(err.contains("dedup runs as one process") && err.contains("0/2 (--partition)"), "{err}");
 }
+
+#[test]
+fn gc_frees_what_no_manifest_or_current_memo_needs() {
+    let Some(files) = illust() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctx = workdir_with(dir.path(), &files[..2]);
+    run::run_stage(&ctx.env, &ctx.plan, Stage::Crop).unwrap();
+    let old_crops = crate::support::faces::strs(&crate::support::faces::read_stage(&ctx.workdir, "crop"), "object");
+    // Other settings: new crops, a new memo; the old crops and memo are no longer needed.
+    ctx.plan.crop.geometry.margin = 0.3;
+    run::run_stage(&ctx.env, &ctx.plan, Stage::Crop).unwrap();
+    let dry = anime_pipe::gc::run(&ctx.env, &ctx.plan, true).unwrap();
+    assert!(count(&dry, "bytes freed") > 0 && count(&dry, "memos removed") == 1);
+    assert!(ctx.workdir.root().join("cache/memo/crop").read_dir().unwrap().count() == 2, "a dry run deletes nothing");
+    let gc = anime_pipe::gc::run(&ctx.env, &ctx.plan, false).unwrap();
+    assert_eq!(count(&gc, "bytes freed"), count(&dry, "bytes freed"));
+    assert!(count(&gc, "objects removed") > 0);
+    let gone = old_crops.iter().flatten().filter(|o| !ctx.workdir.object_path(o).exists()).count();
+    assert!(gone > 0, "old face crops are removed");
+    // What remains is consistent and still complete: verify passes, and crop finds every result in its memo.
+    assert!(anime_pipe::inspect::verify::check(&ctx.workdir).unwrap().problems.is_empty());
+    let again = run::run_stage(&ctx.env, &ctx.plan, Stage::Crop).unwrap();
+    assert_eq!(count(&again, "computed"), 0);
+    assert_eq!(count(&anime_pipe::gc::run(&ctx.env, &ctx.plan, false).unwrap(), "bytes freed"), 0);
+}
