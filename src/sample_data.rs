@@ -152,7 +152,7 @@ fn pipeline_yaml(count: usize, seed: u64) -> String {
          # FID/KID (skipped, saying so, without models.fid_inception).\n\
          stages: [ingest, dedup, clean, pack, train, eval]\n\
          train:\n  preset: demo   # small: a few minutes on 2 CPU cores (see train::presets)\n\
-         eval:\n  samples: 1000\n  kid_subsets: 10\n  kid_subset_size: 100\n"
+         eval:\n  samples: 256   # FID/KID on few samples: a demo, not a benchmark\n  kid_subsets: 10\n  kid_subset_size: 100\n"
     )
 }
 

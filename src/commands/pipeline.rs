@@ -241,7 +241,7 @@ fn side(path: &Path) -> Result<Side> {
     bail!("{}: expected a manifest (.parquet), a workdir (with manifests/) or a pipeline.lock", path.display())
 }
 
-/// `anime-pipe diff A B`. `lock_of` computes the lock of a workdir under the current pipeline.yaml.
+/// `anime-pipe diff A B`. `resolved` gives the current pipeline.yaml, needed only to compute the lock of a workdir.
 pub fn diff(request: DiffRequest, env_json: bool, resolved: impl Fn() -> Result<Resolved>) -> Result<()> {
     let DiffRequest { a, b, stage, tolerance } = request;
     let lock_of = |side: &Side| -> Result<Lock> {
