@@ -24,13 +24,15 @@ fn choice<T: Named + Send + Sync>() -> impl TypedValueParser<Value = T> {
     long_about = "Turn messy anime image collections into clean, reproducible training data.\n\n\
 Each stage reads the previous stage's Parquet manifest under <workdir>/manifests/ and writes its own, so every step \
 is inspectable (polars, pandas, duckdb) and re-runnable:\n\n  \
-ingest -> dedup -> [crop -> upscale] -> clean -> pack\n\n\
+ingest -> dedup -> [crop -> upscale] -> clean -> pack [-> train -> eval]\n\n\
 Typical session:\n  \
 anime-pipe ingest                 # sources from pipeline.yaml (or --source PATH)\n  \
 anime-pipe dedup                  # exact + near duplicates get `duplicate_of`, nothing is deleted\n  \
 anime-pipe clean --min-size 64    # quality filters; every reject has a reason\n  \
 anime-pipe pack --size 64         # safetensors shards + manifest, byte-identical on re-runs\n  \
 anime-pipe run                    # all stages in pipeline.yaml, skipping up-to-date ones\n  \
+anime-pipe lock                   # pipeline.lock: what every stage produced (commit it)\n  \
+anime-pipe run --locked           # in CI: exit 3, naming the stage, when the dataset differs from the lock\n  \
 anime-pipe stats                  # what each manifest holds",
     after_help = "Config: pipeline.yaml in the current directory unless --config is given (see README.md for every key)."
 )]
