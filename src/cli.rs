@@ -24,13 +24,15 @@ fn choice<T: Named + Send + Sync>() -> impl TypedValueParser<Value = T> {
     long_about = "Turn messy anime image collections into clean, reproducible training data.\n\n\
 Each stage reads the previous stage's Parquet manifest under <workdir>/manifests/ and writes its own, so every step \
 is inspectable (polars, pandas, duckdb) and re-runnable:\n\n  \
-ingest -> dedup -> [crop -> upscale] -> clean -> pack\n\n\
+ingest -> dedup -> [crop -> upscale] -> clean -> pack [-> train -> eval]\n\n\
 Typical session:\n  \
 anime-pipe ingest                 # sources from pipeline.yaml (or --source PATH)\n  \
 anime-pipe dedup                  # exact + near duplicates get `duplicate_of`, nothing is deleted\n  \
 anime-pipe clean --min-size 64    # quality filters; every reject has a reason\n  \
 anime-pipe pack --size 64         # safetensors shards + manifest, byte-identical on re-runs\n  \
 anime-pipe run                    # all stages in pipeline.yaml, skipping up-to-date ones\n  \
+anime-pipe lock                   # pipeline.lock: what every stage produced (commit it)\n  \
+anime-pipe run --locked           # in CI: exit 3, naming the stage, when the dataset differs from the lock\n  \
 anime-pipe stats                  # what each manifest holds",
     after_help = "Config: pipeline.yaml in the current directory unless --config is given (see README.md for every key)."
 )]
@@ -89,11 +91,20 @@ pub enum Command {
     Clean(CleanArgs),
     /// Resize to square training sizes and write safetensors shards + manifests/pack.parquet
     Pack(PackArgs),
-    /// Run the stages listed in pipeline.yaml, skipping those whose inputs and settings did not change
+    /// Run the stages listed in pipeline.yaml (data stages, then train and eval when listed), skipping those whose
+    /// inputs and settings did not change
+    #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Assemble the parts of a partitioned stage (--partition K/N, job arrays) into its manifest
     #[command(after_help = MERGE_HELP)]
     Merge(MergeArgs),
+    /// Write pipeline.lock beside pipeline.yaml: per stage its inputs fingerprint, manifest checksum and row counts
+    /// by status and reason; the shard checksums; the dataset digest; the anime-pipe and ONNX Runtime versions
+    #[command(after_help = LOCK_AFTER_HELP)]
+    Lock,
+    /// Compare two manifests, two workdirs, or a pipeline.lock with a workdir: rows added, removed and changed
+    #[command(after_help = DIFF_AFTER_HELP)]
+    Diff(DiffArgs),
     /// Summarise every manifest: counts, rejects by reason, size histograms
     Stats(StatsArgs),
     /// Check cache objects and shards against the checksums in the manifests
@@ -116,6 +127,34 @@ pub enum Command {
     #[command(hide = true)]
     BenchStep(BenchStepArgs),
 }
+
+const RUN_AFTER_HELP: &str = "\
+`stages:` in pipeline.yaml may end with `train` (train on the packed shards into runs/<preset>-<key>/, where the key \
+is a hash of the resolved `train:` section and the dataset digest: a re-run with both unchanged finds that run \
+complete and skips it; an interrupted one is resumed) and `eval` (FID/KID of its checkpoints; skipped, saying so, \
+when models.fid_inception is not found).
+
+Exit status: 0 done (with --locked: and identical to pipeline.lock), 3 with --locked: the workdir differs from \
+pipeline.lock (each differing stage is named; `anime-pipe diff` shows the rows), 2 an error, 130 Ctrl-C.";
+
+const LOCK_AFTER_HELP: &str = "\
+Run it after `anime-pipe run`, and commit pipeline.lock: `anime-pipe run --locked` (in CI) then fails, naming the \
+stage and what changed, whenever the dataset no longer matches. Exit status: 0 written, 2 an error (e.g. a stage \
+of pipeline.yaml has no manifest yet).";
+
+const DIFF_AFTER_HELP: &str = "\
+A and B are each a manifest (.parquet), a workdir (or its manifests/ folder), or a pipeline.lock (then compared \
+stage by stage with the other side, a workdir, under the current pipeline.yaml). Rows are matched by `key` (pack rows \
+by key and size); a row is changed when its status, reason, duplicate_of, object (the image bytes) or split \
+differ, or a score (sharpness, colorfulness, entropy, detector score, aspect) differs beyond --tolerance.
+
+Examples:
+  anime-pipe diff baseline/ .                       # two workdirs, every stage
+  anime-pipe diff old/clean.parquet manifests/clean.parquet
+  anime-pipe diff pipeline.lock .                   # what `run --locked` checks
+  anime-pipe --json diff baseline/ . > diff.json
+
+Exit status: 0 no differences, 3 differences, 2 an error.";
 
 const TRAIN_EXAMPLES: &str = "\
 Examples:
@@ -216,9 +255,28 @@ pub struct PackArgs {
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct RunArgs {
-    /// Re-run every stage even if its inputs did not change
+    /// Re-run every data stage even if its inputs did not change (a complete training run is still not retrained)
     #[arg(long)]
     pub force: bool,
+    /// Then compare the workdir with pipeline.lock; exit with status 3, naming each stage that differs, if it does
+    #[arg(long)]
+    pub locked: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DiffArgs {
+    /// A manifest (.parquet), a workdir, or a pipeline.lock
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+    /// A manifest (.parquet), a workdir, or a pipeline.lock
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+    /// Only this stage (with two workdirs)
+    #[arg(long, value_name = "STAGE", value_parser = choice::<Stage>())]
+    pub stage: Option<Stage>,
+    /// Scores within this (absolute, or relative above 1) count as equal
+    #[arg(long, value_name = "T", default_value_t = 1e-6)]
+    pub tolerance: f64,
 }
 
 const MERGE_HELP: &str = "\

@@ -1,5 +1,5 @@
 //! The `anime-pipe` binary: parse the command line, hand over to the library, map errors to exit codes
-//! (2: an error, 130: a clean stop on Ctrl-C).
+//! (2: an error, 3: differs from pipeline.lock / `diff` found differences, 130: a clean stop on Ctrl-C).
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
@@ -8,6 +8,8 @@ fn main() -> std::process::ExitCode {
     match anime_pipe::commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) if err.is::<anime_pipe::commands::Interrupted>() => std::process::ExitCode::from(130),
+        // Already explained on stderr (`run --locked`) or stdout (`diff`).
+        Err(err) if err.is::<anime_pipe::commands::Differs>() => std::process::ExitCode::from(3),
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::from(2)

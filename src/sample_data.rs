@@ -11,7 +11,8 @@
 //!   (0 bytes), `truncated.jpg` (a JPEG cut in half), `notes.jpg` (text), `tiny.png` (40x40), `banner.png`
 //!   (400x64), `blurry.jpg`, `grayscale.png` (8-bit gray), `deep16.png` (16-bit RGB), `alpha.png` (RGBA,
 //!   transparent background).
-//! - `pipeline.yaml`: the two sources (`images`, `zipped`) with paths relative to DIR.
+//! - `pipeline.yaml`: the two sources (`images`, `zipped`) with paths relative to DIR, and `stages:` through
+//!   `train` (preset `demo`) and `eval`, so that `anime-pipe run` ends with a trained generator.
 //!
 //! Every trouble image that is not meant as a duplicate is drawn from its own extra face, so it is not a near
 //! duplicate of a listed face.
@@ -68,7 +69,7 @@ pub fn write(dir: &Path, count: usize, seed: u64) -> Result<Summary> {
     }
     summary.fact("more_faces.zip", "copies/face_0003.jpg (exact copy), ../escape.png (unsafe path)");
     summary.fact("config", dir.join("pipeline.yaml").display());
-    summary.fact("try", format!("cd {} && anime-pipe run", dir.display()));
+    summary.fact("try", format!("anime-pipe --config {} run", dir.join("pipeline.yaml").display()));
     Ok(summary.finish())
 }
 
@@ -146,7 +147,12 @@ fn pipeline_yaml(count: usize, seed: u64) -> String {
     format!(
         "# Written by `anime-pipe sample-data --count {count} --seed {seed}`: synthetic faces with planted problems.\n\
          # Source paths are relative to this file. See README.md for every key.\n\
-         sources:\n  - name: images\n    path: images\n  - name: zipped\n    path: more_faces.zip\n"
+         sources:\n  - name: images\n    path: images\n  - name: zipped\n    path: more_faces.zip\n\
+         # The data stages, then training (`run` skips it when this config already trained on this dataset) and\n\
+         # FID/KID (skipped, saying so, without models.fid_inception).\n\
+         stages: [ingest, dedup, clean, pack, train, eval]\n\
+         train:\n  preset: demo   # small: a few minutes on 2 CPU cores (see train::presets)\n\
+         eval:\n  samples: 256   # FID/KID on few samples: a demo, not a benchmark\n  kid_subsets: 10\n  kid_subset_size: 100\n"
     )
 }
 
@@ -376,6 +382,9 @@ mod tests {
         let config = crate::config::ConfigFile::parse(&yaml, Path::new("pipeline.yaml")).unwrap();
         assert_eq!(config.sources.len(), 2);
         assert_eq!(config.sources[1].path, Path::new("more_faces.zip"));
+        let resolved = config.resolve(d).unwrap();
+        assert_eq!(resolved.train.preset, "demo");
+        assert_eq!(resolved.after, [crate::config::AfterStage::Train, crate::config::AfterStage::Eval]);
         assert!(summary.counts.contains(&("faces".to_string(), 9)));
     }
 

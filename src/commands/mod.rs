@@ -1,13 +1,16 @@
 //! The command layer: `main` hands over the parsed command line; [`settings`] resolves it with pipeline.yaml into
 //! one request per command; the request goes to the module that does the work (stages, train, eval, gan, inspect).
+pub mod pipeline;
 pub mod settings;
+
+pub use pipeline::Differs;
 
 use crate::cli::{Cli, Command, StatsArgs};
 use crate::config::resolve::Resolved;
 use crate::config::ConfigFile;
 use crate::env::Env;
 use crate::report::{Reporter, Summary};
-use crate::stages::{self, Stage};
+use crate::stages::Stage;
 use crate::workdir::Workdir;
 use anyhow::{bail, Result};
 use settings::GlobalSettings;
@@ -66,11 +69,19 @@ pub fn run(cli: Cli) -> Result<()> {
             Stage::Pack
         }
         Command::Run(args) => {
+            let flags = settings::run(args);
             let resolved = file.resolve(&base_dir)?;
             let env = open_env(&global, &base_dir, resolved.device, reporter)?;
-            let summary = stages::run::run(&env, &resolved.plan, args.force)?;
-            reporter.emit(&summary);
-            return Ok(());
+            return pipeline::run(&env, &resolved, flags, &base_dir.join(crate::inspect::lock::FILE_NAME));
+        }
+        Command::Lock => {
+            let resolved = file.resolve(&base_dir)?;
+            let env = open_env(&global, &base_dir, resolved.device, reporter)?;
+            return pipeline::write_lock(&env, &resolved, &base_dir.join(crate::inspect::lock::FILE_NAME));
+        }
+        Command::Diff(args) => {
+            // The config is resolved only when a side is a lock (its stage fingerprints follow pipeline.yaml).
+            return pipeline::diff(settings::diff(args), global.json, || file.resolve(&base_dir));
         }
         Command::Merge(args) => {
             let crate::cli::MergeArgs { stage } = args;

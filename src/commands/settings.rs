@@ -3,9 +3,10 @@
 //! resolved once (`config::resolve`), and the command gets one request holding exactly what it needs. Nothing past
 //! this module sees a clap type.
 use crate::cli::{
-    BenchStepArgs, CleanArgs, CropArgs, DedupArgs, EvalArgs, GlobalArgs, GraphArgs, IngestArgs, PackArgs, SampleArgs,
-    TrainArgs, UpscaleArgs,
+    BenchStepArgs, CleanArgs, CropArgs, DedupArgs, DiffArgs, EvalArgs, GlobalArgs, GraphArgs, IngestArgs, PackArgs,
+    RunArgs, SampleArgs, TrainArgs, UpscaleArgs,
 };
+use crate::commands::pipeline::{DiffRequest, RunFlags};
 use crate::config::{ConfigFile, SourceOptions, TrainOptions};
 use crate::eval::{EvalRequest, Target};
 use crate::gan::bench::BenchRequest;
@@ -96,6 +97,16 @@ pub fn pack(args: PackArgs, file: &mut ConfigFile) {
     override_with(&mut p.fit, fit);
     override_with(&mut p.shard_samples, shard_samples);
     override_with(&mut p.val_fraction, val_fraction);
+}
+
+pub fn run(args: RunArgs) -> RunFlags {
+    let RunArgs { force, locked } = args;
+    RunFlags { force, locked }
+}
+
+pub fn diff(args: DiffArgs) -> DiffRequest {
+    let DiffArgs { a, b, stage, tolerance } = args;
+    DiffRequest { a, b, stage, tolerance }
 }
 
 /// `anime-pipe eval`: its flags into `eval:` and `models:`, and what to evaluate.

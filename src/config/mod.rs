@@ -8,10 +8,33 @@ use crate::faces::detector::Family;
 use crate::faces::geometry::Border;
 use crate::faces::upscale::Method as UpscaleMethod;
 use crate::gan::steps::Optimizer;
+use crate::named::Named;
 use crate::stages::pack::Fit;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// What `run` may do after the data stages, when `stages:` lists it: not a stage of the protocol (`stages` knows
+/// nothing of training), orchestrated by `commands` once the data stages are up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AfterStage {
+    /// Train on the packed shards (`train:`), unless the same config already trained on the same dataset.
+    Train,
+    /// FID/KID of the trained run's checkpoints (`eval:`); skipped, saying so, without the Inception model.
+    Eval,
+}
+
+impl Named for AfterStage {
+    const ALL: &'static [Self] = &[AfterStage::Train, AfterStage::Eval];
+    const WHAT: &'static str = "stage";
+    fn name(self) -> &'static str {
+        match self {
+            AfterStage::Train => "train",
+            AfterStage::Eval => "eval",
+        }
+    }
+}
+crate::impl_named_str!(AfterStage);
 
 /// The file as written by the user. Unknown keys are errors (a typo must not silently fall back to a default).
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

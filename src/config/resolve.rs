@@ -26,25 +26,27 @@ pub struct Resolved {
     pub eval: EvalSettings,
     /// `device:` (`--device` is written into the options first).
     pub device: Device,
+    /// `train` / `eval` listed in `stages:`: what `run` does after the data stages, in this order.
+    pub after: Vec<AfterStage>,
 }
 
 impl ConfigFile {
     /// Resolves the options against the directory that relative paths in them are relative to.
     pub fn resolve(&self, base_dir: &Path) -> Result<Resolved> {
-        let plan = resolve_plan(self, base_dir)?;
+        let (plan, after) = resolve_plan(self, base_dir)?;
         let train = resolve_train(&self.train)?;
         let eval = resolve_eval(&self.eval, plan.dedup.phash_threshold)?;
         let device = match &self.device {
             None => Device::Auto,
             Some(d) => d.parse().map_err(|e| anyhow::anyhow!("device = {d:?}: {e}"))?,
         };
-        Ok(Resolved { plan, train, eval, device })
+        Ok(Resolved { plan, train, eval, device, after })
     }
 }
 
-fn resolve_plan(file: &ConfigFile, base_dir: &Path) -> Result<Plan> {
+fn resolve_plan(file: &ConfigFile, base_dir: &Path) -> Result<(Plan, Vec<AfterStage>)> {
     let sources = resolve_sources(&file.sources, base_dir)?;
-    let stages = resolve_stages(file.stages.as_deref())?;
+    let (stages, after) = resolve_stages(file.stages.as_deref())?;
     let l = &file.limits;
     let defaults = Limits::default();
     let limits = Limits {
@@ -92,7 +94,7 @@ fn resolve_plan(file: &ConfigFile, base_dir: &Path) -> Result<Plan> {
     let crop = resolve_crop(&file.crop)?;
     let upscale = resolve_upscale(&file.upscale, &pack)?;
     let models = resolve_models(&file.models, base_dir);
-    Ok(Plan { stages, sources, limits, dedup, crop, upscale, clean, pack, models })
+    Ok((Plan { stages, sources, limits, dedup, crop, upscale, clean, pack, models }, after))
 }
 
 /// Preset, then every key set in `train:` (with flags already merged in), validated with the key named.
@@ -316,19 +318,26 @@ fn resolve_sources(options: &[SourceOptions], base_dir: &Path) -> Result<Vec<Sou
         .collect()
 }
 
-fn resolve_stages(stages: Option<&[String]>) -> Result<Vec<Stage>> {
+/// The data stages (in pipeline order) and the steps after them (`train`, then `eval`).
+fn resolve_stages(stages: Option<&[String]>) -> Result<(Vec<Stage>, Vec<AfterStage>)> {
     let Some(stages) = stages else {
-        return Ok(Stage::DEFAULT.to_vec());
+        return Ok((Stage::DEFAULT.to_vec(), Vec::new()));
     };
-    let mut parsed = Vec::with_capacity(stages.len());
+    let (mut parsed, mut after) = (Vec::with_capacity(stages.len()), Vec::new());
     for (i, s) in stages.iter().enumerate() {
+        if let Ok(step) = s.parse::<AfterStage>() {
+            after.push(step);
+            continue;
+        }
+        let names: Vec<&str> = Stage::names().into_iter().chain(AfterStage::names()).collect();
         parsed.push(
             s.parse::<Stage>()
-                .map_err(|_| anyhow::anyhow!("stages[{i}] = {s:?}: expected one of {}", Stage::names().join(", ")))?,
+                .map_err(|_| anyhow::anyhow!("stages[{i}] = {s:?}: expected one of {}", names.join(", ")))?,
         );
     }
     // Stages always run in pipeline order, whatever order the user listed them in.
-    Ok(Stage::ALL.iter().copied().filter(|s| parsed.contains(s)).collect())
+    let stages = Stage::ALL.iter().copied().filter(|s| parsed.contains(s)).collect();
+    Ok((stages, AfterStage::ALL.iter().copied().filter(|s| after.contains(s)).collect()))
 }
 
 #[cfg(test)]
@@ -441,6 +450,12 @@ mod tests {
     fn stages_run_in_pipeline_order() {
         let s = resolve("stages: [pack, ingest]\n").unwrap();
         assert_eq!(s.plan.stages, vec![Stage::Ingest, Stage::Pack]);
+        assert!(s.after.is_empty());
+        let s = resolve("stages: [eval, ingest, train, pack]\n").unwrap();
+        assert_eq!(s.plan.stages, vec![Stage::Ingest, Stage::Pack]);
+        assert_eq!(s.after, vec![AfterStage::Train, AfterStage::Eval]);
+        let err = resolve("stages: [ingest, trian]\n").unwrap_err().to_string();
+        assert!(err.contains("stages[1]") && err.contains("train, eval"), "{err}");
     }
 
     #[test]

@@ -148,6 +148,22 @@ impl Inputs {
         }
     }
 
+    /// The fingerprint `pipeline.lock` records: [`Inputs::fingerprint`], except for ingest, whose inputs include
+    /// where the sources are and their files' timestamps (they decide what to re-read on this machine, and differ
+    /// on every checkout). Ingest's lock fingerprint covers what is portable: each source's name and
+    /// `already_cropped` flag, and the decode limits; its manifest checksum covers the content. Downstream stages
+    /// pin their upstream manifest by hash, so their fingerprints are portable as they are.
+    pub fn lock_fingerprint(&self) -> String {
+        match self {
+            Inputs::Ingest(i) => {
+                let sources: Vec<(&str, bool)> =
+                    i.sources.iter().map(|s| (s.name.as_str(), s.already_cropped)).collect();
+                fingerprint(Stage::Ingest, ingest::ALGORITHM, &("lock", sources, i.limits))
+            }
+            other => other.fingerprint(),
+        }
+    }
+
     /// Runs the stage and publishes its manifest, stamped with [`Inputs::fingerprint`].
     pub fn run(&self, env: &Env) -> Result<Summary> {
         let fingerprint = self.fingerprint();

@@ -9,6 +9,7 @@
 //! | `anime300` | anime300 | 64 | 300 | 128 | 1e-4 / 3e-4 | (0.7, 0.999) both | 0 | 0.9 | 0 | 300 |
 //! | `getchu` | dcgan64 | 64 | 100 | 64 | 4e-4 / 4e-4 | (0.5, 0.999) both | 1e-8 (Adam, L2) | 1.0 | 0.05 | 100 |
 //! | `dcgan128` | dcgan128 | 128 | 128 | 64 | 2e-4 / 2e-4 | (0.5, 0.999) both | 0 | 1.0 | 0 | 100 |
+//! | `demo` | dcgan64, widths 16 | 64 | 64 | 32 | 5e-4 / 5e-4 | (0.5, 0.999) both | 0 | 1.0 | 0 | 60 |
 //!
 //! * `dcgan64`: the PyTorch DCGAN example (`examples/dcgan/main.py`, its default 25 epochs), itself Radford et
 //!   al. 2015: Adam lr 2e-4, beta1 0.5, batch 128, z of 100.
@@ -22,6 +23,9 @@
 //!   which is equally negligible, and keep its noisy labels as a 5% label-flip probability for D.
 //! * `dcgan128`: the 128x128 DCGAN of the GochiUsa face-generation blog: one more up/down-sampling block, z of
 //!   128, batch 64.
+//! * `demo`: not a published setup: the first run of `anime-pipe sample-data` (a few hundred images), small
+//!   enough to train in a few minutes on 2 CPU cores: base widths 16 (ngf = ndf = 16), z of 64, batch 32,
+//!   a faster learning rate; a sample grid every 10 epochs, a checkpoint every 30.
 //!
 //! Every preset uses Adam's epsilon 1e-8 (PyTorch's default), one D step per G step, horizontal flips and no
 //! translation, crop or rotation (turn them on with `train.translate`, `train.crop`, `train.rotate`), seed 1.
@@ -31,7 +35,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 /// Preset names, in the order `--help` lists them.
-pub const PRESETS: &[&str] = &["dcgan64", "lightning1000", "anime300", "getchu", "dcgan128"];
+pub const PRESETS: &[&str] = &["dcgan64", "lightning1000", "anime300", "getchu", "dcgan128", "demo"];
 /// Architectures (see `gan::Arch`).
 pub const ARCHES: &[&str] = &["dcgan64", "dcgan128", "anime300"];
 
@@ -160,6 +164,19 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             checkpoint_every: 10,
             ..base
         },
+        "demo" => TrainConfig {
+            latent: 64,
+            g_width: 16,
+            d_width: 16,
+            batch_size: 32,
+            d: adam(5e-4, 0.5),
+            g: adam(5e-4, 0.5),
+            length: Length { epochs: Some(60), steps: None },
+            sample_every: 10,
+            checkpoint_every: 30,
+            log_every: 5,
+            ..base
+        },
         other => bail!("train.preset = {other:?}: expected one of {}", PRESETS.join(", ")),
     })
 }
@@ -261,6 +278,8 @@ mod tests {
         assert!(p.label_flip > 0.0);
         let p = preset("dcgan128").unwrap();
         assert_eq!((p.image_size, p.latent, p.arch.as_str()), (128, 128, "dcgan128"));
+        let p = preset("demo").unwrap();
+        assert_eq!((p.g_width, p.d_width, p.batch_size, p.length.epochs), (16, 16, 32, Some(60)));
         for name in PRESETS {
             validate(&preset(name).unwrap()).unwrap();
         }

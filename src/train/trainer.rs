@@ -254,6 +254,22 @@ pub fn train(request: &TrainRequest) -> Result<Outcome> {
     run.go()
 }
 
+/// Whether the run in `dir` reached its configured length: its latest checkpoint is at the last epoch or step.
+/// False for a directory without config.json or checkpoint (a run that never got going, or an interrupted one).
+pub fn is_finished(dir: &RunDir) -> Result<bool> {
+    let Ok(text) = std::fs::read_to_string(dir.config_path()) else {
+        return Ok(false);
+    };
+    let config: RunConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a run config this version understands", dir.config_path().display()))?;
+    let Some((_, meta)) = checkpoint::latest(dir)? else {
+        return Ok(false);
+    };
+    let crate::train::presets::Length { epochs, steps } = config.train.length;
+    let done = epochs.is_some_and(|e| meta.progress.epoch >= e) || steps.is_some_and(|s| meta.progress.step() >= s);
+    Ok(done && dir.generator_path().is_file())
+}
+
 /// A checkpoint to resume from and where it was read.
 type ResumePoint = (PathBuf, Checkpoint);
 

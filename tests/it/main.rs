@@ -19,6 +19,8 @@ mod ingest;
 mod locks;
 mod pack;
 mod partitions;
+mod lock;
+mod run_train;
 mod slurm;
 mod stats_verify;
 mod train_run;
