@@ -183,8 +183,13 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
 fn load_detector(env: &Env, inputs: &Inputs) -> Result<Detector> {
     let options = SessionOptions { device: env.device, threads: env.threads, optimize: true };
     let path = &inputs.detector.path;
-    Detector::load(path, inputs.settings.detector.clone(), &options)
-        .with_context(|| format!("crop: cannot load the face detector (models.face_detector = {})", path.display()))
+    Detector::load(path, inputs.settings.detector.clone(), &options).with_context(|| {
+        format!(
+            "crop: cannot load the face detector (models.face_detector = {}; `anime-pipe models` checks it, \
+             `anime-pipe models fetch face_detector --from URL_OR_DIR` gets the pinned one)",
+            path.display()
+        )
+    })
 }
 
 fn summarise(summary: &mut Summary, parents: &[Item], rows: &[(&Item, CropRow)], to_detect: usize) {

@@ -16,6 +16,7 @@ mod eval_stats;
 mod gan_graphs;
 mod gan_runner;
 mod ingest;
+mod models;
 mod pack;
 mod stats_verify;
 mod train_run;

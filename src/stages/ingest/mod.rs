@@ -75,9 +75,9 @@ use listing::{Listing, Listings};
 use rows::{manifest_frame, sort_canonically, Outcome, Row};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// One entry of `sources:` (or `--source PATH`), resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
