@@ -13,6 +13,7 @@ mod dedup;
 mod eval_cli;
 mod eval_inception;
 mod eval_stats;
+mod exported_generator;
 mod gan_graphs;
 mod gan_runner;
 mod ingest;
