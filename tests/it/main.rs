@@ -20,5 +20,6 @@ mod ingest;
 mod models;
 mod pack;
 mod stats_verify;
+mod tensorboard;
 mod train_run;
 mod upscale;
