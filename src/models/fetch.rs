@@ -94,6 +94,9 @@ pub fn fetch_one(pin: &Pin, from: &str, dir: &Path) -> Result<Outcome> {
     }
     let part = dir.join(format!(".{}.part", pin.file));
     let is_url = from.starts_with("http://") || from.starts_with("https://");
+    if from.starts_with("https://") && !cfg!(feature = "https") {
+        bail!("--from {from}: this anime-pipe was built without TLS; rebuild with `cargo build --release --features https`, or use an http:// mirror or a folder");
+    }
     let resumed_from = if is_url {
         download(pin, &format!("{}/{}", from.trim_end_matches('/'), pin.file), &part)?
     } else {
