@@ -123,6 +123,14 @@ pub enum Command {
     /// Write the GAN's training-step graphs (D step, G step, fused) and generator as standard ONNX files
     #[command(long_about = crate::gan::export::LONG_HELP)]
     Graph(GraphArgs),
+    /// List the ONNX models the config uses (where found, sha256 against the pins, inputs/outputs); `models fetch`
+    /// downloads them
+    #[command(after_help = MODELS_HELP)]
+    Models(ModelsArgs),
+    /// Print a shell completion script to stdout (e.g. `anime-pipe completions bash > ~/.local/share/bash-completion/completions/anime-pipe`)
+    Completions(CompletionsArgs),
+    /// Write the man page (roff): to stdout, or one page per subcommand into --dir
+    Man(ManArgs),
     /// Time GAN training iterations on random data (bench/train_step.sh)
     #[command(hide = true)]
     BenchStep(BenchStepArgs),
@@ -155,6 +163,57 @@ Examples:
   anime-pipe --json diff baseline/ . > diff.json
 
 Exit status: 0 no differences, 3 differences, 2 an error.";
+const MODELS_HELP: &str = "\
+Lookup order for each model: models.<key> in pipeline.yaml (authoritative when set), then $ANIME_PIPE_MODELS/<file>, \
+then $XDG_CACHE_HOME/anime-pipe/models/<file> (~/.cache/anime-pipe/models), then ../shared/models/<file> beside the \
+config (this repository's development default).
+
+Verdicts: ok (pinned bytes, inputs/outputs as the stage expects), ok-unpinned (fits, but not a file the project \
+knows), MISSING, BAD (cannot be loaded, or wrong inputs/outputs: exit status 2).
+
+Examples:
+  anime-pipe models
+  anime-pipe models fetch --from https://mirror.example.org/anime-pipe/models
+  anime-pipe models fetch anime_faceboxes fid_inception --from /mnt/share/models";
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    pub action: Option<ModelsAction>,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum ModelsAction {
+    /// Fetch pinned model files from a mirror: resumes partial downloads, checks sha256 before installing
+    Fetch(ModelsFetchArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ModelsFetchArgs {
+    /// Pinned files (e.g. anime_faceboxes.onnx or anime_faceboxes) or models: keys (face_detector) [default: all]
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Mirror: an http(s) URL prefix (NAME is appended) or a folder holding the files
+    #[arg(long, value_name = "URL_OR_DIR")]
+    pub from: String,
+    /// Model directory to install into [default: $ANIME_PIPE_MODELS, else ~/.cache/anime-pipe/models]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// Shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ManArgs {
+    /// Write anime-pipe.1 and anime-pipe-<command>.1 into DIR instead of printing anime-pipe.1
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
 
 const TRAIN_EXAMPLES: &str = "\
 Examples:
@@ -339,7 +398,7 @@ pub struct EvalArgs {
     /// Reference pack size [default: the generator's output size]
     #[arg(long, value_name = "PX")]
     pub size: Option<u32>,
-    /// The FID Inception model [config: models.fid_inception, default ../shared/models/fid_inception_v3_pool3.onnx]
+    /// The FID Inception model [config: models.fid_inception, default: looked up, see `anime-pipe models`]
     #[arg(long, value_name = "PATH")]
     pub inception: Option<PathBuf>,
     /// KID subsets [config: eval.kid_subsets, default 100]

@@ -4,7 +4,15 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     restore_default_sigpipe();
-    let cli = anime_pipe::cli::Cli::parse();
+    let cli = match anime_pipe::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--version` also says which ONNX Runtime would be loaded (found lazily: only for this flag).
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+            print!("{}", anime_pipe::commands::version_text());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(e) => e.exit(),
+    };
     match anime_pipe::commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) if err.is::<anime_pipe::commands::Interrupted>() => std::process::ExitCode::from(130),

@@ -105,6 +105,54 @@ pub fn environment() -> Result<&'static Environment> {
     Ok(ENVIRONMENT.get_or_init(|| env))
 }
 
+/// One line (two with the install hint) for `--version`: the ONNX Runtime version and library that would be
+/// loaded, or "not found". Never fails: a missing or broken library is reported, not raised.
+pub fn describe() -> String {
+    let path = match find_library() {
+        None => return format!("ONNX Runtime: not found\n{INSTALL_HINT}"),
+        Some(p) if !p.is_file() => {
+            return format!("ONNX Runtime: not found (ORT_DYLIB_PATH={} is not a file)\n{INSTALL_HINT}", p.display())
+        }
+        Some(p) => p,
+    };
+    match environment() {
+        Ok(_) => format!("ONNX Runtime: {} ({})", loaded_version(&path), path.display()),
+        Err(e) => format!("ONNX Runtime: cannot be loaded from {}: {e:#}", path.display()),
+    }
+}
+
+/// The version string the library reports (`OrtGetApiBase()->GetVersionString()`, e.g. "1.31.1"). ort keeps its
+/// handle to the library private, so the already-loaded library is opened once more by path (dlopen returns the
+/// same, reference-counted handle) and closed again.
+fn loaded_version(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let unknown = || "version unknown".to_string();
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return unknown() };
+    // SAFETY: dlopen/dlsym/dlclose with valid NUL-terminated strings; the library is ONNX Runtime (already loaded by
+    // `environment()`), whose exported `OrtGetApiBase` has the signature of ort-sys's binding and returns a static
+    // struct whose `GetVersionString` returns a static NUL-terminated string.
+    unsafe {
+        let handle = libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        if handle.is_null() {
+            return unknown();
+        }
+        let symbol = libc::dlsym(handle, c"OrtGetApiBase".as_ptr());
+        let version = if symbol.is_null() {
+            unknown()
+        } else {
+            let get_base: unsafe extern "C" fn() -> *const ort::sys::OrtApiBase = std::mem::transmute(symbol);
+            let base = get_base();
+            if base.is_null() {
+                unknown()
+            } else {
+                std::ffi::CStr::from_ptr(((*base).GetVersionString)()).to_string_lossy().into_owned()
+            }
+        };
+        libc::dlclose(handle);
+        version
+    }
+}
+
 /// How a session should run.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionOptions {

@@ -37,6 +37,19 @@ pub fn run(cli: Cli) -> Result<()> {
             reporter.emit(&crate::sample_data::write(&args.dir, args.count, args.seed)?);
             return Ok(());
         }
+        Command::Completions(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(settings::completions(args), &mut cmd, "anime-pipe", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man(args) => return man(settings::man(args)),
+        Command::Models(args) => match settings::models(args)? {
+            Some(request) => {
+                reporter.emit(&crate::models::fetch::run(&request)?);
+                return Ok(());
+            }
+            None => Command::Models(Default::default()),
+        },
         other => other,
     };
     let (mut file, base_dir) = load_config(&global)?;
@@ -87,7 +100,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let crate::cli::MergeArgs { stage } = args;
             let resolved = file.resolve(&base_dir)?;
             let env = open_env(&global, &base_dir, resolved.device, reporter)?;
-            reporter.emit(&stages::run::merge(&env, &resolved.plan, stage)?);
+            reporter.emit(&crate::stages::run::merge(&env, &resolved.plan, stage)?);
             return Ok(());
         }
         Command::Stats(args) => {
@@ -130,11 +143,20 @@ pub fn run(cli: Cli) -> Result<()> {
             reporter.emit(&summary);
             return Ok(());
         }
-        Command::Graph(_) | Command::BenchStep(_) | Command::SampleData(_) => unreachable!("handled above"),
+        Command::Models(_) => {
+            let resolved = file.resolve(&base_dir)?;
+            let yolo = resolved.plan.crop.detector.family == crate::faces::detector::Family::Yolo;
+            return models(crate::config::resolve::model_lookups(&file.models, &base_dir), yolo, &reporter);
+        }
+        Command::Graph(_)
+        | Command::BenchStep(_)
+        | Command::SampleData(_)
+        | Command::Completions(_)
+        | Command::Man(_) => unreachable!("handled above"),
     };
     let resolved = file.resolve(&base_dir)?;
     let env = open_env(&global, &base_dir, resolved.device, reporter)?;
-    let summary = stages::run::run_stage(&env, &resolved.plan, stage)?;
+    let summary = crate::stages::run::run_stage(&env, &resolved.plan, stage)?;
     reporter.emit(&summary);
     Ok(())
 }
@@ -161,6 +183,47 @@ fn train(env: &Env, flags: settings::TrainFlags, resolved: &Resolved) -> Result<
         return Err(Interrupted.into());
     }
     Ok(())
+}
+
+/// `anime-pipe models`: every model of `models:`, checked. Exit status 2 when a model that is present is unusable.
+fn models(lookups: [(crate::models::Role, crate::models::Lookup); 4], yolo: bool, reporter: &Reporter) -> Result<()> {
+    let reports: Vec<crate::models::ModelReport> =
+        lookups.into_iter().map(|(role, lookup)| crate::models::inspect(role, yolo, lookup)).collect();
+    if reporter.json {
+        println!("{}", serde_json::json!({ "models": reports }));
+    } else if !reporter.quiet {
+        print!("{}", crate::models::render(&reports));
+    }
+    let bad: Vec<&str> = reports.iter().filter(|r| r.verdict == crate::models::Verdict::Bad).map(|r| r.key).collect();
+    if !bad.is_empty() {
+        bail!("unusable model(s): {} (see the problems listed above)", bad.join(", "));
+    }
+    Ok(())
+}
+
+/// `anime-pipe man`: the top-level page on stdout, or every page into a directory.
+fn man(dir: Option<PathBuf>) -> Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            clap_mangen::generate_to(cmd, &dir)?;
+            println!("man pages written to {}", dir.display());
+        }
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+    }
+    Ok(())
+}
+
+/// `anime-pipe --version`: the version, and which ONNX Runtime would be loaded (never an error when it is absent).
+pub fn version_text() -> String {
+    format!(
+        "anime-pipe {}
+{}
+",
+        env!("CARGO_PKG_VERSION"),
+        crate::runtime::describe()
+    )
 }
 
 fn stats(env: &Env, args: StatsArgs) -> Result<()> {

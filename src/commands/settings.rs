@@ -3,8 +3,9 @@
 //! resolved once (`config::resolve`), and the command gets one request holding exactly what it needs. Nothing past
 //! this module sees a clap type.
 use crate::cli::{
-    BenchStepArgs, CleanArgs, CropArgs, DedupArgs, DiffArgs, EvalArgs, GlobalArgs, GraphArgs, IngestArgs, PackArgs,
-    RunArgs, SampleArgs, TrainArgs, UpscaleArgs,
+    BenchStepArgs, CleanArgs, CompletionsArgs, CropArgs, DedupArgs, DiffArgs, EvalArgs, GlobalArgs, GraphArgs,
+    IngestArgs, ManArgs, ModelsAction, ModelsArgs, ModelsFetchArgs, PackArgs, RunArgs, SampleArgs, TrainArgs,
+    UpscaleArgs,
 };
 use crate::commands::pipeline::{DiffRequest, RunFlags};
 use crate::config::{ConfigFile, SourceOptions, TrainOptions};
@@ -48,6 +49,31 @@ pub fn ingest(args: IngestArgs, file: &mut ConfigFile) -> Result<()> {
         file.sources = sources_from_paths(&sources, already_cropped)?;
     }
     Ok(())
+}
+
+/// `anime-pipe models [fetch]`: `Some(request)` for `fetch`, `None` for the listing (which reads `models:`).
+pub fn models(args: ModelsArgs) -> Result<Option<crate::models::fetch::FetchRequest>> {
+    let ModelsArgs { action } = args;
+    match action {
+        None => Ok(None),
+        Some(ModelsAction::Fetch(ModelsFetchArgs { names, from, dir })) => {
+            let dir = match dir {
+                Some(dir) => dir,
+                None => crate::models::fetch::default_dir()?,
+            };
+            Ok(Some(crate::models::fetch::FetchRequest { names, from, dir }))
+        }
+    }
+}
+
+pub fn completions(args: CompletionsArgs) -> clap_complete::Shell {
+    let CompletionsArgs { shell } = args;
+    shell
+}
+
+pub fn man(args: ManArgs) -> Option<PathBuf> {
+    let ManArgs { dir } = args;
+    dir
 }
 
 pub fn dedup(args: DedupArgs, file: &mut ConfigFile) {

@@ -5,7 +5,7 @@ use crate::faces::detector::DetectorParams;
 use crate::faces::geometry::CropGeometry;
 use crate::faces::upscale::Tiling;
 use crate::imageio::Limits;
-use crate::models::ModelPaths;
+use crate::models::{locate, Lookup, ModelDirs, ModelPaths, Role};
 use crate::named::Named;
 use crate::runtime::Device;
 use crate::stages::clean::CleanSettings;
@@ -264,23 +264,27 @@ fn resolve_eval(e: &EvalOptions, near_threshold: u32) -> Result<EvalSettings> {
     Ok(eval)
 }
 
-/// Model paths; the defaults point at the shared models beside the checkout (`../shared/models/`). Existence is
-/// checked when a stage loads one, so configs that never use a model need not provide it.
+/// Model paths, each looked up in the documented order (`models::locate`: the config's path, then
+/// `$ANIME_PIPE_MODELS`, the per-user model directory, `../shared/models` beside the config). Existence is checked
+/// when a stage loads one, so configs that never use a model need not provide it.
 fn resolve_models(m: &ModelsOptions, base_dir: &Path) -> ModelPaths {
-    let path = |p: &Option<PathBuf>, default: &str| {
-        let p = p.clone().unwrap_or_else(|| PathBuf::from("../shared/models").join(default));
-        if p.is_absolute() {
-            p
-        } else {
-            base_dir.join(p)
-        }
-    };
-    ModelPaths {
-        face_detector: path(&m.face_detector, "anime_faceboxes.onnx"),
-        waifu2x: path(&m.waifu2x, "waifu2x_upconv7_anime_scale2x.onnx"),
-        realesrgan: path(&m.realesrgan, "realesr_animevideov3_x4.onnx"),
-        fid_inception: path(&m.fid_inception, "fid_inception_v3_pool3.onnx"),
-    }
+    let [face_detector, waifu2x, realesrgan, fid_inception] = model_lookups(m, base_dir).map(|(_, lookup)| lookup.path);
+    ModelPaths { face_detector, waifu2x, realesrgan, fid_inception }
+}
+
+/// The lookup of every model of `models:` (for `anime-pipe models`), in `Role::ALL` order.
+pub fn model_lookups(m: &ModelsOptions, base_dir: &Path) -> [(Role, Lookup); 4] {
+    let dirs = ModelDirs::from_env(base_dir);
+    Role::ALL.map(|role| {
+        let configured = match role {
+            Role::FaceDetector => &m.face_detector,
+            Role::Waifu2x => &m.waifu2x,
+            Role::Realesrgan => &m.realesrgan,
+            Role::FidInception => &m.fid_inception,
+        };
+        let configured = configured.as_ref().map(|p| if p.is_absolute() { p.clone() } else { base_dir.join(p) });
+        (role, locate(configured.as_deref(), role.default_file(), &dirs))
+    })
 }
 
 fn fraction(key: &str, value: f64) -> Result<()> {
@@ -395,7 +399,10 @@ mod tests {
         assert_eq!(s.plan.crop.geometry.border, Border::Clamp);
         assert_eq!(s.plan.upscale.target, 128, "largest pack size");
         assert_eq!(s.plan.upscale.method, UpscaleMethod::Lanczos);
-        assert_eq!(s.plan.models.face_detector, Path::new("/base/../shared/models/anime_faceboxes.onnx"));
+        // Unset: looked up by file name; without $ANIME_PIPE_MODELS or a per-user copy, ../shared/models.
+        let default = |file: &str| crate::models::locate(None, file, &ModelDirs::from_env(Path::new("/base"))).path;
+        assert_eq!(s.plan.models.face_detector, default("anime_faceboxes.onnx"));
+        assert!(s.plan.models.face_detector.ends_with("anime_faceboxes.onnx"));
         assert_eq!(s.device, Device::Auto);
         let s = resolve("crop: {detector: yolo, border: constant, pad_color: [1, 2, 3]}\nupscale: {method: waifu2x}\n")
             .unwrap();
@@ -430,7 +437,8 @@ mod tests {
         let s = resolve("{}").unwrap();
         assert_eq!((s.eval.samples, s.eval.kid_subsets, s.eval.kid_subset_size), (10_000, 100, 1000));
         assert_eq!((s.eval.split.as_str(), s.eval.max_reference), ("train", None));
-        assert_eq!(s.plan.models.fid_inception, Path::new("/base/../shared/models/fid_inception_v3_pool3.onnx"));
+        let dirs = ModelDirs::from_env(Path::new("/base"));
+        assert_eq!(s.plan.models.fid_inception, locate(None, "fid_inception_v3_pool3.onnx", &dirs).path);
         let s = resolve("eval: {samples: 64, split: val}\nmodels: {fid_inception: /m/i.onnx}\n").unwrap();
         assert_eq!((s.eval.samples, s.eval.split.as_str()), (64, "val"));
         assert_eq!(s.plan.models.fid_inception, Path::new("/m/i.onnx"));

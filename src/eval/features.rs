@@ -59,7 +59,8 @@ pub fn missing_model_hint(path: &Path) -> String {
          FID and KID need `fid_inception_v3_pool3.onnx` (the pytorch-fid / TensorFlow Inception-v3 pool3 network, \
          87 MB; input `image` [N,3,299,299] 0..255, output `pool3` [N,2048]).\n  \
          fix: set its path in pipeline.yaml\n      models:\n        fid_inception: path/to/fid_inception_v3_pool3.onnx\n    \
-         or pass --inception PATH (the default is ../shared/models/fid_inception_v3_pool3.onnx beside the config)",
+         or pass --inception PATH, or get the pinned file: `anime-pipe models fetch fid_inception --from URL_OR_DIR` \
+         (looked up in $ANIME_PIPE_MODELS, ~/.cache/anime-pipe/models, then ../shared/models; `anime-pipe models`)",
         path.display()
     )
 }

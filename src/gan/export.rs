@@ -64,7 +64,7 @@ pub fn write_graphs(dir: &Path, req: &ExportRequest) -> Result<GraphReport> {
 
 fn write_one(dir: &Path, g: StepGraph) -> Result<GraphFile> {
     let path = dir.join(g.kind.file_name());
-    let bytes = g.to_onnx_bytes();
+    let bytes = g.to_exported_bytes()?;
     atomic_write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
     Ok(GraphFile {
         kind: g.kind,

@@ -590,7 +590,7 @@ impl Runner {
             .map(|(name, slot)| Ok((name.clone(), (slot.shape.clone(), download(&slot.buffers[slot.current])?))))
             .collect::<Result<_>>()?;
         self.store.import(current)?;
-        Ok(steps::generator_inference(&self.config.arch, &mut self.store, n)?.to_onnx_bytes())
+        steps::generator_inference(&self.config.arch, &mut self.store, n)?.to_exported_bytes()
     }
 
     /// Ends ONNX Runtime profiling (when [`RunnerOptions::profile`] was set) and returns the written files.

@@ -175,9 +175,21 @@ pub struct StepGraph {
 }
 
 impl StepGraph {
-    /// The serialised ONNX model.
+    /// The serialised ONNX model, with the static shapes it was built with (what the runner and tests run).
     pub fn to_onnx_bytes(&self) -> Vec<u8> {
         self.graph.to_onnx_bytes()
+    }
+
+    /// The model as written for users (`graph`, `generator.onnx`, checkpoints): a generator declares a symbolic
+    /// batch ([`GEN_BATCH`] on `z`, `image` and `image_u8`), like PyTorch exports, so any number of latents can be
+    /// fed; the training-step graphs keep their static batch.
+    pub fn to_exported_bytes(&self) -> Result<Vec<u8>> {
+        if self.kind != StepKind::Generator {
+            return Ok(self.to_onnx_bytes());
+        }
+        let z = self.graph.find(GEN_Z).ok_or_else(|| anyhow::anyhow!("the generator graph has no {GEN_Z:?} input"))?;
+        let batch = self.graph.shape(z)[0];
+        Ok(self.graph.to_onnx_bytes_symbolic_batch(batch, GEN_BATCH)?)
     }
 
     /// `(X, X.new)` for every state this graph updates.
@@ -411,6 +423,9 @@ pub fn fused_step(opts: &StepOptions, store: &mut ParamStore) -> Result<StepGrap
 /// The generator alone for inference: `z f32 [n, nz]` -> `image f32 [n, 3, S, S]` in [-1, 1] and
 /// `image_u8 u8 [n, S, S, 3]`; batch norm in evaluation mode (running statistics), every tensor from `store`
 /// baked in as an initializer.
+/// The symbolic batch dimension of exported generators.
+pub const GEN_BATCH: &str = "batch";
+
 pub fn generator_inference(arch: &Arch, store: &mut ParamStore, n: usize) -> Result<StepGraph> {
     arch.validate()?;
     let mut g = Graph::new(StepKind::Generator.graph_name());

@@ -262,8 +262,13 @@ fn rows_from_memo(parent: &Item, record: &Record) -> Result<Vec<CropRow>> {
 fn load_detector(env: &Env, inputs: &Inputs) -> Result<Detector> {
     let options = SessionOptions { device: env.device, threads: env.threads, optimize: true };
     let path = &inputs.detector.path;
-    Detector::load(path, inputs.settings.detector.clone(), &options)
-        .with_context(|| format!("crop: cannot load the face detector (models.face_detector = {})", path.display()))
+    Detector::load(path, inputs.settings.detector.clone(), &options).with_context(|| {
+        format!(
+            "crop: cannot load the face detector (models.face_detector = {}; `anime-pipe models` checks it, \
+             `anime-pipe models fetch face_detector --from URL_OR_DIR` gets the pinned one)",
+            path.display()
+        )
+    })
 }
 
 fn summarise(summary: &mut Summary, parents: &[&Item], rows: &[(&Item, CropRow)], to_detect: usize) {

@@ -16,6 +16,7 @@
 //! * [`plots`] - `loss.png`.
 //! * [`progress`] - `progress.png`, the first row of each epoch's sample grid.
 //! * [`sample`] - `anime-pipe sample` and the sample-grid layout; [`walks`] - its latent-space walks.
+//! * [`tensorboard`] - TensorBoard event files (scalars and sample grids) for `tensorboard --logdir runs`.
 //! * [`bench_loader`] - `train --bench-loader`: the loader's throughput alone.
 //!
 //! The run directory's layout and `metrics.parquet` (the contract with `anime-pipe eval`) are `crate::rundir`'s;
@@ -28,5 +29,6 @@ pub mod presets;
 pub mod progress;
 pub mod run_config;
 pub mod sample;
+pub mod tensorboard;
 pub mod trainer;
 pub mod walks;

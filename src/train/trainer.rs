@@ -240,7 +240,9 @@ pub fn train(request: &TrainRequest) -> Result<Outcome> {
     dir.create_dirs()?;
     atomic_write(&dir.config_path(), serde_json::to_string_pretty(&run_config)?.as_bytes())?;
     let loader = Loader::spawn(data.clone(), spec, state.loader, config.prefetch)?;
+    let events = super::tensorboard::EventWriter::create(dir.root())?;
     let mut run = Run {
+        events,
         request,
         config: &config,
         dir: &dir,
@@ -373,6 +375,8 @@ impl LoopState {
 
 struct Run<'a> {
     request: &'a TrainRequest,
+    /// TensorBoard: every metrics row's scalars and every sample grid.
+    events: super::tensorboard::EventWriter,
     config: &'a TrainConfig,
     dir: &'a RunDir,
     runner: Runner,
@@ -550,6 +554,18 @@ impl Run<'_> {
         self.state.images_since_row = 0;
         self.state.row_clock = Instant::now();
         if self.state.rows.last().is_none_or(|r| r.step < row.step) {
+            self.events.scalars(
+                row.step,
+                &[
+                    ("loss/D", row.loss_d),
+                    ("loss/G", row.loss_g),
+                    ("D/real (D(x))", row.d_x),
+                    ("D/fake (D(G(z)))", row.d_gz),
+                    ("lr/D", row.lr_d),
+                    ("lr/G", row.lr_g),
+                    ("perf/images_per_s", row.images_per_s),
+                ],
+            )?;
             self.state.rows.push(row);
         }
         self.state.last_metrics = Some(m);
@@ -630,7 +646,10 @@ impl Run<'_> {
         let mut generator = Generator::from_bytes(&model, &self.session_options(), "generator")?;
         let (images, side) = generator.generate_all(&self.fixed_latents, EXPORT_BATCH)?;
         let grid = sample::grid(&images, side as usize, SAMPLE_COLS, SAMPLE_ROWS);
-        write_png(path, &grid, GRID_COMPRESSION)
+        write_png(path, &grid, GRID_COMPRESSION)?;
+        let png = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.events.image(self.step(), "samples", png, grid.width(), grid.height())?;
+        self.events.flush()
     }
 
     /// Checks the current losses, then writes the generator and the full state (in that order, so every
@@ -667,6 +686,7 @@ impl Run<'_> {
 
     /// Rewrites metrics.parquet and loss.png.
     fn flush(&mut self) -> Result<()> {
+        self.events.flush()?;
         rundir::write_metrics(&self.dir.metrics_path(), &self.state.rows)?;
         let title = format!("{} ({}, batch {})", self.dir.name(), self.config.arch, self.config.batch_size);
         plots::write_loss_plot(&self.dir.loss_plot_path(), &self.state.rows, &title)?;

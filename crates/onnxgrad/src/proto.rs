@@ -184,6 +184,58 @@ impl Graph {
         self.to_model_proto().encode_to_vec()
     }
 
+    /// The graph as a model with a symbolic leading dimension: every graph input and output whose first dimension
+    /// is `batch` declares `dim_param: param` there instead (as PyTorch's exports with `dynamic_axes` do), so ONNX
+    /// Runtime accepts any batch. The IR stays static; for the serialised graph to be batch-agnostic, each Reshape
+    /// that keeps the batch in front gets the shape operand `[0, ...]` ("copy dimension 0"), and intermediate
+    /// `value_info` (static shapes) is left out for ONNX Runtime to infer. Meant for inference graphs (no
+    /// batch-sized constants): an `Expand` or `ConstantOfShape` to a batch-leading shape is refused.
+    pub fn to_model_proto_symbolic_batch(&self, batch: usize, param: &str) -> Result<ModelProto> {
+        let mut model = self.to_model_proto();
+        let graph = model.graph.as_mut().expect("to_model_proto sets the graph");
+        graph.value_info.clear();
+        for info in graph.input.iter_mut().chain(graph.output.iter_mut()) {
+            let dims = info.r#type.as_mut().and_then(|t| t.tensor_type.as_mut()).and_then(|t| t.shape.as_mut());
+            if let Some(first) = dims.and_then(|s| s.dim.first_mut()) {
+                if first.dim_value == Some(batch as i64) {
+                    *first = Dimension { dim_value: None, dim_param: Some(param.to_string()) };
+                }
+            }
+        }
+        for (i, node) in self.nodes().iter().enumerate() {
+            match &node.op {
+                crate::ops::Op::Reshape { shape } if shape.first() == Some(&batch) => {
+                    if self.shape(node.inputs[0]).first() != Some(&batch) {
+                        let why = format!("{}: moves the batch dimension; it cannot be made symbolic", node.name);
+                        return Err(crate::error::invalid("Reshape", why));
+                    }
+                    let mut dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+                    dims[0] = 0;
+                    let name = format!("{}.batch_agnostic_shape", node.name);
+                    let operand = Tensor::new(&[dims.len()], TensorData::I64(dims))?;
+                    graph.initializer.push(tensor_proto(&name, &operand));
+                    graph.node[i].input[1] = name;
+                }
+                crate::ops::Op::Expand { shape } | crate::ops::Op::ConstantOfShape { shape, .. }
+                    if shape.first() == Some(&batch) =>
+                {
+                    let why = format!("{}: a batch-sized constant shape; it cannot be made symbolic", node.name);
+                    return Err(crate::error::invalid(node.op.onnx_type(), why));
+                }
+                _ => {}
+            }
+        }
+        // The replaced shape operands, unless still used elsewhere.
+        let used: std::collections::HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
+        graph.initializer.retain(|t| used.contains(&t.name));
+        Ok(model)
+    }
+
+    /// [`Graph::to_model_proto_symbolic_batch`], serialised.
+    pub fn to_onnx_bytes_symbolic_batch(&self, batch: usize, param: &str) -> Result<Vec<u8>> {
+        Ok(self.to_model_proto_symbolic_batch(batch, param)?.encode_to_vec())
+    }
+
     fn graph_proto(&self) -> GraphProto {
         let names = |ids: &[ValueId]| ids.iter().map(|&v| self.value_name(v).to_string()).collect::<Vec<_>>();
         let node = self
