@@ -60,6 +60,7 @@ pub mod ops;
 pub mod optim;
 pub mod proto;
 pub mod shape;
+pub mod tensor;
 mod vjp;
 
 pub use autodiff::{gradients, Gradients};

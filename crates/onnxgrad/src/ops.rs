@@ -4,7 +4,7 @@
 //! Operands that ONNX takes as inputs rather than attributes (Reshape's shape, the reductions' axes, Slice's
 //! starts/ends, Pad's pads) are stored both here (for shape inference and gradients) and as `i64` initializer
 //! inputs of the node (for ONNX).
-use crate::ir::{DType, Tensor};
+use crate::tensor::{DType, Tensor};
 
 /// Geometry of a convolution or transposed convolution over `n` spatial axes.
 #[derive(Debug, Clone, PartialEq, Eq)]
