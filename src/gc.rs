@@ -1,7 +1,8 @@
 //! `anime-pipe gc`: removes what no current manifest or memo needs, and says how many bytes that freed.
 //!
 //! Kept: every cache object a stage manifest names (`object`, `upscaled_object`, `parent_object`), every object
-//! a current memo record refers to (face crops, upscaled images), and the memos of the plan's current settings.
+//! a current memo record refers to (face crops, upscaled images), and the memos of the plan's current settings
+//! (crop, upscale, and pack's resized pixels).
 //! Removed: other cache objects (re-ingesting recreates any that a source still holds), memos of settings no longer
 //! in use, and the part manifests of partitioned runs that have since been merged or superseded. It holds every
 //! stage's workdir lock meanwhile, so no stage runs beside it.
@@ -10,7 +11,7 @@ use crate::manifest::columns;
 use crate::memo;
 use crate::named::Named;
 use crate::report::Summary;
-use crate::stages::{crop, upscale, Plan, Stage};
+use crate::stages::{crop, pack, upscale, Plan, Stage};
 use crate::workdir::WorkdirLock;
 use anyhow::Result;
 use std::collections::BTreeSet;
@@ -66,6 +67,9 @@ fn current_memo_keys(env: &Env, plan: &Plan) -> BTreeSet<(String, String)> {
     if let Ok(inputs) = upscale::Inputs::new(plan, &env.workdir) {
         keys.insert((Stage::Upscale.name().to_string(), inputs.item_key()));
     }
+    if let Ok(inputs) = pack::Inputs::new(plan, &env.workdir) {
+        keys.insert((Stage::Pack.name().to_string(), inputs.item_key()));
+    }
     keys
 }
 
@@ -87,9 +91,7 @@ fn memo_refs(dir: &Path) -> Result<Vec<String>> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "bin") {
-            for (record, _) in memo::read_segment(&path)? {
-                refs.extend(record.refs);
-            }
+            refs.extend(memo::segment_refs(&path)?);
         }
     }
     Ok(refs)

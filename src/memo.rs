@@ -169,52 +169,68 @@ fn encode(records: &[Record]) -> Vec<u8> {
     out
 }
 
-/// The records of a segment without their payloads: object -> where its payload lies.
+/// The records of a segment without their payloads: object -> where its payload lies. Payloads are skipped with
+/// seeks, so opening a memo of millions of results (pack keeps whole resized images) reads only the record headers.
 fn index_segment(path: &Path, segment: usize) -> Result<Vec<(String, Location)>> {
-    Ok(read_segment(path)?
-        .into_iter()
-        .map(|(record, offset)| {
-            let len = record.payload.len() as u64;
-            (record.object, Location { segment, offset, len, refs: record.refs })
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let size = file.metadata()?.len();
+    scan(std::io::BufReader::with_capacity(64 << 10, file), size)
+        .map(|headers| {
+            headers
+                .into_iter()
+                .map(|h| (h.object, Location { segment, offset: h.offset, len: h.len, refs: h.refs }))
+                .collect()
         })
-        .collect())
-}
-
-/// Every record of a segment file with its payload's offset in the file; a malformed file is an error naming it
-/// (delete it to recompute its items).
-pub fn read_segment(path: &Path) -> Result<Vec<(Record, u64)>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    decode(&bytes)
         .with_context(|| format!("{} is not a readable memo segment (delete it to recompute)", path.display()))
 }
 
-fn decode(bytes: &[u8]) -> Result<Vec<(Record, u64)>> {
-    let mut at = MAGIC.len();
-    if !bytes.starts_with(MAGIC) {
+/// The cache objects every record of a segment refers to (`gc` keeps them), without reading payloads.
+pub fn segment_refs(path: &Path) -> Result<Vec<String>> {
+    Ok(index_segment(path, 0)?.into_iter().flat_map(|(_, at)| at.refs).collect())
+}
+
+/// One record's header: what it is about, what it refers to, and where its payload lies.
+struct Header {
+    object: String,
+    refs: Vec<String>,
+    offset: u64,
+    len: u64,
+}
+
+/// Reads the record headers of a segment of `size` bytes, seeking over the payloads.
+fn scan(mut r: impl std::io::BufRead + std::io::Seek, size: u64) -> Result<Vec<Header>> {
+    use std::io::Read;
+    let mut magic = vec![0u8; MAGIC.len()];
+    r.read_exact(&mut magic).context("truncated")?;
+    if magic != MAGIC {
         bail!("wrong header");
     }
-    let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
-        let end = at.checked_add(n).filter(|&e| e <= bytes.len()).context("truncated")?;
-        let slice = &bytes[*at..end];
-        *at = end;
-        Ok(slice)
+    let short = |r: &mut dyn Read| -> Result<String> {
+        let mut len = [0u8; 1];
+        r.read_exact(&mut len).context("truncated")?;
+        let mut text = vec![0u8; len[0] as usize];
+        r.read_exact(&mut text).context("truncated")?;
+        Ok(String::from_utf8(text)?)
     };
-    let mut records = Vec::new();
-    while at < bytes.len() {
-        let len = take(&mut at, 1)?[0] as usize;
-        let object = String::from_utf8(take(&mut at, len)?.to_vec())?;
-        let refs_count = u32::from_le_bytes(take(&mut at, 4)?.try_into()?);
-        let mut refs = Vec::with_capacity(refs_count as usize);
-        for _ in 0..refs_count {
-            let len = take(&mut at, 1)?[0] as usize;
-            refs.push(String::from_utf8(take(&mut at, len)?.to_vec())?);
+    let mut at = MAGIC.len() as u64;
+    let mut headers = Vec::new();
+    while at < size {
+        let object = short(&mut r)?;
+        let mut count = [0u8; 4];
+        r.read_exact(&mut count).context("truncated")?;
+        let refs = (0..u32::from_le_bytes(count)).map(|_| short(&mut r)).collect::<Result<Vec<_>>>()?;
+        let mut len = [0u8; 8];
+        r.read_exact(&mut len).context("truncated")?;
+        let len = u64::from_le_bytes(len);
+        let offset = r.stream_position()?;
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            bail!("truncated");
         }
-        let payload_len = u64::from_le_bytes(take(&mut at, 8)?.try_into()?) as usize;
-        let offset = at as u64;
-        let payload = take(&mut at, payload_len)?.to_vec();
-        records.push((Record { object, refs, payload }, offset));
+        r.seek_relative(len as i64)?;
+        at = offset + len;
+        headers.push(Header { object, refs, offset, len });
     }
-    Ok(records)
+    Ok(headers)
 }
 
 /// The memo directories of every stage: `cache/memo/<stage>/<key>`.
