@@ -54,6 +54,16 @@
 //! | `reason` | str | "decode_failed" when the image could not be decoded; null when ok |
 //! | `error` | str | the decoder's message for rejected rows |
 //!
+//! ## Reuse and partitions
+//! Each image's resized pixels (every configured size, or its decode error) are kept in the memo
+//! (`crate::memo`, `cache/memo/pack/<key>`), keyed by the pixels' cache object under the sizes, `fit` and decode
+//! limits (not the split or shard size, which do not change pixels). A re-run after adding 1% new images decodes
+//! and resizes 1% and rewrites the shards from the memo; the summary says `computed` and `reused`.
+//! Partitioned (`--partition K/N`, a job array), each partition renders the images whose `object` it owns into the
+//! memo and writes a part manifest (the same rows, without shard, index and checksum) and its completion marker;
+//! it never touches `shards/` or `pack.parquet`. The merge (`anime-pipe merge pack`, or `run`) is an unpartitioned
+//! pack that finds every image in the memo, so its shards and manifest are the very ones a single process writes.
+//!
 //! ## Crash safety (order of writes)
 //! 1. Delete the old `pack.stamp.json`, then the old `pack.parquet`: no manifest ever describes shards that are
 //!    being rewritten, and `run` sees pack as not done.
@@ -66,17 +76,19 @@
 //! absent or complete. Killed in 4: the manifest and every shard it lists are complete and correct; leftover files
 //! are unlisted, excluded from the dataset digest and removed by the next pack.
 //!
-//! Memory: one shard buffer per size (shard_samples x size^2 x 3 bytes) plus one decoded image per thread.
+//! Memory: one shard buffer per size (shard_samples x size^2 x 3 bytes), one batch of rendered samples, and one
+//! decoded image per thread.
 use crate::cache;
 use crate::env::Env;
 use crate::imageio::Limits;
 use crate::manifest::columns::{col, frame};
-use crate::manifest::{publish_stage, read_items, Reason, Upstream};
+use crate::manifest::{read_items, Reason, Upstream};
+use crate::memo::{Memo, Record};
 use crate::manifest::{status_column, Status};
 use crate::named::Named;
 use crate::report::Summary;
 use crate::shards::{SHARD_FORMAT, SPLITS};
-use crate::stages::{Plan, Stage};
+use crate::stages::{parts, Plan, Stage};
 use crate::workdir::{atomic_write_with, Workdir};
 use anyhow::{Context, Result};
 use fast_image_resize as fir;
@@ -85,6 +97,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How non-square images become square (`pack.fit`).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -136,6 +149,13 @@ struct Sample {
     split: &'static str,
 }
 
+impl Sample {
+    /// The cache object the pixels come from.
+    fn pixels(&self) -> &str {
+        self.upscaled_object.as_deref().unwrap_or(&self.object)
+    }
+}
+
 /// One pack.parquet row before assembly.
 #[derive(Debug, Clone)]
 struct PackRow {
@@ -148,6 +168,23 @@ struct PackRow {
     index: Option<u32>,
     shard_blake3: Option<String>,
     error: Option<String>,
+}
+
+impl PackRow {
+    /// The row of `sample` at `size`, not yet placed in a shard (`error` when it could not be decoded).
+    fn unplaced(sample: &Sample, size: u32, error: Option<String>) -> Self {
+        PackRow {
+            key: sample.key.clone(),
+            object: sample.object.clone(),
+            upscaled_object: sample.upscaled_object.clone(),
+            size,
+            split: sample.split,
+            shard: None,
+            index: None,
+            shard_blake3: None,
+            error,
+        }
+    }
 }
 
 /// The samples of one (size, split) shard being filled.
@@ -180,24 +217,123 @@ impl Inputs {
     pub fn from_plan(plan: &Plan, upstream: Upstream) -> Self {
         Self { upstream, settings: plan.pack.clone(), limits: plan.limits }
     }
+
+    /// What one image's resized pixels depend on besides the image: the memo key.
+    pub fn item_key(&self) -> String {
+        #[derive(Serialize)]
+        struct ItemKey<'a> {
+            sizes: Vec<u32>,
+            fit: Fit,
+            limits: &'a Limits,
+        }
+        let key = ItemKey { sizes: sizes(&self.settings), fit: self.settings.fit, limits: &self.limits };
+        crate::stages::fingerprint(Stage::Pack, ALGORITHM, &key)
+    }
+}
+
+/// Renders samples through the memo: a sample whose pixels object has a result is read back, others are decoded,
+/// resized and remembered.
+struct Renderer<'a> {
+    env: &'a Env,
+    inputs: &'a Inputs,
+    memo: Memo,
+    sizes: Vec<u32>,
+    computed: AtomicU64,
+    reused: AtomicU64,
+}
+
+/// One sample at every configured size, or why it could not be decoded.
+type Rendered = Result<Vec<Vec<u8>>, String>;
+
+impl<'a> Renderer<'a> {
+    fn open(env: &'a Env, inputs: &'a Inputs) -> Result<Self> {
+        let memo = Memo::open(&env.workdir, STAGE, &inputs.item_key())?;
+        let (computed, reused) = (AtomicU64::new(0), AtomicU64::new(0));
+        Ok(Self { env, inputs, memo, sizes: sizes(&inputs.settings), computed, reused })
+    }
+
+    fn get(&self, sample: &Sample, resizer: &mut fir::Resizer) -> Result<Rendered> {
+        if let Some(record) = self.memo.get(sample.pixels())? {
+            self.reused.fetch_add(1, Ordering::Relaxed);
+            return decode_rendered(&record.payload, &self.sizes)
+                .with_context(|| format!("pack memo entry for {} is unreadable (delete cache/memo/pack)", sample.key));
+        }
+        self.computed.fetch_add(1, Ordering::Relaxed);
+        let rendered = render(self.env, self.inputs, sample, resizer)?;
+        let payload = encode_rendered(&rendered);
+        self.memo.put(Record { object: sample.pixels().to_string(), refs: Vec::new(), payload })?;
+        Ok(rendered)
+    }
+
+    /// Renders a batch in parallel, in order.
+    fn batch(&self, samples: &[&Sample], bar: &indicatif::ProgressBar) -> Result<Vec<Rendered>> {
+        samples
+            .par_iter()
+            .map_init(fir::Resizer::new, |resizer, sample| {
+                let result = self.get(sample, resizer);
+                bar.inc(1);
+                result
+            })
+            .collect()
+    }
+
+    /// Publishes the memo's last results; returns (computed, reused).
+    fn finish(&self) -> Result<(u64, u64)> {
+        self.memo.finish()?;
+        Ok((self.computed.load(Ordering::Relaxed), self.reused.load(Ordering::Relaxed)))
+    }
+}
+
+/// Memo payload: `0` then the pixels of every size in ascending order, or `1` then the decode error (UTF-8).
+fn encode_rendered(rendered: &Rendered) -> Vec<u8> {
+    match rendered {
+        Ok(images) => std::iter::once(0u8).chain(images.iter().flatten().copied()).collect(),
+        Err(error) => std::iter::once(1u8).chain(error.bytes()).collect(),
+    }
+}
+
+fn decode_rendered(payload: &[u8], sizes: &[u32]) -> Result<Rendered> {
+    match payload.split_first() {
+        Some((0, mut pixels)) => {
+            let mut images = Vec::with_capacity(sizes.len());
+            for &size in sizes {
+                let len = (size * size * 3) as usize;
+                anyhow::ensure!(pixels.len() >= len, "payload too short for {size}x{size}");
+                let (image, rest) = pixels.split_at(len);
+                images.push(image.to_vec());
+                pixels = rest;
+            }
+            anyhow::ensure!(pixels.is_empty(), "payload longer than its sizes");
+            Ok(Ok(images))
+        }
+        Some((1, error)) => Ok(Err(String::from_utf8_lossy(error).into_owned())),
+        _ => anyhow::bail!("unknown payload tag"),
+    }
 }
 
 pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     let mut summary = Summary::start(STAGE);
-    let samples = accepted_samples(env, inputs)?;
+    let all = accepted_samples(env, inputs)?;
+    let renderer = Renderer::open(env, inputs)?;
+    if let Some(p) = &env.partition {
+        let mine: Vec<&Sample> = all.iter().filter(|s| p.owns(&s.object)).collect();
+        return render_partition(env, &renderer, &mine, fingerprint, summary);
+    }
+    let samples: Vec<&Sample> = all.iter().collect();
     invalidate_previous(&env.workdir)?;
 
     let bar = env.reporter.bar(samples.len() as u64, STAGE);
     let mut rows = Vec::new();
     for split in SPLITS {
-        let in_split: Vec<&Sample> = samples.iter().filter(|s| s.split == split).collect();
-        pack_split(env, inputs, split, &in_split, &mut rows, &bar)?;
+        let in_split: Vec<&Sample> = samples.iter().copied().filter(|s| s.split == split).collect();
+        pack_split(env, inputs, &renderer, split, &in_split, &mut rows, &bar)?;
     }
     bar.finish_and_clear();
+    let (computed, reused) = renderer.finish()?;
     rows.sort_by_key(|r| (r.size, SPLITS.iter().position(|s| *s == r.split)));
 
     let mut df = manifest(&rows)?;
-    publish_stage(&env.workdir, STAGE, &mut df, fingerprint)?;
+    parts::publish(env, Stage::Pack, &mut df, fingerprint, computed, reused)?;
     let shards: BTreeSet<String> = rows.iter().filter_map(|r| r.shard.clone()).collect();
     let removed = remove_unlisted_shards(&env.workdir, &shards)?;
 
@@ -207,7 +343,9 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
         .count("input items", samples.len() as u64)
         .count("packed", (samples.len() - rejected) as u64)
         .count("rejected", rejected as u64)
-        .count("images decoded", samples.len() as u64);
+        .count("computed", computed)
+        .count("reused", reused)
+        .count("images decoded", computed);
     for _ in 0..rejected {
         summary.reject(Reason::DecodeFailed.name());
     }
@@ -219,6 +357,41 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     let sizes_text: Vec<String> = sizes.iter().map(|s| format!("{s}x{s}")).collect();
     summary.fact("sizes", sizes_text.join(", ")).fact("manifest", env.workdir.manifest_path(STAGE).display());
     summary.fact("dataset digest", crate::digest::dataset_digest(&env.workdir)?);
+    Ok(summary.finish())
+}
+
+/// A partition of pack: renders the images it owns into the memo and writes their rows as a part (no shards).
+fn render_partition(
+    env: &Env,
+    renderer: &Renderer<'_>,
+    samples: &[&Sample],
+    fingerprint: &str,
+    mut summary: Summary,
+) -> Result<Summary> {
+    let bar = env.reporter.bar(samples.len() as u64, STAGE);
+    let mut rows = Vec::new();
+    for batch in samples.chunks(BATCH) {
+        for (sample, rendered) in batch.iter().zip(renderer.batch(batch, &bar)?) {
+            let error = rendered.err();
+            rows.extend(renderer.sizes.iter().map(|&size| PackRow::unplaced(sample, size, error.clone())));
+        }
+    }
+    bar.finish_and_clear();
+    let (computed, reused) = renderer.finish()?;
+    rows.sort_by(|a, b| {
+        let order = |r: &PackRow| (r.size, SPLITS.iter().position(|s| *s == r.split), r.object.clone(), r.key.clone());
+        order(a).cmp(&order(b))
+    });
+    let mut df = manifest(&rows)?;
+    let part = parts::publish(env, Stage::Pack, &mut df, fingerprint, computed, reused)?;
+    let partition = env.partition.as_ref().expect("a partition run");
+    summary
+        .count("input items", samples.len() as u64)
+        .count("computed", computed)
+        .count("reused", reused)
+        .count("images decoded", computed)
+        .fact("partition", partition.describe())
+        .fact("manifest", part.display());
     Ok(summary.finish())
 }
 
@@ -273,6 +446,7 @@ fn invalidate_previous(workdir: &Workdir) -> Result<()> {
 fn pack_split(
     env: &Env,
     inputs: &Inputs,
+    renderer: &Renderer<'_>,
     split: &'static str,
     samples: &[&Sample],
     rows: &mut Vec<PackRow>,
@@ -286,26 +460,8 @@ fn pack_split(
         .collect();
     let mut shard_number = 0;
     for batch in samples.chunks(BATCH) {
-        let rendered: Vec<Result<Vec<Vec<u8>>, String>> = batch
-            .par_iter()
-            .map_init(fir::Resizer::new, |resizer, sample| {
-                let result = render(env, inputs, sample, resizer);
-                bar.inc(1);
-                result
-            })
-            .collect::<Result<_>>()?;
-        for (sample, result) in batch.iter().zip(rendered) {
-            let row = |size, error| PackRow {
-                key: sample.key.clone(),
-                object: sample.object.clone(),
-                upscaled_object: sample.upscaled_object.clone(),
-                size,
-                split,
-                shard: None,
-                index: None,
-                shard_blake3: None,
-                error,
-            };
+        for (sample, result) in batch.iter().zip(renderer.batch(batch, bar)?) {
+            let row = |size, error| PackRow::unplaced(sample, size, error);
             match result {
                 Ok(images) => {
                     for (buffer, pixels) in buffers.iter_mut().zip(images) {
@@ -329,7 +485,6 @@ fn pack_split(
     Ok(())
 }
 
-/// The sample at every configured size, or the decode error. A missing cache object is a hard error.
 /// The per-item function of this stage: the sample at every configured size, or the decode error. A missing
 /// cache object is a hard error.
 fn render(
@@ -338,8 +493,7 @@ fn render(
     sample: &Sample,
     resizer: &mut fir::Resizer,
 ) -> Result<Result<Vec<Vec<u8>>, String>> {
-    let pixels = sample.upscaled_object.as_ref().unwrap_or(&sample.object);
-    let image = match cache::load_rgb8(&env.workdir, pixels, &inputs.limits)
+    let image = match cache::load_rgb8(&env.workdir, sample.pixels(), &inputs.limits)
         .with_context(|| format!("pack: cannot read the image of {}", sample.key))?
     {
         Ok(image) => image,
@@ -473,8 +627,8 @@ fn manifest(rows: &[PackRow]) -> Result<polars::prelude::DataFrame> {
             col("shard", rows.iter().map(|r| r.shard.as_deref()).collect::<Vec<_>>()),
             col("index", rows.iter().map(|r| r.index).collect::<Vec<_>>()),
             col("shard_blake3", rows.iter().map(|r| r.shard_blake3.as_deref()).collect::<Vec<_>>()),
-            status_column(rows.iter().map(|r| Status::ok_if(r.shard.is_some()))),
-            col("reason", rows.iter().map(|r| r.shard.is_none().then_some("decode_failed")).collect::<Vec<_>>()),
+            status_column(rows.iter().map(|r| Status::ok_if(r.error.is_none()))),
+            col("reason", rows.iter().map(|r| r.error.is_some().then_some("decode_failed")).collect::<Vec<_>>()),
             col("error", rows.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>()),
         ],
     )
