@@ -66,12 +66,13 @@ pub struct GlobalArgs {
     /// Where ONNX models run: auto (CUDA if it can be registered, else CPU), cpu, cuda or cuda:N [config: device, default auto]
     #[arg(long, global = true, value_name = "DEVICE")]
     pub device: Option<String>,
-    /// Work on partition K of N (from 0) of crop, upscale or pack; without it, read from a Slurm, Kubernetes, AWS
-    /// Batch or Google Batch array job's environment. `anime-pipe merge STAGE` assembles the parts
+    /// Work on partition K of N (from 0) of ingest, crop, upscale, clean or pack; without it, read from a Slurm,
+    /// Kubernetes, AWS Batch or Google Batch array job's environment. `anime-pipe merge STAGE` assembles the parts
     #[arg(long, global = true, value_name = "K/N")]
     pub partition: Option<String>,
-    /// The number of partitions when the scheduler gives only an index (Kubernetes Indexed Jobs: the Job's
-    /// completions) [env: ANIME_PIPE_PARTITIONS]
+    /// The number of partitions, when the scheduler gives only an index (Kubernetes Indexed Jobs: the Job's
+    /// completions), or to re-submit part of a Slurm array (then the array index is the partition) [env:
+    /// ANIME_PIPE_PARTITIONS]
     #[arg(long, global = true, value_name = "N")]
     pub partitions: Option<u32>,
 }
@@ -339,12 +340,13 @@ pub struct DiffArgs {
 }
 
 const MERGE_HELP: &str = "\
-A partition computes its items' results (kept in cache/memo/) and writes manifests/parts/<stage>/<fingerprint>/\
+A partition computes its items' results (kept in cache/memo/ and ingest's re-run index) and writes manifests/parts/<stage>/<fingerprint>/\
 part-K-of-N.parquet plus a completion marker. merge checks that all N parts of the stage's current inputs are done \
 and writes the stage's manifest, byte-identical to an unpartitioned run. The next stage merges by itself when all \
 parts are done; otherwise it names the missing partitions.
 
-Example (Slurm): sbatch --array=0-3 --wrap 'anime-pipe crop' && anime-pipe merge crop";
+Example (Slurm): sbatch --array=0-3 --wrap 'anime-pipe crop' && anime-pipe merge crop
+The whole chain, every stage but dedup as an array: docs/cluster.md";
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct GcArgs {
@@ -355,7 +357,7 @@ pub struct GcArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct MergeArgs {
-    /// The partitioned stage (crop)
+    /// The partitioned stage (ingest, crop, upscale, clean or pack)
     #[arg(value_parser = choice::<Stage>())]
     pub stage: Stage,
 }

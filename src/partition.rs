@@ -6,9 +6,13 @@
 //! |---|---|---|
 //! | `--partition K/N` | K | N |
 //! | Slurm job array | `SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN` | `SLURM_ARRAY_TASK_COUNT` |
+//! | Slurm job array, count given | `SLURM_ARRAY_TASK_ID` | `--partitions N`, else `ANIME_PIPE_PARTITIONS` |
 //! | Kubernetes Indexed Job | `JOB_COMPLETION_INDEX` | `--partitions N`, else `ANIME_PIPE_PARTITIONS` |
 //! | AWS Batch array job | `AWS_BATCH_JOB_ARRAY_INDEX` | `AWS_BATCH_JOB_ARRAY_SIZE` |
 //! | Google Cloud Batch | `BATCH_TASK_INDEX` | `BATCH_TASK_COUNT` |
+//!
+//! With the count given, a Slurm task's index is its array index itself, so a subset of an array can be
+//! re-submitted (`sbatch --array=7,19 ... anime-pipe --partitions 32 crop` re-runs partitions 7 and 19 of 32).
 //!
 //! Items go to partitions by content hash ([`Partition::owns`]), so the split does not depend on the order in which a
 //! file system lists files, nor on how many items there are.
@@ -78,19 +82,23 @@ pub fn detect(
             .map(|v| v.trim().parse::<u32>().with_context(|| format!("{name}={v:?}: expected a number")))
             .transpose()
     };
+    let given_count = match count_flag {
+        Some(n) => Some(n),
+        None => number("ANIME_PIPE_PARTITIONS")?,
+    };
+    if let (Some(id), Some(count)) = (number("SLURM_ARRAY_TASK_ID")?, given_count) {
+        return Ok(Some(make(checked(id, count, "Slurm job array")?, "Slurm job array")));
+    }
     if let (Some(id), Some(count)) = (number("SLURM_ARRAY_TASK_ID")?, number("SLURM_ARRAY_TASK_COUNT")?) {
         let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
         let index = id.checked_sub(min).context("SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?;
         return Ok(Some(make(checked(index, count, "Slurm job array")?, "Slurm job array")));
     }
     if let Some(index) = number("JOB_COMPLETION_INDEX")? {
-        let count = match count_flag {
-            Some(n) => n,
-            None => number("ANIME_PIPE_PARTITIONS")?.context(
-                "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but not the number of partitions: pass \
-                 --partitions N or set ANIME_PIPE_PARTITIONS to the Job's completions",
-            )?,
-        };
+        let count = given_count.context(
+            "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but not the number of partitions: pass \
+             --partitions N or set ANIME_PIPE_PARTITIONS to the Job's completions",
+        )?;
         return Ok(Some(make(checked(index, count, "Kubernetes Indexed Job")?, "Kubernetes Indexed Job")));
     }
     if let (Some(index), Some(count)) = (number("AWS_BATCH_JOB_ARRAY_INDEX")?, number("AWS_BATCH_JOB_ARRAY_SIZE")?) {
@@ -122,6 +130,11 @@ mod tests {
         assert_eq!(detected(None, None, &slurm), Some((2, 4, "Slurm job array".into())));
         let slurm_from_zero = [("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "4")];
         assert_eq!(detected(None, None, &slurm_from_zero), Some((3, 4, "Slurm job array".into())));
+        // A re-submitted subset (--array=7,19) with the count given: the array index is the partition.
+        let subset = [("SLURM_ARRAY_TASK_ID", "19"), ("SLURM_ARRAY_TASK_COUNT", "2"), ("SLURM_ARRAY_TASK_MIN", "7")];
+        assert_eq!(detected(None, Some(32), &subset), Some((19, 32, "Slurm job array".into())));
+        let with_env = [("SLURM_ARRAY_TASK_ID", "7"), ("ANIME_PIPE_PARTITIONS", "32")];
+        assert_eq!(detected(None, None, &with_env), Some((7, 32, "Slurm job array".into())));
         let k8s = [("JOB_COMPLETION_INDEX", "1")];
         assert_eq!(detected(None, Some(8), &k8s), Some((1, 8, "Kubernetes Indexed Job".into())));
         let k8s_env = [("JOB_COMPLETION_INDEX", "5"), ("ANIME_PIPE_PARTITIONS", "6")];

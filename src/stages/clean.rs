@@ -22,18 +22,22 @@
 //! | `reasons` | str | every reason that applies, comma-separated, in [`REASON_ORDER`]; null when accepted |
 //! | `error` | str | always null (kept for manifests' common shape; nothing is decoded here) |
 //!
+//! Partitioned (`--partition K/N`, a job array): each partition judges the items whose `object` it owns and
+//! writes a part manifest (see `crate::stages::parts`); the merge judges all of them at once, which costs nothing
+//! (no pixels are read), so the merged manifest is exactly an unpartitioned run's.
+//!
 //! Every row has all four scores, accepted or not, so thresholds can be tuned from the manifest without
 //! re-running. Scores describe `object` (the original image or face crop), never `upscaled_object`: upscaling
 //! invents detail, so it must not rescue a blurry or tiny original; size filters likewise judge the original
 //! `width`/`height`.
 use crate::env::Env;
 use crate::manifest::columns::{col, frame};
-use crate::manifest::{publish_stage, read_items, Item, Reason, Upstream};
+use crate::manifest::{read_items, Item, Reason, Upstream};
 use crate::manifest::{status_column, Status};
 use crate::named::Named;
 use crate::quality::Scores;
 use crate::report::Summary;
-use crate::stages::{Plan, Stage};
+use crate::stages::{parts, Plan, Stage};
 use crate::workdir::Workdir;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -76,12 +80,13 @@ impl Inputs {
 
 pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     let mut summary = Summary::start(Stage::Clean.name());
-    let items = read_items(&env.workdir, &inputs.upstream)?;
-    let scores = items.iter().map(scores_of).collect::<Result<Vec<_>>>()?;
+    let all = read_items(&env.workdir, &inputs.upstream)?;
+    let items = parts::select(env, &all);
+    let scores = items.iter().map(|it| scores_of(it)).collect::<Result<Vec<_>>>()?;
     let verdicts: Vec<Vec<Reason>> =
         items.iter().zip(&scores).map(|(it, s)| rejection_reasons(it.width, it.height, s, &inputs.settings)).collect();
     let mut df = manifest(&items, &scores, &verdicts)?;
-    publish_stage(&env.workdir, Stage::Clean.name(), &mut df, fingerprint)?;
+    let published = parts::publish(env, Stage::Clean, &mut df, fingerprint, items.len() as u64, 0)?;
 
     let accepted = verdicts.iter().filter(|r| r.is_empty()).count();
     summary
@@ -100,7 +105,10 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
             c.min_size, c.max_aspect, c.min_sharpness, c.min_colorfulness, c.min_entropy
         ),
     );
-    summary.fact("manifest", env.workdir.manifest_path(Stage::Clean.name()).display());
+    if let Some(p) = &env.partition {
+        summary.fact("partition", p.describe());
+    }
+    summary.fact("manifest", published.display());
     Ok(summary.finish())
 }
 
@@ -146,7 +154,7 @@ pub fn aspect(width: u32, height: u32) -> f64 {
     }
 }
 
-fn manifest(items: &[Item], scores: &[Scores], verdicts: &[Vec<Reason>]) -> Result<polars::prelude::DataFrame> {
+fn manifest(items: &[&Item], scores: &[Scores], verdicts: &[Vec<Reason>]) -> Result<polars::prelude::DataFrame> {
     let pick = |f: fn(&Scores) -> f64| scores.iter().map(f).collect::<Vec<f64>>();
     let names = |r: &[Reason]| r.iter().map(|r| r.name()).collect::<Vec<_>>().join(",");
     let columns = vec![

@@ -31,7 +31,8 @@ pub fn parts_dir(workdir: &Workdir, stage: Stage, fingerprint: &str) -> PathBuf 
     workdir.manifests_dir().join("parts").join(stage.name()).join(fingerprint)
 }
 
-fn part_name(p: &Partition) -> String {
+/// `part-KKKK-of-NNNN`: the name of a partition's files.
+pub fn part_name(p: &Partition) -> String {
     format!("part-{:04}-of-{:04}", p.index, p.count)
 }
 

@@ -12,8 +12,9 @@ use anyhow::{bail, Result};
 pub fn run(env: &Env, plan: &Plan, force: bool) -> Result<Summary> {
     if let Some(p) = &env.partition {
         bail!(
-            "`run` executes whole stages, but partition {} is set: on a cluster, submit `ingest` and `dedup` as \
-             single jobs and `crop` as an array (see docs/cluster.md), or unset the partition",
+            "`run` executes whole stages, but partition {} is set: on a cluster, submit each stage as a job array \
+             (`dedup` as a single job) chained with --dependency=afterok (see docs/cluster.md), or unset the \
+             partition",
             p.describe()
         );
     }
@@ -39,12 +40,14 @@ pub fn run(env: &Env, plan: &Plan, force: bool) -> Result<Summary> {
     Ok(summary.finish())
 }
 
-/// The stages whose items can be split over partitions (`--partition K/N`, job arrays). Dedup needs every hash at
-/// once (and is cheap); clean decodes nothing.
-pub const PARTITIONED: &[Stage] = &[Stage::Crop, Stage::Upscale];
+/// The stages whose items can be split over partitions (`--partition K/N`, job arrays): all but dedup, which needs
+/// every hash at once (and is cheap).
+pub const PARTITIONED: &[Stage] = &[Stage::Ingest, Stage::Crop, Stage::Upscale, Stage::Clean, Stage::Pack];
 
 /// One stage, as `anime-pipe <stage>` runs it: under the stage's workdir lock, with its inputs computed once the
-/// lock is held. Unpartitioned, a partitioned upstream is merged first (when all its parts are done).
+/// lock is held. A partitioned upstream is merged first (when all its parts are done), also by a partition: the
+/// partitions of an array that start at once take turns at the upstream's lock, and all but the first find it
+/// merged.
 pub fn run_stage(env: &Env, plan: &Plan, stage: Stage) -> Result<Summary> {
     if let Some(p) = &env.partition {
         if !PARTITIONED.contains(&stage) {
@@ -54,9 +57,8 @@ pub fn run_stage(env: &Env, plan: &Plan, stage: Stage) -> Result<Summary> {
                 PARTITIONED.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
             );
         }
-    } else {
-        merge_upstream(env, plan, stage)?;
     }
+    merge_upstream(env, plan, stage)?;
     let _lock = lock(env, stage)?;
     stage.inputs(plan, &env.workdir)?.run(env)
 }
@@ -68,6 +70,12 @@ pub fn merge(env: &Env, plan: &Plan, stage: Stage) -> Result<Summary> {
     let _lock = lock(&whole, stage)?;
     let inputs = stage.inputs(plan, &env.workdir)?;
     let fingerprint = inputs.fingerprint();
+    if is_up_to_date(&env.workdir, stage.name(), &fingerprint) {
+        // Another process merged it while this one waited for the lock.
+        let mut summary = Summary::start("merge");
+        summary.fact(stage.name(), "up to date (already merged)");
+        return Ok(summary.finish());
+    }
     match parts::progress(&env.workdir, stage, &fingerprint)? {
         None => bail!(
             "no parts of `{stage}` for its current inputs in {}: run `anime-pipe --partition K/N {stage}` (or a job \
@@ -111,7 +119,8 @@ fn missing_parts_message(stage: Stage, count: u32, missing: &[u32]) -> String {
     let list: Vec<String> = missing.iter().map(u32::to_string).collect();
     format!(
         "{} of {count} partitions of `{stage}` are not done: {}. Re-run only those, e.g. `anime-pipe --partition \
-         {}/{count} {stage}` or `sbatch --array={} ...`; completed partitions are kept",
+         {}/{count} {stage}` or `sbatch --array={} --wrap 'anime-pipe --partitions {count} {stage}'`; completed \
+         partitions are kept",
         missing.len(),
         list.join(", "),
         missing[0],

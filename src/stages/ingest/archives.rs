@@ -1,8 +1,8 @@
 //! Archive sources (.zip, .tar, .tar.gz): read sequentially, never extracted; entries validated in parallel
 //! batches of bounded size; per-entry and per-archive byte budgets against zip bombs; unsafe entry names rejected.
 use super::examine::examine;
-use super::index::{Index, IndexRow};
-use super::listing::{os_bytes, ArchiveFile, ArchiveKind};
+use super::index::{Index, IndexRow, KnownEntries};
+use super::listing::{os_bytes, ArchiveFile, ArchiveKind, FileStamp};
 use super::rows::{hex, path_identity, Outcome, Row};
 use super::{Ctx, Source, Stats, BATCH_BYTES, BATCH_ENTRIES};
 use crate::imageio::Limits;
@@ -25,22 +25,25 @@ pub(super) fn ingest_archive(
 ) -> Result<Vec<Row>> {
     let origin = hex(&os_bytes(archive.path.as_os_str()));
     if let Some(found) = index.reuse_archive(&origin, archive.stamp, &ctx.env.workdir) {
-        stats.reused.fetch_add(found.len() as u64, Ordering::Relaxed);
-        let rows = found.iter().map(|e| e.row(source_index)).collect();
-        new_index.extend(found);
+        let mine: Vec<IndexRow> = found.into_iter().filter(|e| ctx.owns(&e.row(source_index))).collect();
+        stats.reused.fetch_add(mine.len() as u64, Ordering::Relaxed);
+        let rows = mine.iter().map(|e| e.row(source_index)).collect();
+        new_index.extend(mine);
         return Ok(rows);
     }
     let kind = match archive.kind {
         Ok(kind) => kind,
         Err((reason, ref detail)) => {
-            return Ok(vec![Row::new(source_index, b"", 0, Outcome::rejected(reason, detail.clone()))]);
+            let row = Row::new(source_index, b"", 0, Outcome::rejected(reason, detail.clone()));
+            return Ok(if ctx.owns(&row) { vec![row] } else { Vec::new() });
         }
     };
     // A zip's entry count is known up front (the bar gets its length in `read_zip`); a tar's is not.
     let bar =
         if kind == ArchiveKind::Zip { ctx.env.reporter.bar(0, "ingest") } else { ctx.env.reporter.spinner("ingest") };
     bar.set_message(format!("{} ({})", source.name, archive.path.display()));
-    let mut batch = Batch::new(ctx, source_index, stats, bar.clone());
+    let known = index.archive_entries(&origin, archive.stamp, &ctx.env.workdir);
+    let mut batch = Batch::new(ctx, source_index, stats, bar.clone(), known, (origin.clone(), archive.stamp));
     let opened = File::open(&archive.path);
     match (kind, opened) {
         (_, Err(e)) => batch.archive_row(Reason::Unreadable, format!("cannot open the archive: {e}")),
@@ -50,16 +53,16 @@ pub(super) fn ingest_archive(
             read_tar(BufReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))), &mut batch)?
         }
     }
-    let rows = batch.finish()?;
+    let (rows, total, unreadable) = batch.finish()?;
     bar.finish_and_clear();
-    let unreadable = rows.iter().any(|r| r.path.is_empty() && r.out.reason == Some(Reason::Unreadable));
     if !unreadable {
-        new_index.extend(rows.iter().map(|r| IndexRow::entry(origin.clone(), archive.stamp, r)));
+        new_index.extend(rows.iter().map(|r| IndexRow::entry(origin.clone(), archive.stamp, r, total)));
     }
     Ok(rows)
 }
 
-/// Archive entries read so far, validated in parallel once enough bytes are buffered.
+/// Archive entries read so far, validated in parallel once enough bytes are buffered. In a partition, rows of
+/// other partitions are counted (the archive's total goes into the re-run index) but neither examined nor kept.
 pub(super) struct Batch<'a> {
     ctx: &'a Ctx<'a>,
     source_index: u32,
@@ -68,33 +71,67 @@ pub(super) struct Batch<'a> {
     pending: Vec<(Row, Vec<u8>)>,
     pending_bytes: usize,
     rows: Vec<Row>,
+    /// Rows of the archive, this partition's or not.
+    total: u32,
+    /// The archive itself could not be opened (its outcome must not be remembered).
+    unreadable: bool,
     budget: Budget,
+    /// Outcomes of entries examined before (an interrupted or partitioned run): not examined again.
+    known: KnownEntries,
+    /// The archive's identity in the re-run index, for progress files.
+    origin: (String, FileStamp),
 }
 
 impl<'a> Batch<'a> {
-    fn new(ctx: &'a Ctx<'a>, source_index: u32, stats: &'a Stats, bar: ProgressBar) -> Self {
+    fn new(
+        ctx: &'a Ctx<'a>,
+        source_index: u32,
+        stats: &'a Stats,
+        bar: ProgressBar,
+        known: KnownEntries,
+        origin: (String, FileStamp),
+    ) -> Self {
         let budget = Budget { limits: ctx.inputs.limits, used: 0 };
-        Self { ctx, source_index, stats, bar, pending: Vec::new(), pending_bytes: 0, rows: Vec::new(), budget }
+        let (pending, rows, pending_bytes, total, unreadable) = (Vec::new(), Vec::new(), 0, 0, false);
+        Self { ctx, source_index, stats, bar, pending, pending_bytes, rows, total, unreadable, budget, known, origin }
     }
 
     fn row(&self, path: (String, Option<String>), ordinal: u32, out: Outcome) -> Row {
         Row { source_index: self.source_index, path: path.0, path_hex: path.1, ordinal, out }
     }
 
+    /// Counts a row; true when this process keeps it.
+    fn keeps(&mut self, row: &Row) -> bool {
+        self.total += 1;
+        self.bar.inc(1);
+        self.ctx.owns(row)
+    }
+
     fn reject(&mut self, path: (String, Option<String>), ordinal: u32, out: Outcome) {
         let row = self.row(path, ordinal, out);
-        self.rows.push(row);
-        self.bar.inc(1);
+        if self.keeps(&row) {
+            self.rows.push(row);
+        }
     }
 
     /// A row about the archive itself (path "").
     fn archive_row(&mut self, reason: Reason, detail: String) {
+        self.unreadable |= reason == Reason::Unreadable;
         self.reject((String::new(), None), u32::MAX, Outcome::rejected(reason, detail));
     }
 
     fn add(&mut self, path: (String, Option<String>), ordinal: u32, data: Vec<u8>) -> Result<()> {
+        let mut row = self.row(path, ordinal, Outcome::default());
+        if !self.keeps(&row) {
+            return Ok(());
+        }
+        if let Some(out) = self.known.remove(&(row.ordinal, row.path.clone(), row.path_hex.clone())) {
+            self.stats.reused.fetch_add(1, Ordering::Relaxed);
+            row.out = out;
+            self.rows.push(row);
+            return Ok(());
+        }
         self.pending_bytes += data.len();
-        let row = self.row(path, ordinal, Outcome::default());
         self.pending.push((row, data));
         if self.pending_bytes >= BATCH_BYTES || self.pending.len() >= BATCH_ENTRIES {
             self.flush()?;
@@ -103,27 +140,27 @@ impl<'a> Batch<'a> {
     }
 
     fn flush(&mut self) -> Result<()> {
-        let (ctx, stats, bar) = (self.ctx, self.stats, &self.bar);
+        let (ctx, stats) = (self.ctx, self.stats);
         let outcomes = self
             .pending
             .par_iter()
-            .map(|(_, data)| {
-                let out = examine(data, ctx, stats);
-                bar.inc(1);
-                out
-            })
+            .map(|(_, data)| examine(data, ctx, stats))
             .collect::<Result<Vec<_>>>()?;
+        let mut done = Vec::with_capacity(outcomes.len());
         for ((mut row, _), out) in self.pending.drain(..).zip(outcomes) {
             row.out = out;
+            // The archive's row count is not known yet (0): progress rows never make the archive complete.
+            done.push(IndexRow::entry(self.origin.0.clone(), self.origin.1, &row, 0));
             self.rows.push(row);
         }
         self.pending_bytes = 0;
-        Ok(())
+        self.stats.checkpoints.save(done)
     }
 
-    fn finish(mut self) -> Result<Vec<Row>> {
+    /// The rows kept, the archive's row count, and whether the archive itself was unreadable.
+    fn finish(mut self) -> Result<(Vec<Row>, u32, bool)> {
         self.flush()?;
-        Ok(self.rows)
+        Ok((self.rows, self.total, self.unreadable))
     }
 
     /// Reads one entry under the size caps, queueing it for validation or recording why it was not read.

@@ -4,7 +4,7 @@ use super::examine::examine;
 use super::index::{Index, IndexRow};
 use super::listing::{os_bytes, DirFile, DirListing};
 use super::rows::{hex, Outcome, Row};
-use super::{Ctx, Source, Stats};
+use super::{checkpoint_files, Ctx, Source, Stats};
 use crate::manifest::Reason;
 use anyhow::Result;
 use rayon::prelude::*;
@@ -21,10 +21,14 @@ pub(super) fn ingest_dir(
     new_index: &mut Vec<IndexRow>,
     stats: &Stats,
 ) -> Result<Vec<Row>> {
-    let mut rows: Vec<Row> =
-        dir.problems.iter().map(|(rel, out)| Row::new(source_index, rel, 0, out.clone())).collect();
+    let mut rows: Vec<Row> = dir
+        .problems
+        .iter()
+        .map(|(rel, out)| Row::new(source_index, rel, 0, out.clone()))
+        .filter(|row| ctx.owns(row))
+        .collect();
     let mut todo = Vec::new();
-    for f in &dir.files {
+    for f in dir.files.iter().filter(|f| ctx.owns(&Row::new(source_index, &f.rel, 0, Outcome::default()))) {
         let origin = hex(&os_bytes(f.abs.as_os_str()));
         match index.reuse_file(&origin, f.stamp, &ctx.env.workdir) {
             Some(out) => {
@@ -37,21 +41,27 @@ pub(super) fn ingest_dir(
     }
     let bar = ctx.env.reporter.bar(todo.len() as u64, "ingest");
     bar.set_message(format!("{} ({})", source.name, dir.root.display()));
-    let outcomes = todo
-        .par_iter()
-        .map(|(f, _)| {
-            let out = read_and_examine(f, ctx, stats);
-            bar.inc(1);
-            out
-        })
-        .collect::<Result<Vec<_>>>()?;
-    bar.finish_and_clear();
-    for ((f, origin), out) in todo.into_iter().zip(outcomes) {
-        if out.reason != Some(Reason::Unreadable) {
-            new_index.push(IndexRow::file(origin, f, out.clone()));
+    // In chunks, each saved as a progress file once examined: a killed run keeps the chunks it finished.
+    for chunk in todo.chunks(checkpoint_files()) {
+        let outcomes = chunk
+            .par_iter()
+            .map(|(f, _)| {
+                let out = read_and_examine(f, ctx, stats);
+                bar.inc(1);
+                out
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut done = Vec::with_capacity(chunk.len());
+        for ((f, origin), out) in chunk.iter().zip(outcomes) {
+            if out.reason != Some(Reason::Unreadable) {
+                done.push(IndexRow::file(origin.clone(), f, out.clone()));
+            }
+            rows.push(Row::new(source_index, &f.rel, 0, out));
         }
-        rows.push(Row::new(source_index, &f.rel, 0, out));
+        stats.checkpoints.save(done.clone())?;
+        new_index.extend(done);
     }
+    bar.finish_and_clear();
     Ok(rows)
 }
 

@@ -1,6 +1,17 @@
 //! The private re-run index, `cache/ingest-index.parquet` (not a manifest: manifests stay byte-identical): each
 //! file's outcome keyed by absolute path, size, mtime and ctime (archives: the archive's, for all their entries) and
 //! the limits in force, so unchanged files are neither read nor decoded again.
+//!
+//! A partition writes the outcomes of its own rows to `cache/ingest-index/part-K-of-N.parquet` (nothing another
+//! partition writes). Loading reads the whole-run index and every partition's, so the merge (an unpartitioned
+//! ingest) reads no file again. Each row records how many rows its origin has in all (`origin_rows`): an archive
+//! is reused whole only when the union holds every one of its rows; otherwise it is streamed again and only its
+//! entries without an outcome are examined.
+//!
+//! While a run is under way it saves what it has examined every few thousand files (and after each archive batch)
+//! as `cache/ingest-index/progress-<pid>-<start>-<n>.parquet` ([`Checkpoints`]), so a killed ingest re-reads only
+//! what it had not finished. A finished whole run replaces all of these files by its index; a finished partition
+//! removes its own progress files.
 use super::listing::{DirFile, FileStamp};
 use super::rows::{Outcome, Row};
 use crate::cache;
@@ -16,7 +27,7 @@ use std::fs;
 use std::path::PathBuf;
 
 /// Bumped whenever the meaning of an index row changes, so old indexes are ignored rather than misread.
-const INDEX_VERSION: &str = "ingest-index/2";
+const INDEX_VERSION: &str = "ingest-index/3";
 
 pub(super) fn limits_tag(limits: &Limits) -> String {
     format!("{}/{}/{}", limits.max_file_bytes, limits.max_pixels, limits.max_archive_bytes)
@@ -31,17 +42,22 @@ pub(super) struct IndexRow {
     pub(super) ordinal: u32,
     pub(super) path: String,
     pub(super) path_hex: Option<String>,
+    /// Rows of this origin in all partitions together (1 for a directory file).
+    pub(super) origin_rows: u32,
     pub(super) out: Outcome,
 }
 
 impl IndexRow {
     pub(super) fn file(origin: String, f: &DirFile, out: Outcome) -> Self {
-        Self { origin, stamp: f.stamp, limits: String::new(), ordinal: 0, path: String::new(), path_hex: None, out }
+        let (limits, path) = (String::new(), String::new());
+        Self { origin, stamp: f.stamp, limits, ordinal: 0, path, path_hex: None, origin_rows: 1, out }
     }
 
-    pub(super) fn entry(origin: String, stamp: FileStamp, row: &Row) -> Self {
+    /// An archive's row; the archive has `origin_rows` rows in all.
+    pub(super) fn entry(origin: String, stamp: FileStamp, row: &Row, origin_rows: u32) -> Self {
         let (path, path_hex) = (row.path.clone(), row.path_hex.clone());
-        Self { origin, stamp, limits: String::new(), ordinal: row.ordinal, path, path_hex, out: row.out.clone() }
+        let (limits, ordinal, out) = (String::new(), row.ordinal, row.out.clone());
+        Self { origin, stamp, limits, ordinal, path, path_hex, origin_rows, out }
     }
 
     pub(super) fn row(&self, source_index: u32) -> Row {
@@ -50,79 +66,164 @@ impl IndexRow {
     }
 }
 
+/// Outcomes of an archive's entries by (ordinal, path, path_hex).
+pub(super) type KnownEntries = HashMap<(u32, String, Option<String>), Outcome>;
+
+/// Rows by (origin, stamp): a file's or archive's outcomes as they were when it had that stamp.
 pub(super) struct Index {
-    pub(super) by_origin: HashMap<String, Vec<IndexRow>>,
+    by_origin: HashMap<(String, FileStamp), Vec<IndexRow>>,
 }
 
 pub(super) fn index_path(workdir: &Workdir) -> PathBuf {
     workdir.root().join("cache/ingest-index.parquet")
 }
 
+/// `cache/ingest-index/`: one index per partition.
+fn partitions_dir(workdir: &Workdir) -> PathBuf {
+    workdir.root().join("cache/ingest-index")
+}
+
 impl Index {
-    /// Loads the rows recorded under the same limits; a missing or unreadable index is simply empty (it is only a
-    /// cache).
+    /// Loads the rows recorded under the same limits, from the whole-run index and every partition's; a missing or
+    /// unreadable index is simply empty (it is only a cache).
     pub(super) fn load(workdir: &Workdir, limits_tag: &str) -> Self {
-        let path = index_path(workdir);
-        let rows = if path.exists() {
-            manifest::read_parquet(&path).and_then(|df| index_rows(&df)).unwrap_or_else(|e| {
+        let mut paths = vec![index_path(workdir)];
+        if let Ok(entries) = fs::read_dir(partitions_dir(workdir)) {
+            let mut parts: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            parts.retain(|p| p.extension().is_some_and(|e| e == "parquet"));
+            parts.sort();
+            paths.extend(parts);
+        }
+        let mut by_origin: HashMap<(String, FileStamp), Vec<IndexRow>> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for path in paths.iter().filter(|p| p.exists()) {
+            let rows = manifest::read_parquet(path).and_then(|df| index_rows(&df)).unwrap_or_else(|e| {
                 tracing::warn!("ignoring the ingest index {}: {e:#}", path.display());
                 Vec::new()
-            })
-        } else {
-            Vec::new()
-        };
-        let mut by_origin: HashMap<String, Vec<IndexRow>> = HashMap::new();
-        for row in rows.into_iter().filter(|r| r.limits == limits_tag) {
-            by_origin.entry(row.origin.clone()).or_default().push(row);
+            });
+            for row in rows.into_iter().filter(|r| r.limits == limits_tag) {
+                // The same row may be in the whole-run index and in a partition's.
+                if seen.insert((row.origin.clone(), row.stamp, row.ordinal, row.path.clone(), row.path_hex.clone())) {
+                    by_origin.entry((row.origin.clone(), row.stamp)).or_default().push(row);
+                }
+            }
         }
         Self { by_origin }
     }
 
     pub(super) fn reuse_file(&self, origin: &str, stamp: FileStamp, workdir: &Workdir) -> Option<Outcome> {
-        let row = self.by_origin.get(origin)?.first()?;
-        (row.stamp == stamp && object_intact(workdir, &row.out)).then(|| row.out.clone())
+        let row = self.by_origin.get(&(origin.to_string(), stamp))?.first()?;
+        object_intact(workdir, &row.out).then(|| row.out.clone())
     }
 
+    /// The outcomes known for entries of the archive as it is now (by ordinal and path), whose objects are intact:
+    /// entries an interrupted or partitioned run already examined.
+    pub(super) fn archive_entries(&self, origin: &str, stamp: FileStamp, workdir: &Workdir) -> KnownEntries {
+        let rows = self.by_origin.get(&(origin.to_string(), stamp)).map(Vec::as_slice).unwrap_or_default();
+        rows.iter()
+            .filter(|r| object_intact(workdir, &r.out))
+            .map(|r| ((r.ordinal, r.path.clone(), r.path_hex.clone()), r.out.clone()))
+            .collect()
+    }
+
+    /// Every row of the archive as it was with this stamp, when the index holds all of them, in entry order.
     pub(super) fn reuse_archive(&self, origin: &str, stamp: FileStamp, workdir: &Workdir) -> Option<Vec<IndexRow>> {
-        let rows = self.by_origin.get(origin)?;
-        let fresh = rows.iter().all(|r| r.stamp == stamp && object_intact(workdir, &r.out));
-        fresh.then(|| rows.clone())
+        let rows = self.by_origin.get(&(origin.to_string(), stamp))?;
+        let complete = rows.iter().all(|r| r.origin_rows as usize == rows.len());
+        let fresh = rows.iter().all(|r| object_intact(workdir, &r.out));
+        let mut rows = rows.clone();
+        rows.sort_by(|a, b| (a.ordinal, &a.path, &a.path_hex).cmp(&(b.ordinal, &b.path, &b.path_hex)));
+        (complete && fresh).then_some(rows)
     }
 
-    pub(super) fn save(workdir: &Workdir, rows: &[IndexRow]) -> Result<()> {
-        // Two sources naming the same folder or archive would record it twice.
-        let mut seen = std::collections::HashSet::new();
-        let rows: Vec<&IndexRow> =
-            rows.iter().filter(|r| seen.insert((&r.origin, r.ordinal, &r.path, &r.path_hex))).collect();
-        let strs = |f: fn(&IndexRow) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
-        let mut df = frame(
-            rows.len(),
-            vec![
-                col("version", vec![INDEX_VERSION; rows.len()]),
-                col("origin", strs(|r| Some(r.origin.clone()))),
-                col("size", rows.iter().map(|r| r.stamp.size).collect::<Vec<u64>>()),
-                col("mtime_ns", rows.iter().map(|r| r.stamp.mtime_ns).collect::<Vec<i64>>()),
-                col("ctime_ns", rows.iter().map(|r| r.stamp.ctime_ns).collect::<Vec<i64>>()),
-                col("limits", strs(|r| Some(r.limits.clone()))),
-                col("ordinal", rows.iter().map(|r| r.ordinal).collect::<Vec<u32>>()),
-                col("path", strs(|r| Some(r.path.clone()))),
-                col("path_hex", strs(|r| r.path_hex.clone())),
-                col("bytes", rows.iter().map(|r| r.out.bytes).collect::<Vec<Option<u64>>>()),
-                col("blake3", strs(|r| r.out.blake3.clone())),
-                col("format", strs(|r| r.out.format.clone())),
-                col("width", rows.iter().map(|r| r.out.width).collect::<Vec<Option<u32>>>()),
-                col("height", rows.iter().map(|r| r.out.height).collect::<Vec<Option<u32>>>()),
-                col("color", strs(|r| r.out.color.clone())),
-                col("frames", rows.iter().map(|r| r.out.frames).collect::<Vec<Option<u32>>>()),
-                col("reason", rows.iter().map(|r| r.out.reason.map(|r| r.name())).collect::<Vec<_>>()),
-                col("error", strs(|r| r.out.error.clone())),
-            ]
-            .into_iter()
-            .chain(measure_columns(rows.iter().map(|r| r.out.measures.as_ref())))
-            .collect(),
-        )?;
-        manifest::write_parquet(&index_path(workdir), &mut df)
+    /// Saves the index of a whole run (and drops the partitions' indexes, which it covers), or of one partition.
+    pub(super) fn save(workdir: &Workdir, rows: &[IndexRow], partition: Option<&str>) -> Result<()> {
+        let mut df = index_frame(rows)?;
+        match partition {
+            Some(name) => manifest::write_parquet(&partitions_dir(workdir).join(format!("{name}.parquet")), &mut df),
+            None => {
+                manifest::write_parquet(&index_path(workdir), &mut df)?;
+                match fs::remove_dir_all(partitions_dir(workdir)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                    _ => Ok(()),
+                }
+            }
+        }
     }
+}
+
+/// The progress files of one run: outcomes saved as they are found, so a killed run loses little.
+pub(super) struct Checkpoints {
+    dir: PathBuf,
+    prefix: String,
+    limits: String,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Checkpoints {
+    pub(super) fn new(workdir: &Workdir, limits_tag: &str) -> Self {
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let prefix = format!("progress-{}-{started}-", std::process::id());
+        let next = std::sync::atomic::AtomicU64::new(0);
+        Self { dir: partitions_dir(workdir), prefix, limits: limits_tag.to_string(), next }
+    }
+
+    /// Saves outcomes found since the last call (atomically, as a new file).
+    pub(super) fn save(&self, rows: Vec<IndexRow>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<IndexRow> = rows.into_iter().map(|r| IndexRow { limits: self.limits.clone(), ..r }).collect();
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        manifest::write_parquet(&self.dir.join(format!("{}{n:06}.parquet", self.prefix)), &mut index_frame(&rows)?)
+    }
+
+    /// Removes this run's progress files (its final index covers them).
+    pub(super) fn clear(&self) -> Result<()> {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return Ok(()) };
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(&self.prefix) {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn index_frame(rows: &[IndexRow]) -> Result<DataFrame> {
+    // Two sources naming the same folder or archive would record it twice.
+    let mut seen = std::collections::HashSet::new();
+    let rows: Vec<&IndexRow> =
+        rows.iter().filter(|r| seen.insert((&r.origin, r.ordinal, &r.path, &r.path_hex))).collect();
+    let strs = |f: fn(&IndexRow) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    frame(
+        rows.len(),
+        vec![
+            col("version", vec![INDEX_VERSION; rows.len()]),
+            col("origin", strs(|r| Some(r.origin.clone()))),
+            col("size", rows.iter().map(|r| r.stamp.size).collect::<Vec<u64>>()),
+            col("mtime_ns", rows.iter().map(|r| r.stamp.mtime_ns).collect::<Vec<i64>>()),
+            col("ctime_ns", rows.iter().map(|r| r.stamp.ctime_ns).collect::<Vec<i64>>()),
+            col("limits", strs(|r| Some(r.limits.clone()))),
+            col("ordinal", rows.iter().map(|r| r.ordinal).collect::<Vec<u32>>()),
+            col("path", strs(|r| Some(r.path.clone()))),
+            col("path_hex", strs(|r| r.path_hex.clone())),
+            col("origin_rows", rows.iter().map(|r| r.origin_rows).collect::<Vec<u32>>()),
+            col("bytes", rows.iter().map(|r| r.out.bytes).collect::<Vec<Option<u64>>>()),
+            col("blake3", strs(|r| r.out.blake3.clone())),
+            col("format", strs(|r| r.out.format.clone())),
+            col("width", rows.iter().map(|r| r.out.width).collect::<Vec<Option<u32>>>()),
+            col("height", rows.iter().map(|r| r.out.height).collect::<Vec<Option<u32>>>()),
+            col("color", strs(|r| r.out.color.clone())),
+            col("frames", rows.iter().map(|r| r.out.frames).collect::<Vec<Option<u32>>>()),
+            col("reason", rows.iter().map(|r| r.out.reason.map(|r| r.name())).collect::<Vec<_>>()),
+            col("error", strs(|r| r.out.error.clone())),
+        ]
+        .into_iter()
+        .chain(measure_columns(rows.iter().map(|r| r.out.measures.as_ref())))
+        .collect(),
+    )
 }
 
 /// An accepted row can be reused only while its cache object is still there, whole.
@@ -145,7 +246,7 @@ pub(super) fn index_rows(df: &DataFrame) -> Result<Vec<IndexRow>> {
         (columns::strings(df, "origin")?, columns::strings(df, "limits")?, columns::strings(df, "path")?);
     let (size, mtime, ctime) =
         (columns::u64s(df, "size")?, columns::i64s(df, "mtime_ns")?, columns::i64s(df, "ctime_ns")?);
-    let ordinal = columns::u32s(df, "ordinal")?;
+    let (ordinal, origin_rows) = (columns::u32s(df, "ordinal")?, columns::u32s(df, "origin_rows")?);
     let path_hex = columns::opt_strings(df, "path_hex")?;
     let bytes = columns::opt_u64s(df, "bytes")?;
     let (blake3, format, color) =
@@ -166,6 +267,7 @@ pub(super) fn index_rows(df: &DataFrame) -> Result<Vec<IndexRow>> {
             ordinal: ordinal[i],
             path: path[i].clone(),
             path_hex: path_hex[i].clone(),
+            origin_rows: origin_rows[i],
             out: Outcome {
                 bytes: bytes[i],
                 blake3: blake3[i].clone(),

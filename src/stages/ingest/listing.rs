@@ -31,7 +31,7 @@ pub(super) struct DirFile {
 }
 
 /// What decides whether a file changed since the last run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct FileStamp {
     pub(super) size: u64,
     pub(super) mtime_ns: i64,

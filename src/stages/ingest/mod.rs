@@ -47,6 +47,16 @@
 //! listed by decompressing it); `too_large` also applies to entries by declared and by actual size;
 //! `corrupt_archive`: the archive (row with path "") cannot be read, or a tar breaks off part way).
 //!
+//! ## Partitions
+//! With `--partition K/N` (or a job array) a process ingests only its share of the rows: a file or archive entry
+//! belongs to the partition of a hash of its identity (source name, path, entry order), since its content hash is
+//! not known before it is read; like the content hash, this does not depend on the order a file system lists
+//! files in. Every partition lists every source (the listing is the stage's fingerprint), reads and examines only
+//! its own directory files, and streams each archive to its end (archive budgets count every entry) but decodes
+//! only its own entries. It writes a part manifest and marker (see `crate::stages::parts`) and its own re-run
+//! index; the merge is an unpartitioned ingest that finds every row in those indexes, reads no file again, and so
+//! writes the very manifest a single process writes.
+//!
 //! ## Re-runs
 //! A private index, `cache/ingest-index.parquet` (not a manifest: manifests stay byte-identical), remembers each
 //! file's outcome keyed by absolute path, size, mtime and ctime (archives: the archive's path, size, mtime and
@@ -64,13 +74,12 @@ mod rows;
 use crate::cache;
 use crate::env::Env;
 use crate::imageio::Limits;
-use crate::manifest;
 use crate::named::Named;
 use crate::report::Summary;
-use crate::stages::{Plan, Stage};
+use crate::stages::{parts, Plan, Stage};
 use crate::workdir::Workdir;
 use anyhow::Result;
-use index::{limits_tag, Index};
+use index::{limits_tag, Checkpoints, Index};
 use listing::{Listing, Listings};
 use rows::{manifest_frame, sort_canonically, Outcome, Row};
 use serde::{Deserialize, Serialize};
@@ -92,6 +101,12 @@ pub const ALGORITHM: &str = "ingest/2";
 /// Archive entries are validated in parallel batches of at most this many bytes / entries.
 const BATCH_BYTES: usize = 64 << 20;
 const BATCH_ENTRIES: usize = 2048;
+/// Directory files are examined in chunks of this many, each saved to a progress file when done
+/// (`ANIME_PIPE_INGEST_CHECKPOINT` overrides it: tests kill a run part way through a small source).
+fn checkpoint_files() -> usize {
+    let set = std::env::var("ANIME_PIPE_INGEST_CHECKPOINT").ok().and_then(|v| v.parse().ok());
+    set.filter(|&n: &usize| n > 0).unwrap_or(4096)
+}
 
 /// Everything ingest's output depends on: the sources, the limits, and what the sources hold now.
 #[derive(Serialize)]
@@ -115,12 +130,22 @@ struct Ctx<'a> {
     inputs: &'a Inputs,
 }
 
+impl Ctx<'_> {
+    /// Whether this process ingests `row`: every row, or those of its partition (by the row's identity).
+    fn owns(&self, row: &Row) -> bool {
+        let Some(p) = &self.env.partition else { return true };
+        let source = &self.inputs.sources[row.source_index as usize].name;
+        let hex = row.path_hex.as_deref().unwrap_or("");
+        p.owns(&format!("{source}\0{}\0{hex}\0{}", row.path, row.ordinal))
+    }
+}
+
 pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     let mut summary = Summary::start(Stage::Ingest.name());
     let ctx = &Ctx { env, inputs };
     let limits_tag = limits_tag(&inputs.limits);
     let index = Index::load(&env.workdir, &limits_tag);
-    let stats = Stats::new(&env.workdir);
+    let stats = Stats::new(&env.workdir, &limits_tag);
     let mut new_index = Vec::new();
     let mut rows = Vec::new();
     for (i, (source, listing)) in inputs.sources.iter().zip(&inputs.listing.0).enumerate() {
@@ -140,11 +165,17 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     for entry in &mut new_index {
         entry.limits.clone_from(&limits_tag);
     }
-    Index::save(&env.workdir, &new_index)?;
+    Index::save(&env.workdir, &new_index, env.partition.as_ref().map(parts::part_name).as_deref())?;
+    stats.checkpoints.clear()?;
     sort_canonically(&mut rows);
     let mut df = manifest_frame(&inputs.sources, &rows)?;
-    manifest::publish_stage(&env.workdir, Stage::Ingest.name(), &mut df, fingerprint)?;
+    let (decoded, reused) = (stats.decoded.load(Ordering::Relaxed), stats.reused.load(Ordering::Relaxed));
+    let published = parts::publish(env, Stage::Ingest, &mut df, fingerprint, decoded, reused)?;
     summarize(&mut summary, ctx, &rows, &stats);
+    if let Some(p) = &env.partition {
+        summary.fact("partition", p.describe());
+    }
+    summary.fact("manifest", published.display());
     Ok(summary.finish())
 }
 
@@ -155,19 +186,21 @@ struct Stats {
     writer: cache::ObjectWriter,
     /// Outcomes by content hash, so repeated bytes are decoded and measured once per run.
     seen: Mutex<HashMap<String, Outcome>>,
+    checkpoints: Checkpoints,
 }
 
 /// Background threads storing cache objects: file creation is latency-bound, so more writers than cores pay off.
 const OBJECT_WRITERS: usize = 8;
 
 impl Stats {
-    fn new(workdir: &Workdir) -> Stats {
+    fn new(workdir: &Workdir, limits_tag: &str) -> Stats {
         Stats {
             decoded: AtomicU64::new(0),
             reused: AtomicU64::new(0),
             new_objects: AtomicU64::new(0),
             writer: cache::ObjectWriter::new(workdir, OBJECT_WRITERS),
             seen: Mutex::new(HashMap::new()),
+            checkpoints: Checkpoints::new(workdir, limits_tag),
         }
     }
 }
@@ -188,5 +221,4 @@ fn summarize(summary: &mut Summary, ctx: &Ctx<'_>, rows: &[Row], stats: &Stats) 
     for reason in rows.iter().filter_map(|r| r.out.reason) {
         summary.reject(reason.name());
     }
-    summary.fact("manifest", ctx.env.workdir.manifest_path(Stage::Ingest.name()).display());
 }
