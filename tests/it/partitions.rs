@@ -95,7 +95,7 @@ fn partitions_merge_into_the_unpartitioned_manifest() {
 }
 
 #[test]
-fn only_crop_can_be_partitioned() {
+fn dedup_cannot_be_partitioned() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = context(dir.path(), "{}", 1);
     let mut env = ctx.env.clone();

@@ -1,5 +1,6 @@
 //! A real batch engine: a single-node Slurm cluster (scripts/slurm-up.sh, Debian's slurm-wlm and munge) runs the
-//! pipeline as jobs, crop as a 4-task job array with `--dependency=afterok` chaining, and the dataset digest must
+//! pipeline as the shipped `examples/slurm/pipeline.sh` submits it, jobs chained with `--dependency=afterok`:
+//! ingest, crop, clean and pack as job arrays, dedup as one job, and a last `merge pack`; the dataset digest must
 //! equal the one a single `anime-pipe run` gives. Runs wherever Slurm can be started (root with the packages, or a
 //! cluster already up); fails under CI=true when it cannot.
 use crate::support::{anime_pipe, shared_dir};
@@ -17,22 +18,6 @@ fn slurm_available() -> bool {
         eprintln!("note: no Slurm cluster here (scripts/slurm-up.sh failed); skipping the Slurm test");
     }
     ok
-}
-
-/// Submits `command` (`anime-pipe` arguments) as a job, optionally an array, after `after`; returns the job id.
-fn submit(workdir: &Path, array: Option<&str>, after: Option<&str>, command: &str) -> String {
-    let bin = env!("CARGO_BIN_EXE_anime-pipe");
-    let mut sbatch = Command::new("sbatch");
-    sbatch.current_dir(workdir).args(["--parsable", "-N1", "-n1", "-o"]).arg(workdir.join("slurm-%A_%a.out"));
-    if let Some(array) = array {
-        sbatch.arg(format!("--array={array}"));
-    }
-    if let Some(after) = after {
-        sbatch.arg(format!("--dependency=afterok:{after}"));
-    }
-    let out = sbatch.arg("--wrap").arg(format!("{bin} -q -j 1 --config pipeline.yaml {command}")).output().unwrap();
-    assert!(out.status.success(), "sbatch: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().split(';').next().unwrap().to_string()
 }
 
 /// The dataset digest `run` prints, and how many stages it had to run.
@@ -83,32 +68,31 @@ fn a_slurm_job_array_gives_the_single_process_digest() {
     let cluster = tempfile::tempdir().unwrap();
     let config = workdir(cluster.path(), &shared);
     let dir = config.parent().unwrap();
-    let ingest = submit(dir, None, None, "ingest");
-    let dedup = submit(dir, None, Some(&ingest), "dedup");
-    let crop = submit(dir, Some("0-3"), Some(&dedup), "crop");
-    // clean merges the four crop parts by itself (all done: afterok), then pack; --wait blocks until it ends.
-    let clean = submit(dir, None, Some(&crop), "clean");
-    let pack = Command::new("sbatch")
+    // The shipped example submits the chain: ingest, crop, clean and pack as 4-task arrays, dedup as one job, then
+    // `merge pack`; WAIT=1 blocks until the merge ends.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/slurm/pipeline.sh");
+    let chain = Command::new("bash")
+        .arg(&script)
         .current_dir(dir)
-        .args(["--parsable", "--wait", "-o"])
-        .arg(dir.join("slurm-pack.out"))
-        .arg(format!("--dependency=afterok:{clean}"))
-        .arg("--wrap")
-        .arg(format!("{} -q -j 1 --config pipeline.yaml pack", env!("CARGO_BIN_EXE_anime-pipe")))
+        .envs([("PARTITIONS", "4"), ("CPUS", "1"), ("WAIT", "1"), ("ANIME_PIPE", env!("CARGO_BIN_EXE_anime-pipe"))])
         .output()
-        .unwrap()
-        .status;
+        .unwrap();
     let logs: String = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("slurm-"))
         .map(|e| format!("{}:\n{}", e.file_name().to_string_lossy(), std::fs::read_to_string(e.path()).unwrap()))
         .collect();
-    assert!(pack.success(), "the job chain failed:\n{logs}");
-    // Four parts, each with its completion marker, then the merged manifest.
-    let parts: Vec<_> =
-        walk(&dir.join("manifests/parts/crop")).into_iter().filter(|p| p.ends_with(".done.json")).collect();
-    assert_eq!(parts.len(), 4, "{parts:?}");
+    let submitted = String::from_utf8_lossy(&chain.stderr);
+    assert!(chain.status.success(), "the job chain failed:\n{submitted}\n{logs}");
+    // Every array task left its part with a completion marker.
+    for (stage, tasks) in [("ingest", 4), ("crop", 4), ("clean", 2), ("pack", 4)] {
+        let parts: Vec<_> = walk(&dir.join("manifests/parts").join(stage))
+            .into_iter()
+            .filter(|p| p.ends_with(".done.json"))
+            .collect();
+        assert_eq!(parts.len(), tasks, "{stage}: {parts:?}\n{logs}");
+    }
     // `run` finds every stage up to date (nothing recomputed) and prints the digest of what the jobs wrote.
     assert_eq!(digest(&config), (expected, 0), "{logs}");
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Scale of the data pipeline (ingest, dedup, clean, pack at 64) on generated datasets of growing size: per stage the
+# wall time, images/s and peak RSS (/usr/bin/time -v), then the cost of a re-run after adding 1% new images.
+#
+#   bench/scale.sh                     # 10000 100000 1000000 items
+#   bench/scale.sh 10000 100000        # chosen sizes
+#   THREADS=2 KEEP=1 bench/scale.sh    # threads (default: all cores); KEEP=1 keeps the work folders
+#
+# Data: `anime-pipe sample-data --count N` (synthetic faces: two thirds PNG/JPEG files in one folder, one third in a
+# zip, plus the planted duplicates and rejects); the 1% are faces of another seed copied into the folder. Prints a
+# Markdown table. Needs a release build (built here if missing) and about 2.5 KB of disk per item, twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q
+bin=$PWD/target/release/anime-pipe
+threads=${THREADS:-$(nproc)}
+sizes=("$@")
+[[ ${#sizes[@]} -eq 0 ]] && sizes=(10000 100000 1000000)
+root=$(mktemp -d /tmp/anime-pipe-scale.XXXXXX)
+[[ -z "${KEEP:-}" ]] && trap 'rm -rf "$root"' EXIT
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem/ {print $2}') GB; threads=$threads; load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+# One timed command: prints "wall_s peak_mb" and keeps the --json summary in $root/last.json.
+timed() {
+    /usr/bin/time -f "%e %M" -o "$root/time" "$bin" --json -q -j "$threads" "$@" >"$root/last.json"
+    awk '{printf "%s %.0f\n", $1, $2 / 1024}' "$root/time"
+}
+# A count from the last summary.
+count() { python3 -c "import json,sys; s=[json.loads(l) for l in open('$root/last.json') if l.strip()][-1]; print(dict(s['counts']).get('$1', 0))"; }
+
+echo "| items | stage | first run: s | images/s | peak RSS MB | after +1%: s | computed / reused |"
+echo "|---|---|---|---|---|---|---|"
+for n in "${sizes[@]}"; do
+    dir=$root/n$n
+    /usr/bin/time -f "%e" -o "$root/gen" "$bin" -q sample-data "$dir/sample" --count "$n" --seed 7 >/dev/null
+    echo "generated $n faces in $(cat "$root/gen") s ($(du -sh "$dir/sample" | cut -f1))" >&2
+    config=(--config "$dir/sample/pipeline.yaml" --workdir "$dir/work")
+    declare -A first=() rate=() peak=()
+    for stage in ingest dedup clean pack; do
+        read -r s mb < <(timed "${config[@]}" "$stage")
+        case $stage in ingest) items=$(count files) ;; dedup) items=$(count items) ;; clean) items=$(count input) ;;
+            pack) items=$(count "input items") ;; esac
+        first[$stage]=$s; peak[$stage]=$mb
+        rate[$stage]=$(python3 -c "print(f'{$items / max($s, 0.01):,.0f}')")
+    done
+    # +1%: faces of another seed, copied next to the others.
+    extra=$((n / 100))
+    "$bin" -q sample-data "$dir/extra" --count "$((extra < 4 ? 4 : extra))" --seed 8 >/dev/null
+    find "$dir/extra/images" -name 'face_*' | head -n "$extra" | while read -r f; do
+        cp "$f" "$dir/sample/images/extra_$(basename "$f")"
+    done
+    for stage in ingest dedup clean pack; do
+        read -r s _ < <(timed "${config[@]}" "$stage")
+        case $stage in
+            ingest) work="$(count "images decoded") decoded / $(count reused) reused" ;;
+            pack) work="$(count computed) / $(count reused)" ;;
+            *) work="- (no decoding)" ;;
+        esac
+        echo "| $n | $stage | ${first[$stage]} | ${rate[$stage]} | ${peak[$stage]} | $s | $work |"
+    done
+    [[ -z "${KEEP:-}" ]] && rm -rf "$dir"
+done
