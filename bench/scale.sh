@@ -5,14 +5,15 @@
 #   bench/scale.sh                     # 10000 100000 1000000 items
 #   bench/scale.sh 10000 100000        # chosen sizes
 #   THREADS=2 KEEP=1 bench/scale.sh    # threads (default: all cores); KEEP=1 keeps the work folders
+#   BIN=path/to/anime-pipe bench/scale.sh   # time that binary (no build)
 #
-# Data: `anime-pipe sample-data --count N` (synthetic faces: two thirds PNG/JPEG files in one folder, one third in a
-# zip, plus the planted duplicates and rejects); the 1% are faces of another seed copied into the folder. Prints a
-# Markdown table. Needs a release build (built here if missing) and about 2.5 KB of disk per item, twice.
+# Data: bench/scale_data.py (N distinct small JPEGs, 48-96 px, 1,000 per folder; Python + Pillow); the 1% are N/100
+# more images in new folders. Prints a Markdown table. Needs a release build (built here if missing) and about
+# 20 KB of disk per item (sources, cache objects, pack's memo of 64x64 pixels, shards).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q
-bin=$PWD/target/release/anime-pipe
+if [[ -z "${BIN:-}" ]]; then cargo build --release -q; fi
+bin=${BIN:-$PWD/target/release/anime-pipe}
 threads=${THREADS:-$(nproc)}
 sizes=("$@")
 [[ ${#sizes[@]} -eq 0 ]] && sizes=(10000 100000 1000000)
@@ -32,8 +33,8 @@ echo "| items | stage | first run: s | images/s | peak RSS MB | after +1%: s | c
 echo "|---|---|---|---|---|---|---|"
 for n in "${sizes[@]}"; do
     dir=$root/n$n
-    /usr/bin/time -f "%e" -o "$root/gen" "$bin" -q sample-data "$dir/sample" --count "$n" --seed 7 >/dev/null
-    echo "generated $n faces in $(cat "$root/gen") s ($(du -sh "$dir/sample" | cut -f1))" >&2
+    /usr/bin/time -f "%e" -o "$root/gen" python3 bench/scale_data.py "$dir/sample" "$n"
+    echo "generated $n images in $(cat "$root/gen") s ($(du -sh "$dir/sample" | cut -f1))" >&2
     config=(--config "$dir/sample/pipeline.yaml" --workdir "$dir/work")
     declare -A first=() rate=() peak=()
     for stage in ingest dedup clean pack; do
@@ -43,20 +44,17 @@ for n in "${sizes[@]}"; do
         first[$stage]=$s; peak[$stage]=$mb
         rate[$stage]=$(python3 -c "print(f'{$items / max($s, 0.01):,.0f}')")
     done
-    # +1%: faces of another seed, copied next to the others.
-    extra=$((n / 100))
-    "$bin" -q sample-data "$dir/extra" --count "$((extra < 4 ? 4 : extra))" --seed 8 >/dev/null
-    find "$dir/extra/images" -name 'face_*' | head -n "$extra" | while read -r f; do
-        cp "$f" "$dir/sample/images/extra_$(basename "$f")"
-    done
+    # +1%: images n .. n + n/100 - 1, in new folders.
+    python3 bench/scale_data.py "$dir/sample" "$((n / 100))" --start "$n"
     for stage in ingest dedup clean pack; do
         read -r s _ < <(timed "${config[@]}" "$stage")
         case $stage in
             ingest) work="$(count "images decoded") decoded / $(count reused) reused" ;;
-            pack) work="$(count computed) / $(count reused)" ;;
+            pack) work="$(count computed) computed / $(count reused) reused" ;;
             *) work="- (no decoding)" ;;
         esac
         echo "| $n | $stage | ${first[$stage]} | ${rate[$stage]} | ${peak[$stage]} | $s | $work |"
     done
+    echo "disk: $(du -sh "$dir/work/cache/objects" "$dir/work/cache/memo" "$dir/work/shards" | tr '\t\n' ': ')" >&2
     [[ -z "${KEEP:-}" ]] && rm -rf "$dir"
 done

@@ -141,11 +141,8 @@ impl<'a> Batch<'a> {
 
     fn flush(&mut self) -> Result<()> {
         let (ctx, stats) = (self.ctx, self.stats);
-        let outcomes = self
-            .pending
-            .par_iter()
-            .map(|(_, data)| examine(data, ctx, stats))
-            .collect::<Result<Vec<_>>>()?;
+        let outcomes =
+            self.pending.par_iter().map(|(_, data)| examine(data, ctx, stats)).collect::<Result<Vec<_>>>()?;
         let mut done = Vec::with_capacity(outcomes.len());
         for ((mut row, _), out) in self.pending.drain(..).zip(outcomes) {
             row.out = out;
