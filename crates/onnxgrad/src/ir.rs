@@ -301,7 +301,7 @@ impl Graph {
         self.add_node_named(node_name, op, inputs, named)
     }
 
-    fn add_node_named(
+    pub(crate) fn add_node_named(
         &mut self,
         node_name: String,
         op: Op,
@@ -317,6 +317,11 @@ impl Graph {
             .collect();
         self.nodes.push(Node { name: node_name, op, inputs, outputs: outputs.clone() });
         outputs
+    }
+
+    /// Appends `v` to the graph outputs as it is named (lowering copies outputs this way).
+    pub(crate) fn push_output(&mut self, v: ValueId) {
+        self.outputs.push(v);
     }
 
     fn push_value(&mut self, name: String, dtype: DType, shape: Vec<usize>, source: Source) -> ValueId {
