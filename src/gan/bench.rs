@@ -2,9 +2,9 @@
 //! `bench/torch_dcgan.py` times PyTorch, and summarises ONNX Runtime profiles by operator and by phase.
 use super::models::Arch;
 use super::runner::{default_formulation, formulation_name, GanConfig, Runner, RunnerOptions, SessionTuning};
-use onnxgrad::Formulation;
 use crate::runtime::Device;
 use anyhow::{Context, Result};
+use onnxgrad::Formulation;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +55,8 @@ pub struct BenchResult {
 /// Times every (batch, mode) and prints each result as it comes; then profiles when asked.
 pub fn run(req: &BenchRequest) -> Result<Vec<BenchResult>> {
     let mut results = Vec::new();
-    let formulations = if req.formulations.is_empty() { vec![req.tuning.formulation] } else { req.formulations.clone() };
+    let formulations =
+        if req.formulations.is_empty() { vec![req.tuning.formulation] } else { req.formulations.clone() };
     for &batch in &req.batches {
         for &fused in &req.fused {
             for &formulation in &formulations {

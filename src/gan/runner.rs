@@ -587,7 +587,9 @@ impl Runner {
             // One captured graph per state-buffer set (the double-buffered state alternates between two).
             let mut run_options = RunOptions::new().map_err(|e| anyhow!("{e}"))?;
             run_options.set("gpu_graph_id", graph_id.to_string()).map_err(|e| anyhow!("{e}"))?;
-            exec.session.run_binding_with_options(binding, &run_options).map_err(|e| anyhow!("running {:?}: {e}", kind))?;
+            exec.session
+                .run_binding_with_options(binding, &run_options)
+                .map_err(|e| anyhow!("running {:?}: {e}", kind))?;
         } else {
             exec.session.run_binding(binding).map_err(|e| anyhow!("running {:?}: {e}", kind))?;
         }
@@ -678,7 +680,16 @@ impl Exec {
         let updated = names(&[Role::State]);
         let feeds = names(&[Role::Batch, Role::Hyperparameter]);
         let metrics = spec.outputs_with(Role::Metric).map(|p| p.name.clone()).collect();
-        Exec { spec, session, state_inputs, updated, feeds, metrics, bindings: HashMap::new(), graph_ids: HashMap::new() }
+        Exec {
+            spec,
+            session,
+            state_inputs,
+            updated,
+            feeds,
+            metrics,
+            bindings: HashMap::new(),
+            graph_ids: HashMap::new(),
+        }
     }
 
     /// A binding with the state inputs on their current buffers, the updates on the other ones and the metrics

@@ -107,7 +107,8 @@ fn fused_vjp(g: &mut Graph, region: &FusedRegion, depends: &[bool], acc: &mut Ac
                 return Ok(true); // no gradient reaches the output: nothing to propagate
             };
             let node_name = g.producer(y).map(|n| n.name.clone()).unwrap_or_default();
-            let grads = g.with_scopes(vec![format!("{node_name}.bwd")], |g| batch_norm_train_vjp(g, x, scale, dy, inv, xhat))?;
+            let grads =
+                g.with_scopes(vec![format!("{node_name}.bwd")], |g| batch_norm_train_vjp(g, x, scale, dy, inv, xhat))?;
             let (dx, dscale, dbias) = grads;
             for (v, d) in [(x, dx), (scale, dscale), (bias, dbias)] {
                 if depends[v.0] {

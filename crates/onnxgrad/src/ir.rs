@@ -88,7 +88,16 @@ pub(crate) struct FusedRegion {
 pub(crate) enum FusedKind {
     /// Training-mode batch norm `y = xhat * scale + bias`, `xhat = (x - mean) * inv` over every axis but 1
     /// (`mean`, `var`, `inv`: kept-dims `[1, C, 1, ...]`).
-    BatchNorm { x: ValueId, scale: ValueId, bias: ValueId, mean: ValueId, var: ValueId, inv: ValueId, xhat: ValueId, y: ValueId },
+    BatchNorm {
+        x: ValueId,
+        scale: ValueId,
+        bias: ValueId,
+        mean: ValueId,
+        var: ValueId,
+        inv: ValueId,
+        xhat: ValueId,
+        y: ValueId,
+    },
 }
 
 impl Graph {

@@ -67,7 +67,7 @@ mod vjp;
 pub use autodiff::{gradients, Gradients};
 pub use composite::BatchNormTrain;
 pub use error::{Error, Result};
-pub use lower::Formulation;
 pub use ir::{DType, Graph, Node, Scope, Source, Tensor, TensorData, Value, ValueId};
+pub use lower::Formulation;
 pub use ops::{ConvSpec, GemmSpec, Op, PoolSpec};
 pub use proto::{decode_model, IR_VERSION, OPSET};

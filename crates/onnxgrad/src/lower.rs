@@ -65,7 +65,15 @@ struct AxisPhases {
 }
 
 /// The sub-pixel decomposition of one axis, or None when the geometry does not allow it.
-fn axis_phases(in_len: usize, k: usize, s: usize, pb: usize, pe: usize, op: usize, dilation: usize) -> Option<AxisPhases> {
+fn axis_phases(
+    in_len: usize,
+    k: usize,
+    s: usize,
+    pb: usize,
+    pe: usize,
+    op: usize,
+    dilation: usize,
+) -> Option<AxisPhases> {
     if s < 2 || dilation != 1 || k % s != 0 || k + op != s + pb + pe || in_len == 0 {
         return None;
     }
@@ -123,7 +131,9 @@ impl Graph {
             }
         }
         let get = |map: &[Option<ValueId>], v: ValueId| {
-            map[v.0].ok_or_else(|| invalid("lowered", format!("lowering: {:?} used before it is defined", self.value_name(v))))
+            map[v.0].ok_or_else(|| {
+                invalid("lowered", format!("lowering: {:?} used before it is defined", self.value_name(v)))
+            })
         };
         for node in self.nodes() {
             let inputs = node.inputs.iter().map(|&v| get(&map, v)).collect::<Result<Vec<_>>>()?;
@@ -134,12 +144,15 @@ impl Graph {
                     })?;
                     let old = node.outputs[0];
                     if out.shape(y) != self.shape(old) {
-                        return Err(invalid("lowered", format!(
-                            "lowering {}: sub-pixel form gives {:?}, not {:?}",
-                            node.name,
-                            out.shape(y),
-                            self.shape(old)
-                        )));
+                        return Err(invalid(
+                            "lowered",
+                            format!(
+                                "lowering {}: sub-pixel form gives {:?}, not {:?}",
+                                node.name,
+                                out.shape(y),
+                                self.shape(old)
+                            ),
+                        ));
                     }
                     out.rename(y, self.value_name(old))?;
                     map[old.0] = Some(y);
@@ -203,7 +216,9 @@ impl Graph {
         let data = match dtype {
             crate::DType::F32 => TensorData::F32(sel.iter().map(|&x| x as f32).collect()),
             crate::DType::F64 => TensorData::F64(sel),
-            other => return Err(invalid("ConvTranspose", format!("sub-pixel form needs a float weight, not {other:?}"))),
+            other => {
+                return Err(invalid("ConvTranspose", format!("sub-pixel form needs a float weight, not {other:?}")))
+            }
         };
         let sel = self.constant("taps", Tensor::new(&[kh * kw, cols], data)?);
         let w2 = self.reshape_to(w, &[c * m, kh * kw])?;

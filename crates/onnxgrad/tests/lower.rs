@@ -104,6 +104,8 @@ fn gradients_through_subpixel_form_match_finite_differences() -> Result<()> {
     let k6 = ConvSpec { pads: vec![1, 1, 2, 2], ..ConvSpec::new2d(3, 0) };
     let (x, w) = ([1, 2, 3, 3], [2, 2, 6, 6]);
     let args = [arg("x", &x, rand(15, &x)), arg("w", &w, rand(16, &w))];
-    check_gradients_with("subpixel_convT_k6s3", F32, &args, F32_TOL, &sub, |g, v| g.conv_transpose(v[0], v[1], None, &k6))?;
+    check_gradients_with("subpixel_convT_k6s3", F32, &args, F32_TOL, &sub, |g, v| {
+        g.conv_transpose(v[0], v[1], None, &k6)
+    })?;
     Ok(())
 }
