@@ -506,7 +506,7 @@ impl Graph {
         self.require_rank("DepthToSpace", x, 4)?;
         let s = self.shape(x).to_vec();
         let b2 = blocksize * blocksize;
-        if blocksize == 0 || s[1] % b2 != 0 {
+        if blocksize == 0 || !s[1].is_multiple_of(b2) {
             return Err(invalid("DepthToSpace", format!("{s:?}: channels are not a multiple of {b2}")));
         }
         let shape = vec![s[0], s[1] / b2, s[2] * blocksize, s[3] * blocksize];

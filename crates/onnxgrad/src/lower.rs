@@ -74,7 +74,7 @@ fn axis_phases(
     op: usize,
     dilation: usize,
 ) -> Option<AxisPhases> {
-    if s < 2 || dilation != 1 || k % s != 0 || k + op != s + pb + pe || in_len == 0 {
+    if s < 2 || dilation != 1 || !k.is_multiple_of(s) || k + op != s + pb + pe || in_len == 0 {
         return None;
     }
     let t = k / s;
