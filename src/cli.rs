@@ -649,6 +649,20 @@ pub struct BenchStepArgs {
     /// Let intra-op threads spin between kernels (ONNX Runtime's default; the runner turns it off)
     #[arg(long)]
     pub spinning: bool,
+    /// How the step graphs are written out, one or more of: auto (the device's default), native (every operator
+    /// as built), subpixel (ConvTranspose as phase Convs wherever possible), subpixel:N (on input maps of at
+    /// most N pixels); each is timed
+    #[arg(long, num_args = 1.., default_values_t = ["auto".to_string()], value_name = "F")]
+    pub formulation: Vec<String>,
+    /// Batch norm's backward as the derivative of its primitives (the formulation before the closed form)
+    #[arg(long, hide = true)]
+    pub primitive_backward: bool,
+    /// CUDA: capture each step as a CUDA graph and replay it (ONNX Runtime's enable_cuda_graph)
+    #[arg(long)]
+    pub cuda_graph: bool,
+    /// CUDA: TF32 math on or off [default: the provider's]
+    #[arg(long, value_name = "on|off")]
+    pub tf32: Option<String>,
     /// Also profile this many iterations per configuration and print the top operators (stderr)
     #[arg(long, default_value_t = 0)]
     pub profile_steps: usize,

@@ -178,8 +178,23 @@ pub enum Resolved {
 
 static AUTO_FALLBACK_SAID: OnceLock<()> = OnceLock::new();
 
+/// CUDA execution provider settings beyond the device (speed only; ignored on CPU).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CudaOptions {
+    /// ONNX Runtime's `enable_cuda_graph`: capture the whole run once and replay it (static shapes, every input and
+    /// output bound to fixed device buffers; a runner with several buffer sets gives each its own `gpu_graph_id`).
+    pub cuda_graph: bool,
+    /// `use_tf32` (TF32 tensor-core math for fp32 convolutions and GEMMs); None: the provider's default.
+    pub tf32: Option<bool>,
+}
+
 /// A session builder with threads, optimisation level and execution provider set per `options`.
 pub fn session_builder(options: &SessionOptions) -> Result<(SessionBuilder, Resolved)> {
+    session_builder_with(options, CudaOptions::default())
+}
+
+/// [`session_builder`] with CUDA provider settings.
+pub fn session_builder_with(options: &SessionOptions, cuda: CudaOptions) -> Result<(SessionBuilder, Resolved)> {
     let env = environment()?;
     let level = if options.optimize { GraphOptimizationLevel::All } else { GraphOptimizationLevel::Disable };
     let mut builder = Session::builder(env)
@@ -192,7 +207,7 @@ pub fn session_builder(options: &SessionOptions) -> Result<(SessionBuilder, Reso
     let resolved = match options.device {
         Device::Cpu => Resolved::Cpu,
         Device::Cuda(n) => {
-            register_cuda(&mut builder, n).map_err(|e| {
+            register_cuda(&mut builder, n, cuda).map_err(|e| {
                 anyhow!(
                     "--device cuda:{n}: ONNX Runtime could not register the CUDA execution provider: {e}\n  \
                  fix: install the GPU build (`scripts/install-ort.sh --gpu`, CUDA 13 + cuDNN 9 libraries on \
@@ -201,7 +216,7 @@ pub fn session_builder(options: &SessionOptions) -> Result<(SessionBuilder, Reso
             })?;
             Resolved::Cuda(n)
         }
-        Device::Auto => match register_cuda(&mut builder, 0) {
+        Device::Auto => match register_cuda(&mut builder, 0, cuda) {
             Ok(()) => Resolved::Cuda(0),
             Err(reason) => {
                 if AUTO_FALLBACK_SAID.set(()).is_ok() {
@@ -217,11 +232,18 @@ pub fn session_builder(options: &SessionOptions) -> Result<(SessionBuilder, Reso
     Ok((builder, resolved))
 }
 
-fn register_cuda(builder: &mut SessionBuilder, device_id: i32) -> Result<()> {
+fn register_cuda(builder: &mut SessionBuilder, device_id: i32, cuda: CudaOptions) -> Result<()> {
     if !CUDA::is_available().unwrap_or(false) {
         bail!("this ONNX Runtime build has no CUDA execution provider (CPU-only wheel)");
     }
-    CUDA::default().with_device_id(device_id).register(builder).map_err(|e| anyhow!("{e}"))
+    let mut ep = CUDA::default().with_device_id(device_id);
+    if cuda.cuda_graph {
+        ep = ep.with_cuda_graph(true);
+    }
+    if let Some(on) = cuda.tf32 {
+        ep = ep.with_tf32(on);
+    }
+    ep.register(builder).map_err(|e| anyhow!("{e}"))
 }
 
 /// A session from an in-memory ONNX model (no temp files).

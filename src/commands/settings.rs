@@ -17,7 +17,7 @@ use crate::gan::steps::Optimizer;
 use crate::runtime::Device;
 use crate::train::sample::SampleRequest;
 use crate::train::trainer::{DebugOptions, ResumeOverrides, RunChoice};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// The global flags, resolved.
@@ -323,9 +323,24 @@ pub fn bench_step(args: BenchStepArgs, global: &GlobalSettings) -> Result<BenchR
         opt_level,
         no_memory_pattern,
         spinning,
+        formulation,
+        cuda_graph,
+        tf32,
+        primitive_backward,
         profile_steps,
         profile_dir,
     } = args;
+    let tf32 = match tf32.as_deref() {
+        None => None,
+        Some("on") => Some(true),
+        Some("off") => Some(false),
+        Some(other) => bail!("--tf32 {other:?}: expected on or off"),
+    };
+    let formulations = formulation
+        .iter()
+        .map(|f| crate::gan::runner::parse_formulation(f))
+        .collect::<Result<Vec<_>>>()
+        .context("--formulation")?;
     let fused = match mode.as_str() {
         "fused" => vec![true],
         "split" => vec![false],
@@ -351,7 +366,12 @@ pub fn bench_step(args: BenchStepArgs, global: &GlobalSettings) -> Result<BenchR
             opt_level,
             memory_pattern: no_memory_pattern.then_some(false),
             spinning: Some(spinning),
+            formulation: None,
+            cuda_graph,
+            tf32,
+            primitive_backward,
         },
+        formulations,
     })
 }
 

@@ -1,9 +1,10 @@
 //! `anime-pipe bench-step` (hidden): times training iterations of the runner on random data, like
 //! `bench/torch_dcgan.py` times PyTorch, and summarises ONNX Runtime profiles by operator and by phase.
 use super::models::Arch;
-use super::runner::{GanConfig, Runner, RunnerOptions, SessionTuning};
+use super::runner::{default_formulation, formulation_name, GanConfig, Runner, RunnerOptions, SessionTuning};
 use crate::runtime::Device;
 use anyhow::{Context, Result};
+use onnxgrad::Formulation;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ pub struct BenchRequest {
     pub profile_steps: usize,
     pub profile_dir: PathBuf,
     pub tuning: SessionTuning,
+    /// Formulations to time, each overriding `tuning.formulation` (None: the device's default).
+    pub formulations: Vec<Option<Formulation>>,
 }
 
 /// One timing, printed as a JSON line (same keys as bench/torch_dcgan.py's).
@@ -36,25 +39,35 @@ pub struct BenchResult {
     pub mode: &'static str,
     pub ms_per_step: f64,
     pub ms_min: f64,
+    /// Median process CPU time (user + system, all threads) per iteration: the work done, less sensitive than wall
+    /// time to other jobs sharing the cores.
+    pub cpu_ms_per_step: f64,
     pub steps: usize,
     pub threads: usize,
     pub device: String,
     pub optimize: bool,
     /// Non-default session settings, e.g. "opt_level=2 spinning=false".
     pub tuning: String,
+    /// How the graphs were written out ([`formulation_name`]).
+    pub formulation: String,
 }
 
 /// Times every (batch, mode) and prints each result as it comes; then profiles when asked.
 pub fn run(req: &BenchRequest) -> Result<Vec<BenchResult>> {
     let mut results = Vec::new();
+    let formulations =
+        if req.formulations.is_empty() { vec![req.tuning.formulation] } else { req.formulations.clone() };
     for &batch in &req.batches {
         for &fused in &req.fused {
-            let r = time_one(req, batch, fused)?;
-            println!("{}", serde_json::to_string(&r)?);
-            results.push(r);
-            if req.profile_steps > 0 {
-                let summary = profile_one(req, batch, fused)?;
-                eprint!("{summary}");
+            for &formulation in &formulations {
+                let one = BenchRequest { tuning: SessionTuning { formulation, ..req.tuning }, ..req.clone() };
+                let r = time_one(&one, batch, fused)?;
+                println!("{}", serde_json::to_string(&r)?);
+                results.push(r);
+                if req.profile_steps > 0 {
+                    let summary = profile_one(&one, batch, fused)?;
+                    eprint!("{summary}");
+                }
             }
         }
     }
@@ -91,13 +104,17 @@ fn time_one(req: &BenchRequest, batch: usize, fused: bool) -> Result<BenchResult
     let mut r = runner(req, batch, fused, None)?;
     let real = random_batch(batch, req.arch.image_size);
     let mut times = Vec::with_capacity(req.steps);
+    let mut cpu_times = Vec::with_capacity(req.steps);
     for i in 0..req.warmup + req.steps {
         let t = Instant::now();
+        let c = process_cpu_ms();
         r.step(&real)?;
         if i >= req.warmup {
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            cpu_times.push(process_cpu_ms() - c);
         }
     }
+    cpu_times.sort_by(f64::total_cmp);
     let m = r.metrics()?;
     anyhow::ensure!(m.d_loss.is_finite() && m.g_loss.is_finite(), "non-finite losses after the benchmark: {m:?}");
     times.sort_by(f64::total_cmp);
@@ -108,12 +125,25 @@ fn time_one(req: &BenchRequest, batch: usize, fused: bool) -> Result<BenchResult
         mode: if fused { "fused" } else { "split" },
         ms_per_step: round2(median(&times)),
         ms_min: round2(times.first().copied().unwrap_or(f64::NAN)),
+        cpu_ms_per_step: round2(median(&cpu_times)),
         steps: req.steps,
         threads: req.threads,
         device: format!("{:?}", r.device()).to_lowercase(),
         optimize: req.optimize,
         tuning: describe(&req.tuning),
+        formulation: formulation_name(&req.tuning.formulation.unwrap_or_else(|| default_formulation(r.device()))),
     })
+}
+
+/// User + system CPU time of this process so far, ms.
+fn process_cpu_ms() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(u.ru_utime) + ms(u.ru_stime)
 }
 
 fn describe(t: &SessionTuning) -> String {
@@ -126,6 +156,15 @@ fn describe(t: &SessionTuning) -> String {
     }
     if let Some(s) = t.spinning {
         parts.push(format!("spinning={s}"));
+    }
+    if t.cuda_graph {
+        parts.push("cuda_graph=true".to_string());
+    }
+    if let Some(on) = t.tf32 {
+        parts.push(format!("tf32={on}"));
+    }
+    if t.primitive_backward {
+        parts.push("primitive_backward=true".to_string());
     }
     parts.join(" ")
 }
@@ -145,7 +184,8 @@ fn round2(x: f64) -> f64 {
 fn profile_one(req: &BenchRequest, batch: usize, fused: bool) -> Result<String> {
     std::fs::create_dir_all(&req.profile_dir)?;
     let mode = if fused { "fused" } else { "split" };
-    let prefix = req.profile_dir.join(format!("{}_b{batch}_{mode}_", req.arch.name()));
+    let form = req.tuning.formulation.map(|f| formulation_name(&f)).unwrap_or_else(|| "auto".into()).replace(':', "");
+    let prefix = req.profile_dir.join(format!("{}_b{batch}_{mode}_{form}_", req.arch.name()));
     let mut r = runner(req, batch, fused, Some(prefix))?;
     let real = random_batch(batch, req.arch.image_size);
     for _ in 0..req.warmup + req.profile_steps {
@@ -158,7 +198,7 @@ fn profile_one(req: &BenchRequest, batch: usize, fused: bool) -> Result<String> 
     }
     // Warm-up iterations are in the trace too; the table is per profiled iteration, over all of them.
     let iterations = req.warmup + req.profile_steps;
-    Ok(profile.render(&format!("{} batch {batch} {mode}", req.arch.name()), iterations, &files))
+    Ok(profile.render(&format!("{} batch {batch} {mode} {form}", req.arch.name()), iterations, &files))
 }
 
 /// Node times from ONNX Runtime traces, by operator type and by phase.

@@ -51,6 +51,7 @@ pub fn write_graphs(dir: &Path, req: &ExportRequest) -> Result<GraphReport> {
         d_optimizer: req.d_optimizer,
         g_optimizer: req.g_optimizer,
         output_gradients: false,
+        primitive_backward: false,
     };
     let graphs = [
         steps::d_step(&opts, &mut store)?,

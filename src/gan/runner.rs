@@ -18,9 +18,10 @@ use super::steps::{self, Optimizer, Role, StepGraph, StepKind, StepOptions};
 use crate::runtime::{self, Device, Resolved, SessionOptions};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use onnxgrad::nn::ParamStore;
+use onnxgrad::Formulation;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{IoBinding, Session};
+use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{DynTensor, Tensor, TensorElementType};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -113,6 +114,7 @@ impl GanConfig {
             d_optimizer: self.d_optimizer,
             g_optimizer: self.g_optimizer,
             output_gradients: false,
+            primitive_backward: false,
         }
     }
 }
@@ -144,6 +146,54 @@ pub struct SessionTuning {
     pub memory_pattern: Option<bool>,
     /// Intra-op threads spin before sleeping (ONNX Runtime's default: on).
     pub spinning: Option<bool>,
+    /// How operators are written out for the execution provider ([`onnxgrad::lower`]); None: the device's
+    /// default, [`default_formulation`].
+    pub formulation: Option<Formulation>,
+    /// CUDA only: capture each state-buffer set's run as a CUDA graph (ONNX Runtime's `enable_cuda_graph`, one
+    /// `gpu_graph_id` per binding) and replay it.
+    pub cuda_graph: bool,
+    /// CUDA only: TF32 math (None: the provider's default).
+    pub tf32: Option<bool>,
+    /// Build the graphs with batch norm's primitive backward ([`StepOptions::primitive_backward`]; benchmarks of
+    /// the formulation before the closed form).
+    pub primitive_backward: bool,
+}
+
+/// The formulation the step graphs are written in on `device` unless told otherwise: on ONNX Runtime's CPU
+/// provider, `ConvTranspose` on maps of up to 8x8 input pixels in sub-pixel form (faster there, measured per
+/// layer by `bench/conv_grad_formulations.py` and per step by `bench/train_step.sh`); elsewhere (CUDA: cuDNN's
+/// transposed convolution) every operator as built.
+pub fn default_formulation(device: Resolved) -> Formulation {
+    match device {
+        Resolved::Cpu => Formulation::subpixel_up_to(CPU_SUBPIXEL_MAX_PIXELS),
+        Resolved::Cuda(_) => Formulation::native(),
+    }
+}
+
+/// See [`default_formulation`].
+pub const CPU_SUBPIXEL_MAX_PIXELS: usize = 64;
+
+/// Parses a formulation name: `native`, `subpixel` (wherever the geometry allows), `subpixel:N` (input maps of
+/// at most N pixels), or `auto` (None: the device's default).
+pub fn parse_formulation(s: &str) -> Result<Option<Formulation>> {
+    Ok(match s {
+        "auto" => None,
+        "native" => Some(Formulation::native()),
+        "subpixel" => Some(Formulation::subpixel()),
+        _ => match s.strip_prefix("subpixel:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Some(Formulation::subpixel_up_to(n)),
+            _ => bail!("formulation {s:?}: expected auto, native, subpixel or subpixel:N"),
+        },
+    })
+}
+
+/// The name [`parse_formulation`] reads back.
+pub fn formulation_name(f: &Formulation) -> String {
+    match f.subpixel_max_pixels {
+        0 => "native".to_string(),
+        usize::MAX => "subpixel".to_string(),
+        n => format!("subpixel:{n}"),
+    }
 }
 
 impl SessionTuning {
@@ -236,6 +286,8 @@ struct Exec {
     feeds: Vec<String>,
     metrics: Vec<String>,
     bindings: HashMap<Vec<usize>, IoBinding>,
+    /// CUDA graph id (1, 2, ...) of each binding.
+    graph_ids: HashMap<Vec<usize>, usize>,
 }
 
 /// Runs GAN training iterations (see the module docs).
@@ -257,6 +309,8 @@ pub struct Runner {
     g_updates: u64,
     /// The noise of the latest D step, reused by the G step that follows (the same z, as PyTorch's example).
     last_noise: Option<Noise>,
+    /// Runs replay captured CUDA graphs ([`SessionTuning::cuda_graph`] on a CUDA device).
+    cuda_graph: bool,
 }
 
 impl Runner {
@@ -270,7 +324,7 @@ impl Runner {
     pub fn with_tuning(config: &GanConfig, options: &RunnerOptions, tuning: SessionTuning) -> Result<Runner> {
         ensure!(options.fetch_metrics_every > 0, "fetch_metrics_every must be at least 1");
         let mut store = steps::init_store(&config.arch, config.seed)?;
-        let opts = config.step_options();
+        let opts = StepOptions { primitive_backward: tuning.primitive_backward, ..config.step_options() };
         let kinds: &[StepKind] = if options.fused { &[StepKind::Fused] } else { &[StepKind::DStep, StepKind::GStep] };
         let session_options =
             SessionOptions { device: options.device, threads: options.threads, optimize: options.optimize };
@@ -305,6 +359,7 @@ impl Runner {
             d_updates: 0,
             g_updates: 0,
             last_noise: None,
+            cuda_graph: tuning.cuda_graph && matches!(resolved, Resolved::Cuda(_)),
         };
         runner.allocate(&allocator)?;
         Ok(runner)
@@ -522,11 +577,22 @@ impl Runner {
             let binding = exec.bind_state(&mut self.slots, &mut self.metrics)?;
             exec.bindings.insert(key.clone(), binding);
         }
+        let graph_id = exec.graph_ids.len() + 1;
+        let graph_id = *exec.graph_ids.entry(key.clone()).or_insert(graph_id);
         let binding = exec.bindings.get_mut(&key).expect("binding exists");
         for name in &exec.feeds {
             binding.bind_input(name.as_str(), &self.feeds[name]).map_err(|e| anyhow!("binding {name}: {e}"))?;
         }
-        exec.session.run_binding(binding).map_err(|e| anyhow!("running {:?}: {e}", kind))?;
+        if self.cuda_graph {
+            // One captured graph per state-buffer set (the double-buffered state alternates between two).
+            let mut run_options = RunOptions::new().map_err(|e| anyhow!("{e}"))?;
+            run_options.set("gpu_graph_id", graph_id.to_string()).map_err(|e| anyhow!("{e}"))?;
+            exec.session
+                .run_binding_with_options(binding, &run_options)
+                .map_err(|e| anyhow!("running {:?}: {e}", kind))?;
+        } else {
+            exec.session.run_binding(binding).map_err(|e| anyhow!("running {:?}: {e}", kind))?;
+        }
         for name in &exec.updated {
             let slot = self.slots.get_mut(name).expect("slot exists");
             slot.current ^= 1;
@@ -614,7 +680,16 @@ impl Exec {
         let updated = names(&[Role::State]);
         let feeds = names(&[Role::Batch, Role::Hyperparameter]);
         let metrics = spec.outputs_with(Role::Metric).map(|p| p.name.clone()).collect();
-        Exec { spec, session, state_inputs, updated, feeds, metrics, bindings: HashMap::new() }
+        Exec {
+            spec,
+            session,
+            state_inputs,
+            updated,
+            feeds,
+            metrics,
+            bindings: HashMap::new(),
+            graph_ids: HashMap::new(),
+        }
     }
 
     /// A binding with the state inputs on their current buffers, the updates on the other ones and the metrics
@@ -651,7 +726,8 @@ fn open_session(
     options: &RunnerOptions,
     t: SessionTuning,
 ) -> Result<(Session, Resolved)> {
-    let (mut builder, resolved) = runtime::session_builder(session_options)?;
+    let cuda = runtime::CudaOptions { cuda_graph: t.cuda_graph, tf32: t.tf32 };
+    let (mut builder, resolved) = runtime::session_builder_with(session_options, cuda)?;
     if let Some(level) = t.opt_level {
         let level = match level {
             0 => GraphOptimizationLevel::Disable,
@@ -671,8 +747,10 @@ fn open_session(
         let path = PathBuf::from(format!("{}{}", prefix.display(), spec.kind.file_name().trim_end_matches(".onnx")));
         builder = builder.with_profiling(path).map_err(|e| anyhow!("{e}"))?;
     }
+    let formulation = t.formulation.unwrap_or_else(|| default_formulation(resolved));
+    let model = spec.graph.lowered(&formulation)?.to_onnx_bytes();
     let session = builder
-        .commit_from_memory(&spec.to_onnx_bytes())
+        .commit_from_memory(&model)
         .map_err(|e| anyhow!("ONNX Runtime rejected {}: {e}", spec.kind.file_name()))?;
     Ok((session, resolved))
 }

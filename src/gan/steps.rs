@@ -119,6 +119,10 @@ pub struct StepOptions {
     /// Also output every trained parameter's gradient as `<param>.grad` (for gradient checks and norms).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub output_gradients: bool,
+    /// Differentiate batch norm's primitives one by one instead of its closed-form backward
+    /// ([`onnxgrad::Graph::set_primitive_backward`]; same values, more nodes: the formulation before it existed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub primitive_backward: bool,
 }
 
 /// `torch.optim.Adam` (L2 penalty in the gradient) or `torch.optim.AdamW` (decoupled weight decay).
@@ -144,7 +148,14 @@ crate::impl_named_str!(Optimizer);
 
 impl StepOptions {
     pub fn new(arch: Arch, batch: usize) -> StepOptions {
-        StepOptions { arch, batch, d_optimizer: Optimizer::Adam, g_optimizer: Optimizer::Adam, output_gradients: false }
+        StepOptions {
+            arch,
+            batch,
+            d_optimizer: Optimizer::Adam,
+            g_optimizer: Optimizer::Adam,
+            output_gradients: false,
+            primitive_backward: false,
+        }
     }
 
     fn adam(&self, prefix: &str) -> AdamOptions {
@@ -307,6 +318,7 @@ fn params_of(g: &Graph, params: &[ValueId], prefix: &str) -> Vec<ValueId> {
 pub fn d_step(opts: &StepOptions, store: &mut ParamStore) -> Result<StepGraph> {
     opts.check()?;
     let mut g = Graph::new(StepKind::DStep.graph_name());
+    g.set_primitive_backward(opts.primitive_backward);
     let real = declare_real(&mut g, opts)?;
     let z = declare_z(&mut g, opts)?;
     let real_t = g.input(REAL_TARGET, DType::F32, &[opts.batch])?;
@@ -369,6 +381,7 @@ fn generator_loss(net: &mut Net, opts: &StepOptions, fake: ValueId, gen_t: Value
 pub fn g_step(opts: &StepOptions, store: &mut ParamStore) -> Result<StepGraph> {
     opts.check()?;
     let mut g = Graph::new(StepKind::GStep.graph_name());
+    g.set_primitive_backward(opts.primitive_backward);
     let z = declare_z(&mut g, opts)?;
     let gen_t = g.input(GEN_TARGET, DType::F32, &[opts.batch])?;
     let mut net = Net::new(&mut g, store, Mode::Train, Binding::Inputs);
@@ -387,6 +400,7 @@ pub fn g_step(opts: &StepOptions, store: &mut ParamStore) -> Result<StepGraph> {
 pub fn fused_step(opts: &StepOptions, store: &mut ParamStore) -> Result<StepGraph> {
     opts.check()?;
     let mut g = Graph::new(StepKind::Fused.graph_name());
+    g.set_primitive_backward(opts.primitive_backward);
     let real = declare_real(&mut g, opts)?;
     let z = declare_z(&mut g, opts)?;
     let real_t = g.input(REAL_TARGET, DType::F32, &[opts.batch])?;

@@ -1,10 +1,11 @@
 //! The GAN step runner on CPU: the fused graph and the split D/G graphs agree, runs are bit-reproducible and
 //! resumable, the G step leaves D's parameters alone, and a tiny GAN learns a trivial image distribution.
 use anime_pipe::gan::models::{Arch, Family};
-use anime_pipe::gan::runner::{AdamHyper, GanConfig, Runner, RunnerOptions};
+use anime_pipe::gan::runner::{AdamHyper, GanConfig, Runner, RunnerOptions, SessionTuning};
 use anime_pipe::gan::steps::{self, Role};
 use anime_pipe::runtime::Device;
 use anyhow::Result;
+use onnxgrad::Formulation;
 
 type State = anime_pipe::gan::runner::StateTensors;
 
@@ -85,6 +86,43 @@ fn fused_graph_and_split_graphs_give_the_same_iterations() -> Result<()> {
         }
         let diff = max_rel_diff(&fused.state()?, &split.state()?);
         assert!(diff < 1e-4, "{}: states differ by {diff}", arch.name());
+    }
+    Ok(())
+}
+
+#[test]
+fn every_formulation_trains_the_same_iterations() -> Result<()> {
+    // Graphs written as built (native, primitive batch-norm backward: main's graphs before the formulations),
+    // with the closed-form batch-norm backward, and with sub-pixel ConvTranspose everywhere (tiny maps: <= 8x8
+    // is every layer here): the same training up to summation order.
+    let config = GanConfig::new(tiny_dcgan(), 4, 5);
+    let tuned = |formulation: Formulation, primitive_backward: bool| {
+        let tuning = SessionTuning { formulation: Some(formulation), primitive_backward, ..SessionTuning::training() };
+        Runner::with_tuning(&config, &cpu(true, 1), tuning)
+    };
+    let mut reference = tuned(Formulation::native(), true)?;
+    let mut others = [tuned(Formulation::native(), false)?, tuned(Formulation::subpixel(), false)?];
+    for i in 0..4 {
+        let real = batch_bytes(&config, i);
+        let a = reference.step(&real)?.expect("metrics every step");
+        for (k, other) in others.iter_mut().enumerate() {
+            let b = other.step(&real)?.expect("metrics every step");
+            for (x, y) in [(a.d_loss, b.d_loss), (a.g_loss, b.g_loss), (a.d_fake, b.d_fake), (a.g_fake, b.g_fake)] {
+                assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "formulation {k}: step {i}: {a:?} vs {b:?}");
+            }
+        }
+    }
+    // Adam moves each parameter by about lr = 2e-4 per step whatever the gradient's size, so a rounding-level
+    // difference in a near-zero gradient can flip one step's direction: bound the absolute difference by that.
+    let reference = reference.state()?;
+    for (k, other) in others.iter().enumerate() {
+        let other = other.state()?;
+        let worst = other
+            .iter()
+            .flat_map(|(n, (_, v))| v.iter().zip(&reference[n].1).map(|(x, y)| (x - y).abs()))
+            .fold(0.0f32, f32::max);
+        assert!(worst < 2.0 * 2e-4 * 4.0, "formulation {k}: states differ by {worst}");
+        eprintln!("formulation {k}: largest state difference {worst:e} after 4 iterations");
     }
     Ok(())
 }

@@ -11,7 +11,7 @@
 //! every consumer of its outputs has already contributed: a value used several times (fan-out) gets the sum of
 //! its contributions (one `Sum` node), named `<value>.grad`.
 use crate::error::{Error, Result};
-use crate::ir::{Graph, Tensor, ValueId};
+use crate::ir::{FusedKind, FusedRegion, Graph, Tensor, ValueId};
 use crate::vjp::vjp;
 use std::collections::{HashMap, HashSet};
 
@@ -52,7 +52,22 @@ pub fn gradients(g: &mut Graph, loss: ValueId, wrt: &[ValueId]) -> Result<Gradie
     let reaches = reaches_loss(g, loss);
     let mut acc = Accumulator { first_new_value: g.values().len(), ..Accumulator::default() };
     acc.seed(g, loss)?;
+    let regions: HashMap<usize, FusedRegion> =
+        if g.primitive_backward { HashMap::new() } else { g.fused.iter().map(|r| (r.last, r.clone())).collect() };
+    let mut skip_down_to: Option<usize> = None;
     for index in (0..g.nodes().len()).rev() {
+        if let Some(first) = skip_down_to {
+            if index >= first {
+                continue;
+            }
+            skip_down_to = None;
+        }
+        if let Some(region) = regions.get(&index) {
+            if fused_vjp(g, region, &depends, &mut acc)? {
+                skip_down_to = Some(region.first);
+                continue;
+            }
+        }
         let node = g.nodes()[index].clone();
         if !node.outputs.iter().any(|o| depends[o.0] && reaches[o.0]) {
             continue;
@@ -78,6 +93,64 @@ pub fn gradients(g: &mut Graph, loss: ValueId, wrt: &[ValueId]) -> Result<Gradie
         }
     }
     Ok(out)
+}
+
+/// Applies a fused region's backward rule when only its main output has a gradient; returns false (nothing done)
+/// otherwise, and the caller differentiates the region's nodes one by one.
+fn fused_vjp(g: &mut Graph, region: &FusedRegion, depends: &[bool], acc: &mut Accumulator) -> Result<bool> {
+    match region.kind {
+        FusedKind::BatchNorm { x, scale, bias, mean, var, inv, xhat, y } => {
+            if [mean, var, inv, xhat].iter().any(|v| acc.pending.contains_key(v) || acc.totals.contains_key(v)) {
+                return Ok(false);
+            }
+            let Some(dy) = acc.total(g, y)? else {
+                return Ok(true); // no gradient reaches the output: nothing to propagate
+            };
+            let node_name = g.producer(y).map(|n| n.name.clone()).unwrap_or_default();
+            let grads =
+                g.with_scopes(vec![format!("{node_name}.bwd")], |g| batch_norm_train_vjp(g, x, scale, dy, inv, xhat))?;
+            let (dx, dscale, dbias) = grads;
+            for (v, d) in [(x, dx), (scale, dscale), (bias, dbias)] {
+                if depends[v.0] {
+                    check_gradient_type(g, &node_name, v, d)?;
+                    acc.pending.entry(v).or_default().push(d);
+                }
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// The closed form of training-mode batch norm's gradient (statistics over the `n` elements of each channel):
+/// `dbias = sum(dy)`, `dscale = sum(dy * xhat)`, `dx = scale * inv * (dy - sum(dy)/n - xhat * sum(dy * xhat)/n)`;
+/// two reductions and four elementwise passes, where differentiating the primitives through the batch mean and
+/// variance takes about twice as many.
+fn batch_norm_train_vjp(
+    g: &mut Graph,
+    x: ValueId,
+    scale: ValueId,
+    dy: ValueId,
+    inv: ValueId,
+    xhat: ValueId,
+) -> Result<(ValueId, ValueId, ValueId)> {
+    let shape = g.shape(x).to_vec();
+    let axes: Vec<i64> = (0..shape.len() as i64).filter(|&a| a != 1).collect();
+    let count: usize = shape.iter().enumerate().filter(|&(i, _)| i != 1).map(|(_, &d)| d).product();
+    let per_channel = g.shape(inv).to_vec();
+    let dbias = g.reduce_sum(dy, &axes, false)?;
+    let dy_xhat = g.mul(dy, xhat)?;
+    let dscale = g.reduce_sum(dy_xhat, &axes, false)?;
+    let scale_b = g.reshape_to(scale, &per_channel)?;
+    let gain = g.mul(scale_b, inv)?; // [1, C, 1, ...]
+    let mean_dy = g.reshape_to(dbias, &per_channel)?;
+    let mean_dy = g.scale(mean_dy, 1.0 / count as f64)?;
+    let mean_dy_xhat = g.reshape_to(dscale, &per_channel)?;
+    let mean_dy_xhat = g.scale(mean_dy_xhat, 1.0 / count as f64)?;
+    let t = g.mul(xhat, mean_dy_xhat)?;
+    let t = g.sub(dy, t)?;
+    let t = g.sub(t, mean_dy)?;
+    let dx = g.mul(t, gain)?;
+    Ok((dx, dscale, dbias))
 }
 
 /// Values that depend on any of `wrt` through differentiable float edges.

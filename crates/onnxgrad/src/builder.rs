@@ -501,6 +501,19 @@ impl Graph {
         Ok(self.node1(op, vec![x, c_starts, c_ends, c_axes], dtype, shape))
     }
 
+    /// `DepthToSpace` ("DCR"): `x [N, b*b*C, H, W]` -> `[N, C, H*b, W*b]` (see [`Op::DepthToSpace`]).
+    pub fn depth_to_space(&mut self, x: ValueId, blocksize: usize) -> Result<ValueId> {
+        self.require_rank("DepthToSpace", x, 4)?;
+        let s = self.shape(x).to_vec();
+        let b2 = blocksize * blocksize;
+        if blocksize == 0 || !s[1].is_multiple_of(b2) {
+            return Err(invalid("DepthToSpace", format!("{s:?}: channels are not a multiple of {b2}")));
+        }
+        let shape = vec![s[0], s[1] / b2, s[2] * blocksize, s[3] * blocksize];
+        let dtype = self.dtype(x);
+        Ok(self.node1(Op::DepthToSpace { blocksize }, vec![x], dtype, shape))
+    }
+
     /// Zero padding; `pads` holds all begins then all ends (ONNX order).
     pub fn pad(&mut self, x: ValueId, pads: &[usize]) -> Result<ValueId> {
         let s = self.shape(x).to_vec();

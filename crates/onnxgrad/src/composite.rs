@@ -6,7 +6,7 @@
 //! hand-written backward (autodiff differentiates the primitives, including through the batch statistics), uses
 //! PyTorch's running-statistics convention, and runs on any execution provider.
 use crate::error::{invalid, Result};
-use crate::ir::{Graph, ValueId};
+use crate::ir::{FusedKind, FusedRegion, Graph, ValueId};
 
 /// The values of a training-mode batch normalisation.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +87,7 @@ impl Graph {
         per_channel[1] = channels;
         let axes: Vec<i64> = (0..shape.len() as i64).filter(|&a| a != 1).collect();
 
+        let first = self.nodes().len();
         let mean = self.reduce_mean(x, &axes, true)?;
         let xc = self.sub(x, mean)?;
         let sq = self.mul(xc, xc)?;
@@ -99,6 +100,9 @@ impl Graph {
         let bias_b = self.reshape_to(bias, &per_channel)?;
         let scaled = self.mul(xhat, scale_b)?;
         let y = self.add(scaled, bias_b)?;
+        let last = self.nodes().len() - 1;
+        let kind = FusedKind::BatchNorm { x, scale, bias, mean, var, inv, xhat, y };
+        self.fused.push(FusedRegion { first, last, kind });
         Ok((y, mean, var))
     }
 

@@ -69,6 +69,35 @@ pub struct Graph {
     node_names: HashSet<String>,
     scalar_cache: HashMap<(DType, String), ValueId>,
     state_updates: Vec<(ValueId, ValueId)>,
+    /// Node ranges with a hand-written backward rule (see [`crate::autodiff`]).
+    pub(crate) fused: Vec<FusedRegion>,
+    /// Whether [`crate::gradients`] uses the fused rules (default) or differentiates the primitives.
+    pub(crate) primitive_backward: bool,
+}
+
+/// Nodes `first..=last` compute a composite whose gradient has a compact closed form; autodiff applies it instead
+/// of differentiating each node, as long as only the composite's main output carries a gradient.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FusedRegion {
+    pub first: usize,
+    pub last: usize,
+    pub kind: FusedKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FusedKind {
+    /// Training-mode batch norm `y = xhat * scale + bias`, `xhat = (x - mean) * inv` over every axis but 1
+    /// (`mean`, `var`, `inv`: kept-dims `[1, C, 1, ...]`).
+    BatchNorm {
+        x: ValueId,
+        scale: ValueId,
+        bias: ValueId,
+        mean: ValueId,
+        var: ValueId,
+        inv: ValueId,
+        xhat: ValueId,
+        y: ValueId,
+    },
 }
 
 impl Graph {
@@ -158,6 +187,13 @@ impl Graph {
         let out = f(self);
         self.scopes = saved;
         out
+    }
+
+    /// Chooses how [`crate::gradients`] differentiates composites that have a hand-written backward rule
+    /// (training-mode batch norm): `false` (default) applies the rule, `true` differentiates their primitive
+    /// operators one by one (more nodes, same values up to rounding; kept for checking the rules).
+    pub fn set_primitive_backward(&mut self, on: bool) {
+        self.primitive_backward = on;
     }
 
     /// Declares a graph input with an exact (unscoped) name: inputs are the interface a runtime binds.
@@ -301,7 +337,7 @@ impl Graph {
         self.add_node_named(node_name, op, inputs, named)
     }
 
-    fn add_node_named(
+    pub(crate) fn add_node_named(
         &mut self,
         node_name: String,
         op: Op,
@@ -317,6 +353,11 @@ impl Graph {
             .collect();
         self.nodes.push(Node { name: node_name, op, inputs, outputs: outputs.clone() });
         outputs
+    }
+
+    /// Appends `v` to the graph outputs as it is named (lowering copies outputs this way).
+    pub(crate) fn push_output(&mut self, v: ValueId) {
+        self.outputs.push(v);
     }
 
     fn push_value(&mut self, name: String, dtype: DType, shape: Vec<usize>, source: Source) -> ValueId {

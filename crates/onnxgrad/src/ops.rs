@@ -159,6 +159,11 @@ pub enum Op {
     Expand {
         shape: Vec<usize>,
     },
+    /// `DepthToSpace` in "DCR" order: `[N, b*b*C, H, W]` -> `[N, C, H*b, W*b]`, input channel `(i*b + j)*C + c`
+    /// going to output pixel `(h*b + i, w*b + j)` of channel `c`.
+    DepthToSpace {
+        blocksize: usize,
+    },
     ReduceSum {
         axes: Vec<usize>,
         keepdims: bool,
@@ -236,6 +241,7 @@ impl Op {
             Op::Slice { .. } => "Slice",
             Op::Pad { .. } => "Pad",
             Op::Expand { .. } => "Expand",
+            Op::DepthToSpace { .. } => "DepthToSpace",
             Op::ReduceSum { .. } => "ReduceSum",
             Op::ReduceMean { .. } => "ReduceMean",
             Op::Cast { .. } => "Cast",
@@ -275,6 +281,9 @@ impl Op {
                 ("storage_order", Attr::Int(0)),
             ],
             Op::Flatten { axis } => vec![("axis", Attr::Int(*axis as i64))],
+            Op::DepthToSpace { blocksize } => {
+                vec![("blocksize", Attr::Int(*blocksize as i64)), ("mode", Attr::String("DCR".into()))]
+            }
             Op::Transpose { perm } => vec![("perm", ints(perm))],
             Op::Concat { axis } => vec![("axis", Attr::Int(*axis as i64))],
             Op::Pad { .. } => vec![("mode", Attr::String("constant".into()))],
@@ -314,6 +323,7 @@ impl Op {
             Op::ConvTranspose(_) => "conv_transpose",
             Op::LeakyRelu { .. } => "leaky_relu",
             Op::ScatterAdd { .. } => "scatter_add",
+            Op::DepthToSpace { .. } => "depth_to_space",
             Op::ConstantOfShape { .. } => "fill",
             other => other.onnx_type(),
         };

@@ -114,6 +114,13 @@ pub(crate) fn vjp(g: &mut Graph, node: &Node, dys: &[Option<ValueId>], needs: &[
             one(g.slice(dy, &axes, &pads[..shape.len()], &ends)?)
         }
         Op::Expand { .. } => one(unbroadcast(g, dy, x)?),
+        Op::DepthToSpace { blocksize: b } => {
+            // The inverse permutation (space-to-depth in DCR order) with Reshape/Transpose.
+            let [n, c, h, w] = g.shape(dy)[..] else { unreachable!("DepthToSpace output is rank 4") };
+            let t = g.reshape_to(dy, &[n, c, h / b, *b, w / b, *b])?;
+            let t = g.transpose(t, &[0, 3, 5, 1, 2, 4])?;
+            one(g.reshape_to(t, &[n, b * b * c, h / b, w / b])?)
+        }
         Op::ReduceSum { axes, keepdims } => one(reduce_vjp(g, x, dy, axes, *keepdims, false)?),
         Op::ReduceMean { axes, keepdims } => one(reduce_vjp(g, x, dy, axes, *keepdims, true)?),
         Op::Cast { .. } if g.dtype(x).is_float() => {

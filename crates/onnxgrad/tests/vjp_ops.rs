@@ -317,3 +317,11 @@ fn dropout_scales_kept_elements() -> Result<()> {
     })?;
     Ok(())
 }
+
+#[test]
+fn depth_to_space_gradient() -> Result<()> {
+    // DepthToSpace has double kernels in ONNX Runtime: f64 check of its reshape/transpose gradient rule.
+    let args = [arg("x", &[2, 8, 2, 3], rand(90, &[2, 8, 2, 3]))];
+    check_gradients("depth_to_space", F64, &args, F64_TOL, |g, x| g.depth_to_space(x[0], 2))?;
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! Test helpers: loading ONNX Runtime, running graphs, and finite-difference gradient checks through ONNX Runtime.
 #![allow(dead_code)]
 use anyhow::{anyhow, bail, Context, Result};
-use onnxgrad::{gradients, DType, Graph, Tensor, TensorData, ValueId};
+use onnxgrad::{gradients, DType, Formulation, Graph, Tensor, TensorData, ValueId};
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -194,6 +194,19 @@ pub fn check_gradients(
     tol: Tol,
     build: impl FnOnce(&mut Graph, &[ValueId]) -> onnxgrad::Result<ValueId>,
 ) -> Result<f64> {
+    check_gradients_with(name, dtype, args, tol, &Formulation::native(), build)
+}
+
+/// [`check_gradients`] with both the forward and the gradient graph written in `formulation`
+/// ([`Graph::lowered`]) before they run: checks an alternative formulation against finite differences.
+pub fn check_gradients_with(
+    name: &str,
+    dtype: DType,
+    args: &[Arg],
+    tol: Tol,
+    formulation: &Formulation,
+    build: impl FnOnce(&mut Graph, &[ValueId]) -> onnxgrad::Result<ValueId>,
+) -> Result<f64> {
     let mut g = Graph::new(name);
     let xs: Vec<ValueId> = args.iter().map(|a| g.input(a.name, dtype, &a.shape)).collect::<Result<_, _>>()?;
     let y = build(&mut g, &xs).with_context(|| format!("{name}: building"))?;
@@ -209,8 +222,8 @@ pub fn check_gradients(
         let grad = grads.get(x).ok_or_else(|| anyhow!("{name}: no gradient for {}", a.name))?;
         g.output(grad, &format!("{}.grad", a.name))?;
     }
-    let mut grad_session = session(&g)?;
-    let mut fwd_session = session(&forward)?;
+    let mut grad_session = session(&g.lowered(formulation)?)?;
+    let mut fwd_session = session(&forward.lowered(formulation)?)?;
     let base: Vec<Tensor> = args.iter().map(|a| tensor(dtype, &a.shape, &a.data)).collect();
     let feeds = |ts: &[Tensor]| args.iter().zip(ts).map(|(a, t)| (a.name, t.clone())).collect::<Vec<_>>();
     let analytic = run_owned(&mut grad_session, &feeds(&base))?;
