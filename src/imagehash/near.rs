@@ -43,6 +43,60 @@ pub fn near_pairs(hashes: &[u64], threshold: u32) -> Vec<(u32, u32)> {
     pairs
 }
 
+/// All `(q, i)` with `popcount(queries[q] ^ index[i]) <= threshold`, sorted: multi-index hashing over `index`
+/// (the tables of [`near_pairs`]), each query probing every block's buckets within the radius; a match is
+/// reported from the first block where it qualifies only. Only `index` is tabled (12 bytes per hash per block);
+/// queries are read in place, in order of their first block's value so that the probes of that block stream.
+pub fn near_matches(index: &[u64], queries: &[u64], threshold: u32) -> Vec<(u32, u32)> {
+    if index.is_empty() || queries.is_empty() {
+        return Vec::new();
+    }
+    let blocks = Blocks::choose(index.len(), threshold);
+    let tables: Vec<BlockTable> = (0..blocks.m).map(|b| BlockTable::build(index, blocks.range(b))).collect();
+    let flips: Vec<Vec<u32>> = (0..blocks.m).map(|b| flip_masks(blocks.range(b).1, blocks.radius)).collect();
+    let mut order: Vec<u32> = (0..queries.len() as u32).collect();
+    order.sort_unstable_by_key(|&q| (tables[0].value(queries[q as usize]), q));
+    let found: Vec<Vec<(u32, u32)>> = order
+        .par_chunks(4096)
+        .map(|chunk| {
+            let mut out = Vec::new();
+            for &q in chunk {
+                probe_query(&tables, &flips, queries[q as usize], q, threshold, blocks.radius, &mut out);
+            }
+            out
+        })
+        .collect();
+    let mut matches: Vec<(u32, u32)> = found.into_iter().flatten().collect();
+    matches.sort_unstable();
+    matches
+}
+
+/// The matches of one query hash `h` (id `q`) over all blocks.
+fn probe_query(
+    tables: &[BlockTable],
+    flips: &[Vec<u32>],
+    h: u64,
+    q: u32,
+    threshold: u32,
+    radius: u32,
+    out: &mut Vec<(u32, u32)>,
+) {
+    for (b, table) in tables.iter().enumerate() {
+        let v = table.value(h);
+        for &flip in &flips[b] {
+            let (ids, values) = table.bucket(v ^ flip);
+            for (&i, &hi) in ids.iter().zip(values) {
+                if (h ^ hi).count_ones() > threshold {
+                    continue;
+                }
+                if !tables[..b].iter().any(|t| (t.value(h) ^ t.value(hi)).count_ones() <= radius) {
+                    out.push((q, i));
+                }
+            }
+        }
+    }
+}
+
 /// Pairs (i, j), i < j, with i in bucket `v` of block `b`, j in a bucket within the radius, within the threshold
 /// on all 64 bits, and not within the radius on an earlier block (so each pair is reported by one block only).
 fn probe_bucket(
@@ -233,6 +287,26 @@ mod tests {
             let expected = brute_force(&hashes, t);
             assert!(!expected.is_empty());
             assert_eq!(near_pairs(&hashes, t), expected, "threshold {t}");
+        }
+    }
+
+    #[test]
+    fn near_matches_finds_exactly_the_brute_force_matches() {
+        for (seed, t) in [(11, 0), (12, 3), (13, 8), (14, 12)] {
+            let index = test_hashes(seed);
+            let mut s = seed;
+            let mut queries: Vec<u64> = (0..300).map(|_| rng(&mut s)).collect();
+            queries.extend(index.iter().step_by(7).map(|&h| flip_random_bits(h, (rng(&mut s) % 14) as u32, &mut s)));
+            let mut expected = Vec::new();
+            for (q, &hq) in queries.iter().enumerate() {
+                for (i, &hi) in index.iter().enumerate() {
+                    if (hq ^ hi).count_ones() <= t {
+                        expected.push((q as u32, i as u32));
+                    }
+                }
+            }
+            assert!(!expected.is_empty());
+            assert_eq!(near_matches(&index, &queries, t), expected, "threshold {t}");
         }
     }
 

@@ -16,7 +16,7 @@ use std::fs;
 use std::path::PathBuf;
 
 /// Bumped whenever the meaning of an index row changes, so old indexes are ignored rather than misread.
-const INDEX_VERSION: &str = "ingest-index/2";
+const INDEX_VERSION: &str = "ingest-index/3";
 
 pub(super) fn limits_tag(limits: &Limits) -> String {
     format!("{}/{}/{}", limits.max_file_bytes, limits.max_pixels, limits.max_archive_bytes)
