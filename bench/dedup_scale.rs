@@ -43,7 +43,7 @@ fn near(n: usize, query_items: usize) {
     let hashes: Vec<u64> = (0..n as u64)
         .map(|i| {
             let r = splitmix(i);
-            if i > 0 && r % 10 == 0 {
+            if i > 0 && r.is_multiple_of(10) {
                 flip(splitmix(r % i), (r >> 8) as u32 % 9, r)
             } else {
                 r
@@ -124,7 +124,7 @@ fn ingest(dir: &str, n: usize) {
     let measured: Vec<(u32, u32, anime_pipe::measure::Measures)> = (0..n as u64)
         .into_par_iter()
         .map(|i| {
-            let img = if i > 0 && splitmix(i ^ 77) % 10 == 0 {
+            let img = if i > 0 && splitmix(i ^ 77).is_multiple_of(10) {
                 copy_of(&mosaic(&faces, splitmix(i ^ 99) % i), i)
             } else {
                 mosaic(&faces, i)

@@ -44,52 +44,66 @@ pub fn near_pairs(hashes: &[u64], threshold: u32) -> Vec<(u32, u32)> {
 }
 
 /// All `(q, i)` with `popcount(queries[q] ^ index[i]) <= threshold`, sorted: multi-index hashing over `index`
-/// (the tables of [`near_pairs`]), each query probing every block's buckets within the radius; a match is
-/// reported from the first block where it qualifies only. Only `index` is tabled (12 bytes per hash per block);
-/// queries are read in place, in order of their first block's value so that the probes of that block stream.
+/// (the tables of [`near_pairs`]); a match is reported from the first block where it qualifies only. Per block the
+/// queries are bucketed too (one block at a time: 12 bytes per query), and each query bucket is compared with the
+/// index buckets within the radius of its value, so both sides stream through memory in bucket order.
 pub fn near_matches(index: &[u64], queries: &[u64], threshold: u32) -> Vec<(u32, u32)> {
     if index.is_empty() || queries.is_empty() {
         return Vec::new();
     }
     let blocks = Blocks::choose(index.len(), threshold);
     let tables: Vec<BlockTable> = (0..blocks.m).map(|b| BlockTable::build(index, blocks.range(b))).collect();
-    let flips: Vec<Vec<u32>> = (0..blocks.m).map(|b| flip_masks(blocks.range(b).1, blocks.radius)).collect();
-    let mut order: Vec<u32> = (0..queries.len() as u32).collect();
-    order.sort_unstable_by_key(|&q| (tables[0].value(queries[q as usize]), q));
-    let found: Vec<Vec<(u32, u32)>> = order
-        .par_chunks(4096)
-        .map(|chunk| {
-            let mut out = Vec::new();
-            for &q in chunk {
-                probe_query(&tables, &flips, queries[q as usize], q, threshold, blocks.radius, &mut out);
-            }
-            out
-        })
-        .collect();
-    let mut matches: Vec<(u32, u32)> = found.into_iter().flatten().collect();
+    let mut matches = Vec::new();
+    for b in 0..blocks.m {
+        let flips = flip_masks(blocks.range(b).1, blocks.radius);
+        let by_value = BlockTable::build(queries, blocks.range(b));
+        let buckets = by_value.offsets.len() - 1;
+        const CHUNK: usize = 1024;
+        let found: Vec<Vec<(u32, u32)>> = (0..buckets.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let mut out = Vec::new();
+                for v in c * CHUNK..((c + 1) * CHUNK).min(buckets) {
+                    let (ids, values) = by_value.bucket(v as u32);
+                    let query = QueryBucket { ids, values, value: v as u32 };
+                    probe_queries(&tables, b, &query, &flips, threshold, blocks.radius, &mut out);
+                }
+                out
+            })
+            .collect();
+        matches.extend(found.into_iter().flatten());
+    }
     matches.sort_unstable();
     matches
 }
 
-/// The matches of one query hash `h` (id `q`) over all blocks.
-fn probe_query(
+/// The queries whose block value is `value`.
+struct QueryBucket<'a> {
+    ids: &'a [u32],
+    values: &'a [u64],
+    value: u32,
+}
+
+/// Matches of one bucket of queries against the index buckets of block `b` within the radius of its value.
+fn probe_queries(
     tables: &[BlockTable],
-    flips: &[Vec<u32>],
-    h: u64,
-    q: u32,
+    b: usize,
+    query: &QueryBucket<'_>,
+    flips: &[u32],
     threshold: u32,
     radius: u32,
     out: &mut Vec<(u32, u32)>,
 ) {
-    for (b, table) in tables.iter().enumerate() {
-        let v = table.value(h);
-        for &flip in &flips[b] {
-            let (ids, values) = table.bucket(v ^ flip);
+    if query.ids.is_empty() {
+        return;
+    }
+    for &flip in flips {
+        let (ids, values) = tables[b].bucket(query.value ^ flip);
+        for (&q, &h) in query.ids.iter().zip(query.values) {
             for (&i, &hi) in ids.iter().zip(values) {
-                if (h ^ hi).count_ones() > threshold {
-                    continue;
-                }
-                if !tables[..b].iter().any(|t| (t.value(h) ^ t.value(hi)).count_ones() <= radius) {
+                if (h ^ hi).count_ones() <= threshold
+                    && !tables[..b].iter().any(|t| (t.value(h) ^ t.value(hi)).count_ones() <= radius)
+                {
                     out.push((q, i));
                 }
             }

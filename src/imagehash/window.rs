@@ -50,7 +50,7 @@ mod tests {
             for r in 0..=10 {
                 let (l, r) = (l as f32 / 100.0, r as f32 / 100.0);
                 let best = (0..WINDOWS)
-                    .map(|k| window_box(k))
+                    .map(window_box)
                     .map(|[x0, _, x1, _]| (x0 - l).abs().max((1.0 - x1 - r).abs()))
                     .fold(f32::MAX, f32::min);
                 assert!(best <= 0.03 + 1e-6, "crop ({l}, {r}): {best}");
