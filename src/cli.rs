@@ -244,6 +244,9 @@ pub struct DedupArgs {
     /// Only exact duplicates (bytes and pixels); skip the perceptual-hash search
     #[arg(long)]
     pub no_near: bool,
+    /// Skip the search for cropped copies (window pHashes); keep the whole-image pHash search [config: dedup.crops, default true]
+    #[arg(long)]
+    pub no_crops: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]

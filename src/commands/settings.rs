@@ -77,11 +77,14 @@ pub fn man(args: ManArgs) -> Option<PathBuf> {
 }
 
 pub fn dedup(args: DedupArgs, file: &mut ConfigFile) {
-    let DedupArgs { threshold, no_near } = args;
+    let DedupArgs { threshold, no_near, no_crops } = args;
     let d = &mut file.dedup;
     override_with(&mut d.phash_threshold, threshold);
     if no_near {
         d.near = Some(false);
+    }
+    if no_crops {
+        d.crops = Some(false);
     }
 }
 

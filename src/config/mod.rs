@@ -93,6 +93,7 @@ pub struct LimitsOptions {
 pub struct DedupOptions {
     pub phash_threshold: Option<u32>,
     pub near: Option<bool>,
+    pub crops: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

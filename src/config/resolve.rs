@@ -60,6 +60,7 @@ fn resolve_plan(file: &ConfigFile, base_dir: &Path) -> Result<(Plan, Vec<AfterSt
     let dedup = DedupSettings {
         phash_threshold: file.dedup.phash_threshold.unwrap_or(6),
         near: file.dedup.near.unwrap_or(true),
+        crops: file.dedup.crops.unwrap_or(true),
     };
     if dedup.phash_threshold > 32 {
         bail!("dedup.phash_threshold = {}: expected 0..=32 bits of 64 (6 is a good default)", dedup.phash_threshold);

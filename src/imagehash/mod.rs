@@ -9,9 +9,18 @@
 //!   Every hash has 32 bits set, so distances are even.
 //! - the colour thumbnail: the 4x4 RGB block means of the same 32x32 reduction, which confirms pHash candidates
 //!   ([`colour_difference`], [`NEAR_MAX_COLOUR_DIFFERENCE`]): pHash sees luma structure only.
-//! - [`near_pairs`]: all pairs of 64-bit hashes within a Hamming distance, by multi-index hashing.
+//! - the crop signature ([`CropSignature`]): pHashes of 16 windows (insets of 2% or 8% per side) and 16x16
+//!   gray / 8x8 colour thumbnails, so copies cropped by up to 10% per side are found ([`is_crop_of`]).
+//! - [`near_pairs`]: all pairs of 64-bit hashes within a Hamming distance, by multi-index hashing;
+//!   [`near_matches`]: the same between a set of queries and an indexed set.
+mod align;
+mod crop;
 mod near;
 mod phash;
+mod window;
 
-pub use near::near_pairs;
+pub use crop::{is_crop_of, CropSignature, COLOUR_LEN, CROP_MAX_COLOUR_DIFFERENCE, CROP_MAX_GRAY_DIFFERENCE};
+pub use crop::{CROP_MAX_HAMMING, GRAY_LEN};
+pub use near::{near_matches, near_pairs};
 pub use phash::{colour_difference, phash, signature, Signature, NEAR_MAX_COLOUR_DIFFERENCE, THUMB_LEN};
+pub use window::WINDOWS;

@@ -43,6 +43,74 @@ pub fn near_pairs(hashes: &[u64], threshold: u32) -> Vec<(u32, u32)> {
     pairs
 }
 
+/// All `(q, i)` with `popcount(queries[q] ^ index[i]) <= threshold`, sorted: multi-index hashing over `index`
+/// (the tables of [`near_pairs`]); a match is reported from the first block where it qualifies only. Per block the
+/// queries are bucketed too (one block at a time: 12 bytes per query), and each query bucket is compared with the
+/// index buckets within the radius of its value, so both sides stream through memory in bucket order.
+pub fn near_matches(index: &[u64], queries: &[u64], threshold: u32) -> Vec<(u32, u32)> {
+    if index.is_empty() || queries.is_empty() {
+        return Vec::new();
+    }
+    let blocks = Blocks::choose(index.len(), threshold);
+    let tables: Vec<BlockTable> = (0..blocks.m).map(|b| BlockTable::build(index, blocks.range(b))).collect();
+    let mut matches = Vec::new();
+    for b in 0..blocks.m {
+        let flips = flip_masks(blocks.range(b).1, blocks.radius);
+        let by_value = BlockTable::build(queries, blocks.range(b));
+        let buckets = by_value.offsets.len() - 1;
+        const CHUNK: usize = 1024;
+        let found: Vec<Vec<(u32, u32)>> = (0..buckets.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let mut out = Vec::new();
+                for v in c * CHUNK..((c + 1) * CHUNK).min(buckets) {
+                    let (ids, values) = by_value.bucket(v as u32);
+                    let query = QueryBucket { ids, values, value: v as u32 };
+                    probe_queries(&tables, b, &query, &flips, threshold, blocks.radius, &mut out);
+                }
+                out
+            })
+            .collect();
+        matches.extend(found.into_iter().flatten());
+    }
+    matches.sort_unstable();
+    matches
+}
+
+/// The queries whose block value is `value`.
+struct QueryBucket<'a> {
+    ids: &'a [u32],
+    values: &'a [u64],
+    value: u32,
+}
+
+/// Matches of one bucket of queries against the index buckets of block `b` within the radius of its value.
+fn probe_queries(
+    tables: &[BlockTable],
+    b: usize,
+    query: &QueryBucket<'_>,
+    flips: &[u32],
+    threshold: u32,
+    radius: u32,
+    out: &mut Vec<(u32, u32)>,
+) {
+    if query.ids.is_empty() {
+        return;
+    }
+    for &flip in flips {
+        let (ids, values) = tables[b].bucket(query.value ^ flip);
+        for (&q, &h) in query.ids.iter().zip(query.values) {
+            for (&i, &hi) in ids.iter().zip(values) {
+                if (h ^ hi).count_ones() <= threshold
+                    && !tables[..b].iter().any(|t| (t.value(h) ^ t.value(hi)).count_ones() <= radius)
+                {
+                    out.push((q, i));
+                }
+            }
+        }
+    }
+}
+
 /// Pairs (i, j), i < j, with i in bucket `v` of block `b`, j in a bucket within the radius, within the threshold
 /// on all 64 bits, and not within the radius on an earlier block (so each pair is reported by one block only).
 fn probe_bucket(
@@ -233,6 +301,26 @@ mod tests {
             let expected = brute_force(&hashes, t);
             assert!(!expected.is_empty());
             assert_eq!(near_pairs(&hashes, t), expected, "threshold {t}");
+        }
+    }
+
+    #[test]
+    fn near_matches_finds_exactly_the_brute_force_matches() {
+        for (seed, t) in [(11, 0), (12, 3), (13, 8), (14, 12)] {
+            let index = test_hashes(seed);
+            let mut s = seed;
+            let mut queries: Vec<u64> = (0..300).map(|_| rng(&mut s)).collect();
+            queries.extend(index.iter().step_by(7).map(|&h| flip_random_bits(h, (rng(&mut s) % 14) as u32, &mut s)));
+            let mut expected = Vec::new();
+            for (q, &hq) in queries.iter().enumerate() {
+                for (i, &hi) in index.iter().enumerate() {
+                    if (hq ^ hi).count_ones() <= t {
+                        expected.push((q as u32, i as u32));
+                    }
+                }
+            }
+            assert!(!expected.is_empty());
+            assert_eq!(near_matches(&index, &queries, t), expected, "threshold {t}");
         }
     }
 

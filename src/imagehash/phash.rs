@@ -1,5 +1,6 @@
 //! The 64-bit DCT perceptual hash, the 4x4 colour thumbnail that confirms its candidates, and the exact pixel
 //! hash: what one decode of an image yields for duplicate search (see the module docs of `imagehash`).
+use super::crop::CropSignature;
 /// What one decode of a cache object yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
@@ -7,6 +8,8 @@ pub struct Signature {
     pub phash: u64,
     /// 4x4 area-averaged RGB, row-major: confirms pHash candidates (see [`NEAR_MAX_COLOUR_DIFFERENCE`]).
     pub thumb: [u8; THUMB_LEN],
+    /// Window hashes and thumbnails for copies cropped by up to 10% per side.
+    pub crop: CropSignature,
 }
 
 const THUMB_SIDE: usize = 4;
@@ -26,36 +29,50 @@ pub fn signature(img: image::RgbImage) -> Signature {
     h.update(&img.width().to_le_bytes());
     h.update(&img.height().to_le_bytes());
     h.update(img.as_raw());
-    let small = reduce(img);
-    Signature { pixel_hash: h.finalize().to_hex().to_string(), phash: phash_of(&small), thumb: colour_thumb(&small) }
+    let rgb = pre_reduce(img);
+    let small = reduce32(&rgb);
+    Signature {
+        pixel_hash: h.finalize().to_hex().to_string(),
+        phash: phash_of(&small),
+        thumb: colour_thumb(&small),
+        crop: CropSignature::of(&rgb, &small),
+    }
 }
 
-const PHASH_SIDE: usize = 32;
+pub(super) const PHASH_SIDE: usize = 32;
 const PHASH_LOW: usize = 8;
 /// Larger images are first reduced to at most this size in 8-bit, so the f32 resize touches few pixels.
 const PRE_REDUCE: u32 = 128;
 
 /// 64-bit DCT perceptual hash (see the module docs).
 pub fn phash(img: &image::RgbImage) -> u64 {
-    phash_of(&reduce(img.clone()))
+    let rgb = pre_reduce(img.clone());
+    phash_of(&reduce32(&rgb))
 }
 
-/// The image as 32x32 f32 RGB (row-major, interleaved). Both resizes use image's triangle filter, whose support
-/// grows with the scale factor (so downscaling anti-aliases), and run inside the image crate, which is compiled
-/// optimised even in debug builds; scalar f32 arithmetic, so the result is the same on every machine.
-fn reduce(img: image::RgbImage) -> Vec<f32> {
+/// The image as f32 RGB, first reduced to at most 128x128 in 8-bit when larger, so the f32 resizes touch few
+/// pixels. The resize uses image's triangle filter, whose support grows with the scale factor (so downscaling
+/// anti-aliases), and runs inside the image crate, which is compiled optimised even in debug builds; scalar
+/// arithmetic, so the result is the same on every machine.
+fn pre_reduce(img: image::RgbImage) -> image::Rgb32FImage {
     use image::imageops::FilterType::Triangle;
     let (w, h) = img.dimensions();
     let mut img = image::DynamicImage::ImageRgb8(img);
     if w > PRE_REDUCE || h > PRE_REDUCE {
         img = img.resize_exact(w.min(PRE_REDUCE), h.min(PRE_REDUCE), Triangle);
     }
+    img.into_rgb32f()
+}
+
+/// The pre-reduced image as 32x32 f32 RGB (row-major, interleaved), image's triangle filter.
+fn reduce32(rgb: &image::Rgb32FImage) -> Vec<f32> {
+    use image::imageops::FilterType::Triangle;
     let side = PHASH_SIDE as u32;
-    image::DynamicImage::ImageRgb32F(img.into_rgb32f()).resize_exact(side, side, Triangle).into_rgb32f().into_raw()
+    image::DynamicImage::ImageRgb32F(rgb.clone()).resize_exact(side, side, Triangle).into_rgb32f().into_raw()
 }
 
 /// pHash of the 32x32 RGB reduction (values in 0..1).
-fn phash_of(rgb: &[f32]) -> u64 {
+pub(super) fn phash_of(rgb: &[f32]) -> u64 {
     let luma: Vec<f64> = rgb
         .chunks_exact(3)
         .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))

@@ -45,6 +45,11 @@ pub fn opt_bools(df: &DataFrame, name: &str) -> Result<Vec<Option<bool>>> {
     Ok(column.bool()?.iter().collect())
 }
 
+pub fn opt_binaries(df: &DataFrame, name: &str) -> Result<Vec<Option<Vec<u8>>>> {
+    let column = cast(df, name, &DataType::Binary)?;
+    Ok(column.binary()?.iter().map(|v| v.map(<[u8]>::to_vec)).collect())
+}
+
 pub fn opt_f64s(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
     let column = cast(df, name, &DataType::Float64)?;
     Ok(column.f64()?.iter().collect())

@@ -2,6 +2,7 @@
 //! upscaled item) with its measures, and the one reader of such rows.
 use super::columns::{self, col};
 use super::{Status, Upstream};
+use crate::imagehash::{CropSignature, WINDOWS};
 use crate::measure::{thumb_from_hex, thumb_hex, Measures};
 use crate::named::Named;
 use crate::quality::Scores;
@@ -82,9 +83,21 @@ fn optional<T: Clone>(
     }
 }
 
-/// The measure columns: `pixel_hash`, `phash`, `thumb`, `sharpness`, `colorfulness`, `grayscale`, `entropy`.
-pub const MEASURE_COLUMNS: [&str; 7] =
-    ["pixel_hash", "phash", "thumb", "sharpness", "colorfulness", "grayscale", "entropy"];
+/// The measure columns: `pixel_hash`, `phash`, `thumb`, the crop signature (`window_phashes`: 16 u64 LE in 128
+/// bytes, `gray_thumb`: 16x16 luma, `colour_thumb`: 8x8 RGB, binary), `sharpness`, `colorfulness`, `grayscale`,
+/// `entropy`.
+pub const MEASURE_COLUMNS: [&str; 10] = [
+    "pixel_hash",
+    "phash",
+    "thumb",
+    "window_phashes",
+    "gray_thumb",
+    "colour_thumb",
+    "sharpness",
+    "colorfulness",
+    "grayscale",
+    "entropy",
+];
 
 /// The measures of every row (None where a row, or the manifest, has none).
 pub fn read_measures(df: &DataFrame) -> Result<Vec<Option<Measures>>> {
@@ -99,12 +112,22 @@ pub fn read_measures(df: &DataFrame) -> Result<Vec<Option<Measures>>> {
         columns::opt_f64s(df, "entropy")?,
     );
     let grayscale = columns::opt_bools(df, "grayscale")?;
+    let (windows, gray, colour) = (
+        columns::opt_binaries(df, "window_phashes")?,
+        columns::opt_binaries(df, "gray_thumb")?,
+        columns::opt_binaries(df, "colour_thumb")?,
+    );
     Ok((0..df.height())
         .map(|r| {
             Some(Measures {
                 pixel_hash: pixel_hash[r].clone()?,
                 phash: phash[r]?,
                 thumb: thumb_from_hex(thumb[r].as_deref()?)?,
+                crop: CropSignature {
+                    windows: windows_from_bytes(windows[r].as_deref()?)?,
+                    gray: gray[r].as_deref()?.try_into().ok()?,
+                    colour: colour[r].as_deref()?.try_into().ok()?,
+                },
                 quality: Scores {
                     sharpness: sharpness[r]?,
                     colorfulness: colorfulness[r]?,
@@ -123,9 +146,24 @@ pub fn measure_columns<'a>(rows: impl Iterator<Item = Option<&'a Measures>> + Cl
         col("pixel_hash", rows.clone().map(|m| m.map(|m| m.pixel_hash.clone())).collect::<Vec<_>>()),
         col("phash", rows.clone().map(|m| m.map(|m| m.phash)).collect::<Vec<Option<u64>>>()),
         col("thumb", rows.clone().map(|m| m.map(|m| thumb_hex(&m.thumb))).collect::<Vec<_>>()),
+        col("window_phashes", rows.clone().map(|m| m.map(|m| windows_bytes(&m.crop.windows))).collect::<Vec<_>>()),
+        col("gray_thumb", rows.clone().map(|m| m.map(|m| m.crop.gray.as_slice())).collect::<Vec<_>>()),
+        col("colour_thumb", rows.clone().map(|m| m.map(|m| m.crop.colour.as_slice())).collect::<Vec<_>>()),
         col("sharpness", pick(|m| m.quality.sharpness)),
         col("colorfulness", pick(|m| m.quality.colorfulness)),
         col("grayscale", rows.clone().map(|m| m.map(|m| m.quality.grayscale)).collect::<Vec<_>>()),
         col("entropy", pick(|m| m.quality.entropy)),
     ]
+}
+
+/// The window hashes as their column stores them: 16 u64, little-endian, in window order.
+fn windows_bytes(windows: &[u64; WINDOWS]) -> Vec<u8> {
+    windows.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+fn windows_from_bytes(bytes: &[u8]) -> Option<[u64; WINDOWS]> {
+    if bytes.len() != 8 * WINDOWS {
+        return None;
+    }
+    Some(std::array::from_fn(|k| u64::from_le_bytes(bytes[8 * k..8 * k + 8].try_into().expect("8 bytes"))))
 }

@@ -86,7 +86,7 @@ pub struct CropSettings {
 }
 
 /// Bumped when detection, geometry or encoding change, so stamps made by older code no longer match.
-pub const ALGORITHM: &str = "crop/2";
+pub const ALGORITHM: &str = "crop/3";
 
 /// Everything crop's output depends on.
 #[derive(Debug, Clone, Serialize)]

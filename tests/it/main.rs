@@ -10,6 +10,7 @@ mod architecture;
 mod clean;
 mod crop;
 mod dedup;
+mod dedup_recall;
 mod eval_cli;
 mod eval_inception;
 mod eval_stats;

@@ -1,5 +1,6 @@
 //! Duplicate groups: equal bytes, equal pixels and confirmed near pHashes are merged with union-find, and the keep
 //! policy picks one row per group (see the `dedup` module docs).
+use super::crops::crop_pairs;
 use crate::imagehash::{colour_difference, near_pairs, NEAR_MAX_COLOUR_DIFFERENCE};
 use crate::manifest::{Item, Reason};
 use crate::measure::Measures;
@@ -41,9 +42,17 @@ pub enum Verdict {
     Duplicate { of: usize, kind: Reason, hamming: Option<u32> },
 }
 
-/// Unions items with equal bytes, equal pixels and (with a threshold) confirmed near pHashes, then applies the
+/// The near-duplicate searches to run: whole-image pHashes within `threshold` bits (colour-confirmed), and with
+/// `crops` also crops (window pHashes, verified on aligned thumbnails).
+#[derive(Debug, Clone, Copy)]
+pub struct Near {
+    pub threshold: u32,
+    pub crops: bool,
+}
+
+/// Unions items with equal bytes, equal pixels and (with `near`) confirmed near duplicates, then applies the
 /// keep policy per component.
-pub fn group(items: &[Item], sigs: &[&Measures], threshold: Option<u32>) -> Vec<Verdict> {
+pub fn group(items: &[Item], sigs: &[&Measures], near: Option<Near>) -> Vec<Verdict> {
     let rank = |i: usize| rank(&items[i]);
     let decodable: Vec<usize> = (0..items.len()).collect();
     let sig = |i: usize| sigs[i];
@@ -59,16 +68,13 @@ pub fn group(items: &[Item], sigs: &[&Measures], threshold: Option<u32>) -> Vec<
     for &i in &bytes_reps {
         uf.union(i as u32, pixels_best[sig(i).pixel_hash.as_str()] as u32);
     }
-    if let Some(t) = threshold {
-        // One search entry per distinct picture (pixel class); identical pictures share hash and thumbnail.
+    if let Some(near) = near {
+        // One search entry per distinct picture (pixel class); identical pictures share all measures.
         let mut reps: Vec<usize> = pixels_best.values().copied().collect();
         reps.sort_unstable();
-        let hashes: Vec<u64> = reps.iter().map(|&i| sig(i).phash).collect();
-        for (a, b) in near_pairs(&hashes, t) {
-            let (a, b) = (reps[a as usize], reps[b as usize]);
-            if colour_difference(&sig(a).thumb, &sig(b).thumb) <= NEAR_MAX_COLOUR_DIFFERENCE {
-                uf.union(a as u32, b as u32);
-            }
+        let rep_sigs: Vec<&Measures> = reps.iter().map(|&i| sig(i)).collect();
+        for (a, b) in near_pairs_of(&rep_sigs, near) {
+            uf.union(reps[a as usize] as u32, reps[b as usize] as u32);
         }
     }
     let mut kept: HashMap<u32, usize> = HashMap::new();
@@ -95,6 +101,21 @@ pub fn group(items: &[Item], sigs: &[&Measures], threshold: Option<u32>) -> Vec<
         .collect()
 }
 
+/// Pairs of indices into `sigs` that are near duplicates: colour-confirmed pHash pairs, then verified crops.
+fn near_pairs_of(sigs: &[&Measures], near: Near) -> Vec<(u32, u32)> {
+    let hashes: Vec<u64> = sigs.iter().map(|s| s.phash).collect();
+    let mut pairs: Vec<(u32, u32)> = near_pairs(&hashes, near.threshold)
+        .into_iter()
+        .filter(|&(a, b)| {
+            colour_difference(&sigs[a as usize].thumb, &sigs[b as usize].thumb) <= NEAR_MAX_COLOUR_DIFFERENCE
+        })
+        .collect();
+    if near.crops {
+        pairs.extend(crop_pairs(sigs));
+    }
+    pairs
+}
+
 /// The keep policy's order (smaller is better): largest resolution, then lowest source_index, then path, then key.
 fn rank(it: &Item) -> (Reverse<u64>, u32, &str, &str) {
     (Reverse(u64::from(it.width) * u64::from(it.height)), it.source_index, &it.path, &it.key)
@@ -119,13 +140,19 @@ fn best_per_class<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imagehash::THUMB_LEN;
+    use crate::imagehash::{CropSignature, COLOUR_LEN, GRAY_LEN, THUMB_LEN, WINDOWS};
     use crate::quality::Scores;
 
     /// Measures with only the hashes set (grouping reads nothing else).
     fn measures_of(pixel_hash: String, phash: u64, thumb: [u8; THUMB_LEN]) -> Measures {
         let quality = Scores { sharpness: 0.0, colorfulness: 0.0, grayscale: false, entropy: 0.0 };
-        Measures { pixel_hash, phash, thumb, quality }
+        let crop = CropSignature { windows: [!phash; WINDOWS], gray: [0; GRAY_LEN], colour: [0; COLOUR_LEN] };
+        Measures { pixel_hash, phash, thumb, crop, quality }
+    }
+
+    /// The whole-image pHash search only (these tests are about it and about grouping).
+    fn whole_image(threshold: u32) -> Option<Near> {
+        Some(Near { threshold, crops: false })
     }
 
     fn item(key: &str, source_index: u32, object: &str, w: u32, h: u32) -> Item {
@@ -155,7 +182,7 @@ mod tests {
         let sig = |p: &str, h: u64| measures_of(p.into(), h, [0; THUMB_LEN]);
         let s = [sig("p1", 0), sig("p1", 0), sig("p2", 0b1), sig("p3", 0xFFFF_0000), sig("p4", 0xFFFF_0003)];
         let sigs: Vec<&Measures> = s.iter().collect();
-        let v = group(&items, &sigs, Some(2));
+        let v = group(&items, &sigs, whole_image(2));
         // c (128x128) wins the group {a, b, c}. b outranks a (source 0 < 1) among the identical bytes {a, b}: a is
         // an exact_bytes duplicate, b a near one (1 bit from c). Both point at the kept c.
         assert_eq!(v[2], Verdict::Ok);
@@ -176,7 +203,7 @@ mod tests {
         let items: Vec<Item> = (0..3).map(|i| item(&format!("k{i}"), 0, &format!("o{i}"), 10 + i, 10)).collect();
         let s = [(0u64, "a"), (0b111, "b"), (0b111_111, "c")].map(|(h, p)| measures_of(p.into(), h, [0; THUMB_LEN]));
         let sigs: Vec<&Measures> = s.iter().collect();
-        let v = group(&items, &sigs, Some(3));
+        let v = group(&items, &sigs, whole_image(3));
         // 0 ~ 1 and 1 ~ 2 at 3 bits; 0 and 2 are 6 apart but share the group; k2 (largest) is kept.
         assert_eq!(v[2], Verdict::Ok);
         assert_eq!(v[0], Verdict::Duplicate { of: 2, kind: Reason::Near, hamming: Some(6) });
@@ -193,7 +220,7 @@ mod tests {
             .map(|(i, &t)| measures_of(format!("p{i}"), 0, [t; THUMB_LEN]))
             .collect();
         let sigs: Vec<&Measures> = s.iter().collect();
-        let v = group(&items, &sigs, Some(6));
+        let v = group(&items, &sigs, whole_image(6));
         assert_eq!(v[0], Verdict::Ok);
         assert_eq!(v[1], Verdict::Duplicate { of: 0, kind: Reason::Near, hamming: Some(0) });
         assert_eq!(v[2], Verdict::Ok);

@@ -18,7 +18,19 @@
 //!   (thresholds 6 and 7 behave alike). The thumbnail is the 8x8-block means of the same 32x32 reduction. Robust
 //!   to resizing, re-encoding (JPEG quality) and crops of up to about 3% of a side at the default threshold (a
 //!   5% crop moves the hash by about 10 bits); not to flips or large crops.
-//!
+//! - `near`, crops (`dedup.crops`, on by default with `near`; `--no-crops`): B is a crop of A by up to 10% per side
+//!   (any mix of sides, also resized and re-encoded) when B's whole-image pHash is within
+//!   [`crate::imagehash::CROP_MAX_HAMMING`] (8) bits of one of A's 16 **window pHashes** (the pHash of A's region
+//!   inset by 2% or 8% on each side, all 4 x 4 combinations: every crop of 0..10% per side is within 3% per
+//!   edge of one window), **verified on aligned thumbnails**: starting from that window, a coordinate search over
+//!   the four edges (1.25% steps) finds the region of A's 16x16 gray thumbnail that best matches B's; there the
+//!   12x12 gray resamplings must differ by at most [`crate::imagehash::CROP_MAX_GRAY_DIFFERENCE`] (7 of 255) and the
+//!   4x4 colour ones (from the 8x8 RGB thumbnails) by at most [`crate::imagehash::CROP_MAX_COLOUR_DIFFERENCE`]
+//!   (12). Without the alignment a 2.5% shift of line art costs as much as another expression of the same sprite.
+//!   Measured (BENCHMARKS.md, "Dedup: near duplicates on real faces"): recall >= 95% on JPEG quality 60..95,
+//!   resizes to 50..90% and crops of 0..10% per side of real Getchu faces, and their combination, with at most 0.2%
+//!   of unrelated faces grouped. The whole-image search is unchanged by it (its `--threshold` governs it alone).
+
 //! ## Groups and the keep policy
 //! Duplicate relations are merged with union-find into connected components, so relations **chain**: if A~B and
 //! B~C then A, B and C form one group even when A and C are further apart than the threshold (their `hamming` to
@@ -32,9 +44,14 @@
 //! group's kept row, which for an exact copy of a near duplicate is not itself byte-identical.
 //!
 //! ## Scale
-//! Nothing is decoded: pixel hash, pHash and thumbnail were measured by `ingest` from its one decode of each file
-//! and are read from ingest.parquet. The near search runs over distinct pictures (one per pixel hash) with
-//! multi-index hashing ([`crate::imagehash::near_pairs`]): no quadratic scan.
+//! Nothing is decoded: pixel hash, pHash, thumbnails and window hashes were measured by `ingest` (or `crop`) from
+//! its one decode of each file and are read from ingest.parquet. The near searches run over distinct pictures (one
+//! per pixel hash) with multi-index hashing ([`crate::imagehash::near_pairs`] for whole-image pairs,
+//! [`crate::imagehash::near_matches`] for the 16 window hashes of each picture against all whole-image hashes): no
+//! quadratic scan. Bytes per item for near search: 8 (pHash) + 48 (thumb) + 576 (window hashes 128, gray
+//! thumbnail 256, colour thumbnail 192); the search tables add 12 bytes per hash per block (3..8 blocks) for the
+//! indexed whole-image hashes, plus 4 bytes per window query for its order. Measured at 1M items and 10M hashes in
+//! BENCHMARKS.md ("Dedup at scale").
 //!
 //! ## dedup.parquet (one row per accepted ingest row, in ingest order: source_index, path)
 //! | column | type | meaning |
@@ -47,9 +64,11 @@
 //! | reason | str? | null when ok; the dup_kind for duplicates |
 //! | duplicate_of | str? | key of the kept row (duplicates only) |
 //! | dup_kind | str? | "exact_bytes", "exact_pixels" or "near" (duplicates only) |
-//! | hamming | u32? | pHash distance to the kept row (near duplicates only) |
+//! | hamming | u32? | pHash distance to the kept row (near duplicates only; a crop can be far above the threshold) |
 //! | pixel_hash, phash, thumb | str, u64, str | the measures from ingest.parquet (see `crate::measure`) |
+//! | window_phashes, gray_thumb, colour_thumb | binary | the crop signature from ingest.parquet (128, 256, 192 bytes) |
 //! | sharpness, colorfulness, grayscale, entropy | f64, f64, bool, f64 | quality scores, carried on to `clean` |
+mod crops;
 mod group;
 
 use crate::env::Env;
@@ -62,7 +81,7 @@ use crate::report::Summary;
 use crate::stages::{Plan, Stage};
 use crate::workdir::Workdir;
 use anyhow::{Context, Result};
-use group::{group, Verdict};
+use group::{group, Near, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -73,10 +92,12 @@ pub struct DedupSettings {
     pub phash_threshold: u32,
     /// Look for near duplicates at all (exact ones always).
     pub near: bool,
+    /// With `near`: also look for crops (window pHashes verified on aligned thumbnails).
+    pub crops: bool,
 }
 
 /// Bumped when the output for the same inputs changes, so stamps made by older code no longer match.
-pub const ALGORITHM: &str = "dedup/2";
+pub const ALGORITHM: &str = "dedup/3";
 
 /// Everything dedup's output depends on.
 #[derive(Debug, Clone, Serialize)]
@@ -100,8 +121,9 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     let mut summary = Summary::start(Stage::Dedup.name());
     let items = read_items(&env.workdir, &inputs.upstream)?;
     let measures = measures_of(&items)?;
-    let threshold = inputs.settings.near.then_some(inputs.settings.phash_threshold);
-    let verdicts = group(&items, &measures, threshold);
+    let d = inputs.settings;
+    let near = d.near.then_some(Near { threshold: d.phash_threshold, crops: d.crops });
+    let verdicts = group(&items, &measures, near);
     let mut df = manifest_frame(&items, &measures, &verdicts)?;
     publish_stage(&env.workdir, Stage::Dedup.name(), &mut df, fingerprint)?;
     summarize(&mut summary, env, inputs, &items, &verdicts);
@@ -170,8 +192,18 @@ fn summarize(summary: &mut Summary, env: &Env, inputs: &Inputs, items: &[Item], 
     summary.fact(
         "near duplicates",
         if d.near {
+            let crops = if d.crops {
+                format!(
+                    "; crops: window pHash within {} bits, aligned gray <= {}, colour <= {}",
+                    crate::imagehash::CROP_MAX_HAMMING,
+                    crate::imagehash::CROP_MAX_GRAY_DIFFERENCE,
+                    crate::imagehash::CROP_MAX_COLOUR_DIFFERENCE
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "pHash within {} bits, colour difference <= {}",
+                "pHash within {} bits, colour difference <= {}{crops}",
                 d.phash_threshold,
                 crate::imagehash::NEAR_MAX_COLOUR_DIFFERENCE
             )
