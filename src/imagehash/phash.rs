@@ -1,17 +1,5 @@
 //! The 64-bit DCT perceptual hash, the 4x4 colour thumbnail that confirms its candidates, and the exact pixel
 //! hash: what one decode of an image yields for duplicate search (see the module docs of `imagehash`).
-use super::crop::CropSignature;
-/// What one decode of a cache object yields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Signature {
-    pub pixel_hash: String,
-    pub phash: u64,
-    /// 4x4 area-averaged RGB, row-major: confirms pHash candidates (see [`NEAR_MAX_COLOUR_DIFFERENCE`]).
-    pub thumb: [u8; THUMB_LEN],
-    /// Window hashes and thumbnails for copies cropped by up to 10% per side.
-    pub crop: CropSignature,
-}
-
 const THUMB_SIDE: usize = 4;
 /// Bytes of a colour thumbnail (4x4 RGB).
 pub const THUMB_LEN: usize = THUMB_SIDE * THUMB_SIDE * 3;
@@ -22,22 +10,6 @@ pub const THUMB_LEN: usize = THUMB_SIDE * THUMB_SIDE * 3;
 /// characters in the same pose (typically > 15, e.g. other hair colours). Resizes, re-encodes and crops of a few
 /// percent stay well below it.
 pub const NEAR_MAX_COLOUR_DIFFERENCE: f64 = 10.0;
-
-/// Pixel hash, pHash and colour thumbnail of one decoded image (one pass over the decode: the image is consumed).
-pub fn signature(img: image::RgbImage) -> Signature {
-    let mut h = blake3::Hasher::new();
-    h.update(&img.width().to_le_bytes());
-    h.update(&img.height().to_le_bytes());
-    h.update(img.as_raw());
-    let rgb = pre_reduce(img);
-    let small = reduce32(&rgb);
-    Signature {
-        pixel_hash: h.finalize().to_hex().to_string(),
-        phash: phash_of(&small),
-        thumb: colour_thumb(&small),
-        crop: CropSignature::of(&rgb, &small),
-    }
-}
 
 pub(super) const PHASH_SIDE: usize = 32;
 const PHASH_LOW: usize = 8;
@@ -54,7 +26,7 @@ pub fn phash(img: &image::RgbImage) -> u64 {
 /// pixels. The resize uses image's triangle filter, whose support grows with the scale factor (so downscaling
 /// anti-aliases), and runs inside the image crate, which is compiled optimised even in debug builds; scalar
 /// arithmetic, so the result is the same on every machine.
-fn pre_reduce(img: image::RgbImage) -> image::Rgb32FImage {
+pub(super) fn pre_reduce(img: image::RgbImage) -> image::Rgb32FImage {
     use image::imageops::FilterType::Triangle;
     let (w, h) = img.dimensions();
     let mut img = image::DynamicImage::ImageRgb8(img);
@@ -65,7 +37,7 @@ fn pre_reduce(img: image::RgbImage) -> image::Rgb32FImage {
 }
 
 /// The pre-reduced image as 32x32 f32 RGB (row-major, interleaved), image's triangle filter.
-fn reduce32(rgb: &image::Rgb32FImage) -> Vec<f32> {
+pub(super) fn reduce32(rgb: &image::Rgb32FImage) -> Vec<f32> {
     use image::imageops::FilterType::Triangle;
     let side = PHASH_SIDE as u32;
     image::DynamicImage::ImageRgb32F(rgb.clone()).resize_exact(side, side, Triangle).into_rgb32f().into_raw()
@@ -91,7 +63,7 @@ pub(super) fn phash_of(rgb: &[f32]) -> u64 {
 }
 
 /// 4x4 RGB thumbnail (0..255): the means of the 8x8 blocks of the 32x32 reduction.
-fn colour_thumb(rgb: &[f32]) -> [u8; THUMB_LEN] {
+pub(super) fn colour_thumb(rgb: &[f32]) -> [u8; THUMB_LEN] {
     let block = PHASH_SIDE / THUMB_SIDE;
     let mut sums = [0.0f64; THUMB_LEN];
     for (i, p) in rgb.chunks_exact(3).enumerate() {
