@@ -25,19 +25,9 @@ pub fn near_pairs(hashes: &[u64], threshold: u32) -> Vec<(u32, u32)> {
         let flips = flip_masks(blocks.range(b).1, blocks.radius);
         // Queries walk the buckets in order, so each flip's target bucket also moves through memory nearly
         // sequentially (a few streams the prefetcher follows) instead of jumping to a random bucket per query.
-        let buckets = table.offsets.len() - 1;
-        const CHUNK: usize = 1024;
-        let found: Vec<Vec<(u32, u32)>> = (0..buckets.div_ceil(CHUNK))
-            .into_par_iter()
-            .map(|c| {
-                let mut out = Vec::new();
-                for v in c * CHUNK..((c + 1) * CHUNK).min(buckets) {
-                    probe_bucket(&tables, b, v as u32, &flips, threshold, blocks.radius, &mut out);
-                }
-                out
-            })
-            .collect();
-        pairs.extend(found.into_iter().flatten());
+        pairs.extend(in_bucket_chunks(table.offsets.len() - 1, |v, out| {
+            probe_bucket(&tables, b, v, &flips, threshold, blocks.radius, out)
+        }));
     }
     pairs.sort_unstable();
     pairs
@@ -57,24 +47,31 @@ pub fn near_matches(index: &[u64], queries: &[u64], threshold: u32) -> Vec<(u32,
     for b in 0..blocks.m {
         let flips = flip_masks(blocks.range(b).1, blocks.radius);
         let by_value = BlockTable::build(queries, blocks.range(b));
-        let buckets = by_value.offsets.len() - 1;
-        const CHUNK: usize = 1024;
-        let found: Vec<Vec<(u32, u32)>> = (0..buckets.div_ceil(CHUNK))
-            .into_par_iter()
-            .map(|c| {
-                let mut out = Vec::new();
-                for v in c * CHUNK..((c + 1) * CHUNK).min(buckets) {
-                    let (ids, values) = by_value.bucket(v as u32);
-                    let query = QueryBucket { ids, values, value: v as u32 };
-                    probe_queries(&tables, b, &query, &flips, threshold, blocks.radius, &mut out);
-                }
-                out
-            })
-            .collect();
-        matches.extend(found.into_iter().flatten());
+        matches.extend(in_bucket_chunks(by_value.offsets.len() - 1, |v, out| {
+            let (ids, values) = by_value.bucket(v);
+            let query = QueryBucket { ids, values, value: v };
+            probe_queries(&tables, b, &query, &flips, threshold, blocks.radius, out)
+        }));
     }
     matches.sort_unstable();
     matches
+}
+
+/// Runs `probe(v, out)` for every bucket value `v` below `buckets`, in parallel chunks of consecutive buckets (so
+/// each chunk walks memory in bucket order), and returns what the probes pushed, chunk by chunk.
+fn in_bucket_chunks(buckets: usize, probe: impl Fn(u32, &mut Vec<(u32, u32)>) + Sync) -> Vec<(u32, u32)> {
+    const CHUNK: usize = 1024;
+    let found: Vec<Vec<(u32, u32)>> = (0..buckets.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let mut out = Vec::new();
+            for v in c * CHUNK..((c + 1) * CHUNK).min(buckets) {
+                probe(v as u32, &mut out);
+            }
+            out
+        })
+        .collect();
+    found.into_iter().flatten().collect()
 }
 
 /// The queries whose block value is `value`.
