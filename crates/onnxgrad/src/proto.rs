@@ -202,9 +202,13 @@ impl Graph {
                 }
             }
         }
+        let batched = self.batch_dependent_values(batch);
         for (i, node) in self.nodes().iter().enumerate() {
             match &node.op {
-                crate::ops::Op::Reshape { shape } if shape.first() == Some(&batch) => {
+                // A Reshape of a weight that happens to have `batch` rows stays static.
+                crate::ops::Op::Reshape { shape }
+                    if shape.first() == Some(&batch) && batched[node.inputs[0].index()] =>
+                {
                     if self.shape(node.inputs[0]).first() != Some(&batch) {
                         let why = format!("{}: moves the batch dimension; it cannot be made symbolic", node.name);
                         return Err(crate::error::invalid("Reshape", why));
@@ -229,6 +233,23 @@ impl Graph {
         let used: std::collections::HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
         graph.initializer.retain(|t| used.contains(&t.name));
         Ok(model)
+    }
+
+    /// Which values depend on a batch-leading graph input (by dataflow, not by size: a weight with as many rows
+    /// as the batch is not batched). Nodes are stored in topological order, so one forward pass suffices.
+    fn batch_dependent_values(&self, batch: usize) -> Vec<bool> {
+        let mut batched = vec![false; self.values().len()];
+        for &v in self.inputs() {
+            batched[v.index()] = self.shape(v).first() == Some(&batch);
+        }
+        for node in self.nodes() {
+            if node.inputs.iter().any(|v| batched[v.index()]) {
+                for v in &node.outputs {
+                    batched[v.index()] = true;
+                }
+            }
+        }
+        batched
     }
 
     /// [`Graph::to_model_proto_symbolic_batch`], serialised.
@@ -333,4 +354,46 @@ pub fn tensor_from_proto(p: &TensorProto) -> Result<Tensor> {
 /// Decodes a serialised `ModelProto`.
 pub fn decode_model(bytes: &[u8]) -> Result<ModelProto> {
     Ok(ModelProto::decode(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reshape_operand(model: &ModelProto, node: &str) -> String {
+        let graph = model.graph.as_ref().unwrap();
+        graph.node.iter().find(|n| n.name == node).unwrap().input[1].clone()
+    }
+
+    #[test]
+    fn symbolic_batch_rewrites_batched_reshapes_only() {
+        // Batch 2, and a constant weight that also has 2 rows: only the reshape fed by `x` becomes `[0, ...]`.
+        let mut g = Graph::new("t");
+        let x = g.input("x", DType::F32, &[2, 3]).unwrap();
+        let w = g.constant("w", Tensor::new(&[2, 3], TensorData::F32(vec![0.5; 6])).unwrap());
+        let wr = g.with_scopes(vec!["w_flat".into()], |g| g.reshape(w, &[2, 3])).unwrap();
+        let xr = g.with_scopes(vec!["x_flat".into()], |g| g.reshape(x, &[2, 3])).unwrap();
+        let y = g.add(xr, wr).unwrap();
+        g.output(y, "y").unwrap();
+        let model = g.to_model_proto_symbolic_batch(2, "n").unwrap();
+        let names: Vec<String> = g.nodes().iter().map(|n| n.name.clone()).collect();
+        let x_node = names.iter().find(|n| n.starts_with("x_flat")).unwrap();
+        let w_node = names.iter().find(|n| n.starts_with("w_flat")).unwrap();
+        assert!(reshape_operand(&model, x_node).ends_with(".batch_agnostic_shape"));
+        assert!(!reshape_operand(&model, w_node).ends_with(".batch_agnostic_shape"));
+        let input = &model.graph.as_ref().unwrap().input[0];
+        let dims = &input.r#type.as_ref().unwrap().tensor_type.as_ref().unwrap().shape.as_ref().unwrap().dim;
+        assert_eq!(dims[0].dim_param.as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn symbolic_batch_refuses_a_reshape_that_moves_the_batch() {
+        let mut g = Graph::new("t");
+        let x = g.input("x", DType::F32, &[2, 3]).unwrap();
+        let t = g.transpose(x, &[1, 0]).unwrap();
+        let r = g.reshape(t, &[2, 3]).unwrap();
+        g.output(r, "y").unwrap();
+        let err = g.to_model_proto_symbolic_batch(2, "n").unwrap_err().to_string();
+        assert!(err.contains("moves the batch dimension"), "{err}");
+    }
 }
