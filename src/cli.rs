@@ -529,6 +529,13 @@ pub struct TrainArgs {
     /// Write ONNX Runtime profiles (Chrome trace JSON) with this path prefix
     #[arg(long, value_name = "PREFIX", hide = true)]
     pub profile: Option<PathBuf>,
+    /// How the step graphs are written out for ONNX Runtime: auto (the device's default), native, subpixel or
+    /// subpixel:N (the same maths: only float rounding and the speed differ; see `anime-pipe bench-step`)
+    #[arg(long, default_value = "auto", value_name = "F")]
+    pub formulation: String,
+    /// Batch norm's backward as the derivative of its primitives (the formulation before the closed form)
+    #[arg(long, hide = true)]
+    pub primitive_backward: bool,
 }
 
 /// `B1,B2` for `--betas-d` / `--betas-g`.
@@ -621,6 +628,11 @@ pub struct GraphArgs {
     /// AdamW (decoupled weight decay) instead of Adam, for both networks
     #[arg(long)]
     pub adamw: bool,
+    /// How operators are written out: native (every operator as built: the portable, readable form), subpixel
+    /// (each ConvTranspose as four stride-1 phase Convs + DepthToSpace), subpixel:N (only on input maps of at
+    /// most N pixels), or cpu / cuda (what the runner itself feeds ONNX Runtime on that device)
+    #[arg(long, default_value = "native", value_name = "F")]
+    pub formulation: String,
 }
 
 #[derive(Debug, Args, Clone)]

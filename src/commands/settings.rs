@@ -12,12 +12,13 @@ use crate::config::{ConfigFile, SourceOptions, TrainOptions};
 use crate::eval::{EvalRequest, Target};
 use crate::gan::bench::BenchRequest;
 use crate::gan::export::{arch_from_args, ExportRequest};
-use crate::gan::runner::SessionTuning;
+use crate::gan::runner::{default_formulation, parse_formulation, SessionTuning};
 use crate::gan::steps::Optimizer;
-use crate::runtime::Device;
+use crate::runtime::{Device, Resolved};
 use crate::train::sample::SampleRequest;
 use crate::train::trainer::{DebugOptions, ResumeOverrides, RunChoice};
 use anyhow::{bail, Context, Result};
+use onnxgrad::Formulation;
 use std::path::{Path, PathBuf};
 
 /// The global flags, resolved.
@@ -240,7 +241,10 @@ pub fn train(args: TrainArgs, file: &mut ConfigFile) -> Result<TrainFlags> {
         debug_nan_at_step,
         split_graphs,
         profile,
+        formulation,
+        primitive_backward,
     } = args;
+    let formulation = parse_formulation(&formulation).context("--formulation")?;
     let o: &mut TrainOptions = &mut file.train;
     // Each flag that would change a run's results is written into `train:` and remembered by name: `--resume`
     // continues a run with its own config.json and refuses them.
@@ -296,7 +300,7 @@ pub fn train(args: TrainArgs, file: &mut ConfigFile) -> Result<TrainFlags> {
         }
         None => RunChoice::New { name },
     };
-    let debug = DebugOptions { nan_at_step: debug_nan_at_step, split_graphs, profile };
+    let debug = DebugOptions { nan_at_step: debug_nan_at_step, split_graphs, profile, formulation, primitive_backward };
     Ok(TrainFlags { run, debug, bench_loader })
 }
 
@@ -307,12 +311,25 @@ pub fn sample(args: SampleArgs) -> SampleRequest {
 
 /// `anime-pipe graph`: the request and the output directory.
 pub fn graph(args: GraphArgs) -> Result<(ExportRequest, PathBuf)> {
-    let GraphArgs { arch, batch, out, nz, ngf, ndf, samples, seed, adamw } = args;
+    let GraphArgs { arch, batch, out, nz, ngf, ndf, samples, seed, adamw, formulation } = args;
+    let formulation = graph_formulation(&formulation)?;
     let optimizer = if adamw { Optimizer::Adamw } else { Optimizer::Adam };
     let samples = samples.unwrap_or(batch);
     anyhow::ensure!(samples > 0, "--samples must be at least 1");
     let arch = arch_from_args(&arch, nz, ngf, ndf)?;
-    Ok((ExportRequest { arch, batch, samples, seed, d_optimizer: optimizer, g_optimizer: optimizer }, out))
+    Ok((ExportRequest { arch, batch, samples, seed, d_optimizer: optimizer, g_optimizer: optimizer, formulation }, out))
+}
+
+/// `graph --formulation`: a name [`parse_formulation`] reads, or the device whose runner default to write.
+fn graph_formulation(name: &str) -> Result<Formulation> {
+    Ok(match name {
+        "cpu" => default_formulation(Resolved::Cpu),
+        "cuda" => default_formulation(Resolved::Cuda(0)),
+        "auto" => {
+            bail!("--formulation auto: `graph` runs on no device; give cpu, cuda, native, subpixel or subpixel:N")
+        }
+        other => parse_formulation(other).context("--formulation")?.unwrap_or_else(Formulation::native),
+    })
 }
 
 pub fn bench_step(args: BenchStepArgs, global: &GlobalSettings) -> Result<BenchRequest> {
@@ -339,11 +356,8 @@ pub fn bench_step(args: BenchStepArgs, global: &GlobalSettings) -> Result<BenchR
         Some("off") => Some(false),
         Some(other) => bail!("--tf32 {other:?}: expected on or off"),
     };
-    let formulations = formulation
-        .iter()
-        .map(|f| crate::gan::runner::parse_formulation(f))
-        .collect::<Result<Vec<_>>>()
-        .context("--formulation")?;
+    let formulations =
+        formulation.iter().map(|f| parse_formulation(f)).collect::<Result<Vec<_>>>().context("--formulation")?;
     let fused = match mode.as_str() {
         "fused" => vec![true],
         "split" => vec![false],

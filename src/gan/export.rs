@@ -1,9 +1,11 @@
 //! `anime-pipe graph`: writes the step graphs and the generator as `.onnx` files and describes their inputs and
 //! outputs (a table, or JSON with `--json`).
 use super::models::Arch;
+use super::runner::formulation_name;
 use super::steps::{self, Optimizer, Port, Role, StepGraph, StepKind, StepOptions};
 use crate::workdir::atomic_write;
 use anyhow::{Context, Result};
+use onnxgrad::Formulation;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,8 @@ pub struct ExportRequest {
     pub seed: u64,
     pub d_optimizer: Optimizer,
     pub g_optimizer: Optimizer,
+    /// How operators are written out ([`Graph::lowered`]); native keeps every operator as built.
+    pub formulation: Formulation,
 }
 
 /// One written file and its interface.
@@ -38,6 +42,8 @@ pub struct GraphReport {
     pub batch: usize,
     pub samples: usize,
     pub seed: u64,
+    /// [`formulation_name`] of the request's formulation.
+    pub formulation: String,
     pub files: Vec<GraphFile>,
 }
 
@@ -59,8 +65,20 @@ pub fn write_graphs(dir: &Path, req: &ExportRequest) -> Result<GraphReport> {
         steps::fused_step(&opts, &mut store)?,
         steps::generator_inference(&req.arch, &mut store, req.samples)?,
     ];
-    let files = graphs.into_iter().map(|g| write_one(dir, g)).collect::<Result<_>>()?;
-    Ok(GraphReport { arch: req.arch.clone(), batch: req.batch, samples: req.samples, seed: req.seed, files })
+    let files = graphs.into_iter().map(|g| write_one(dir, lowered(g, &req.formulation)?)).collect::<Result<_>>()?;
+    Ok(GraphReport {
+        arch: req.arch.clone(),
+        batch: req.batch,
+        samples: req.samples,
+        seed: req.seed,
+        formulation: formulation_name(&req.formulation),
+        files,
+    })
+}
+
+/// `g` with its operators in `formulation`'s form; the ports keep their names, so its interface is unchanged.
+fn lowered(g: StepGraph, formulation: &Formulation) -> Result<StepGraph> {
+    Ok(StepGraph { graph: g.graph.lowered(formulation)?, ..g })
 }
 
 fn write_one(dir: &Path, g: StepGraph) -> Result<GraphFile> {
@@ -93,7 +111,7 @@ fn role_name(role: Role) -> &'static str {
 /// hyperparameter, metric and output, then counts and a few example names for the state.
 pub fn render_table(report: &GraphReport) -> String {
     let mut out = format!(
-        "arch {} (image {}x{}, nz {}, ngf {}, ndf {}), batch {}, generator samples {}\n",
+        "arch {} (image {}x{}, nz {}, ngf {}, ndf {}), batch {}, generator samples {}, formulation {}\n",
         report.arch.name(),
         report.arch.image_size,
         report.arch.image_size,
@@ -101,7 +119,8 @@ pub fn render_table(report: &GraphReport) -> String {
         report.arch.ngf,
         report.arch.ndf,
         report.batch,
-        report.samples
+        report.samples,
+        report.formulation
     );
     for f in &report.files {
         out.push_str(&format!("\n── {} ({} nodes, {:.1} MB) ──\n", f.path.display(), f.nodes, f.bytes as f64 / 1e6));

@@ -18,7 +18,7 @@
 //! across threads without changing any summation order: dcgan64 at batch 128 gave byte-identical checkpoints at
 //! -j 1, 2, 3 and 4 (checked by hand; a CUDA run is not bit-reproducible).
 use crate::gan::generator::{latents, Generator, EXPORT_BATCH};
-use crate::gan::runner::{Metrics, Runner, RunnerOptions};
+use crate::gan::runner::{Metrics, Runner, RunnerOptions, SessionTuning};
 use crate::pixels::write_png;
 use crate::report::{Reporter, Summary};
 use crate::rundir::{self, MetricRow, RunDir};
@@ -32,6 +32,7 @@ use crate::train::run_config::{arch_of, gan_config, DatasetInfo, RunConfig, RUN_
 use crate::train::sample::{self, GRID_COMPRESSION, SAMPLE_COLS, SAMPLE_ROWS};
 use crate::workdir::{atomic_write, Workdir};
 use anyhow::{bail, Context, Result};
+use onnxgrad::Formulation;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,6 +71,10 @@ pub struct DebugOptions {
     pub split_graphs: bool,
     /// ONNX Runtime profile path prefix.
     pub profile: Option<PathBuf>,
+    /// How the step graphs are written out (None: the device's default); speed only, never part of the run.
+    pub formulation: Option<Formulation>,
+    /// Batch norm's primitive backward (the formulation before the closed form); speed only.
+    pub primitive_backward: bool,
 }
 
 /// Everything `train` needs.
@@ -193,7 +198,12 @@ pub fn train(request: &TrainRequest) -> Result<Outcome> {
         fetch_metrics_every: config.log_every,
         profile: request.debug.profile.clone(),
     };
-    let mut runner = Runner::new(&gan, &options)?;
+    let tuning = SessionTuning {
+        formulation: request.debug.formulation,
+        primitive_backward: request.debug.primitive_backward,
+        ..SessionTuning::training()
+    };
+    let mut runner = Runner::with_tuning(&gan, &options, tuning)?;
     let mut state = LoopState::fresh();
     if let Some((path, ckpt)) = resume_from {
         if ckpt.meta.dataset_digest != data.digest() {

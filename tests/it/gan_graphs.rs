@@ -8,6 +8,7 @@ use anime_pipe::gan::runner::{GanConfig, Noise, Runner, RunnerOptions};
 use anime_pipe::gan::steps::{self, Optimizer, Role, StepGraph, StepOptions};
 use anime_pipe::runtime::{session_from_bytes, Device, SessionOptions};
 use anyhow::{bail, Context, Result};
+use onnxgrad::Formulation;
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 use std::collections::BTreeMap;
@@ -261,7 +262,14 @@ fn written_graphs_pass_the_onnx_checker_and_match_the_runner_in_python() -> Resu
     if !python_ready() {
         return Ok(());
     }
-    for arch in [tiny_dcgan(), tiny_anime300()] {
+    // Written as built, and with every ConvTranspose in sub-pixel form (`graph --formulation subpixel`): both are
+    // standard ONNX that Python onnxruntime runs to the runner's values.
+    let cases = [
+        (tiny_dcgan(), Formulation::native()),
+        (tiny_anime300(), Formulation::native()),
+        (tiny_dcgan(), Formulation::subpixel()),
+    ];
+    for (arch, formulation) in cases {
         let (batch, seed, samples) = (4, 9, 3);
         let dir = tempfile::tempdir()?;
         let req = ExportRequest {
@@ -271,8 +279,27 @@ fn written_graphs_pass_the_onnx_checker_and_match_the_runner_in_python() -> Resu
             seed,
             d_optimizer: Optimizer::Adam,
             g_optimizer: Optimizer::Adam,
+            formulation,
         };
-        write_graphs(dir.path(), &req)?;
+        let report = write_graphs(dir.path(), &req)?;
+        assert!(report.files.iter().any(|f| f.path.ends_with("generator.onnx")), "no generator.onnx written");
+        for f in &report.files {
+            let bytes = std::fs::read(&f.path)?;
+            let has = |op: &str| bytes.windows(op.len()).any(|w| w == op.as_bytes());
+            let lowered = !formulation.is_native();
+            assert_eq!(has("DepthToSpace"), lowered, "{}: DepthToSpace iff sub-pixel", f.path.display());
+            // The step graphs' backward of a strided Conv is a ConvTranspose in either formulation; the generator
+            // alone is forward-only, so there every strided ConvTranspose is rewritten (the stride-1 projection
+            // from the latent has no sub-pixel form and stays).
+            if f.path.ends_with("generator.onnx") {
+                let model = onnxgrad::decode_model(&bytes)?;
+                let strided = model.graph.as_ref().expect("a graph").node.iter().filter(|n| {
+                    n.op_type == "ConvTranspose"
+                        && n.attribute.iter().any(|a| a.name == "strides" && a.ints.iter().any(|&s| s > 1))
+                });
+                assert_eq!(strided.count() == 0, lowered, "{}: strided ConvTranspose iff native", f.path.display());
+            }
+        }
 
         // The Rust runner, one iteration from the seeded state, split and fused, on the same inputs.
         let config = GanConfig::new(arch.clone(), batch, seed);
@@ -429,6 +456,23 @@ fn graph_command_writes_four_models_and_describes_them() -> Result<()> {
     for needle in ["d_step.onnx", "g_step.onnx", "gan_step.onnx", "generator.onnx", "InferenceSession", "X.new"] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }
+
+    // `--formulation subpixel:64` writes the sub-pixel form on maps of up to 8x8 and says so.
+    let cpu = tempfile::tempdir()?;
+    let out = support::anime_pipe()
+        .args(["graph", "--arch", "dcgan64", "--batch", "8", "--ngf", "8", "--ndf", "8", "--json"])
+        .args(["--formulation", "subpixel:64", "--out"])
+        .arg(cpu.path())
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lowered: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(lowered["formulation"], "subpixel:64");
+    assert_eq!(report["formulation"], "native");
+    let nodes = |r: &serde_json::Value| r["files"][2]["nodes"].as_u64().unwrap();
+    assert!(nodes(&lowered) > nodes(&report), "the sub-pixel fused step has more (smaller) nodes");
+    let bad = support::anime_pipe().args(["graph", "--formulation", "auto", "-q", "--out"]).arg(cpu.path()).output()?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--formulation"), "the error names the flag");
     Ok(())
 }
 
