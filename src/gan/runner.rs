@@ -159,19 +159,15 @@ pub struct SessionTuning {
     pub primitive_backward: bool,
 }
 
-/// The formulation the step graphs are written in on `device` unless told otherwise: on ONNX Runtime's CPU
-/// provider, `ConvTranspose` on maps of up to 8x8 input pixels in sub-pixel form (faster there, measured per
-/// layer by `bench/conv_grad_formulations.py` and per step by `bench/train_step.sh`); elsewhere (CUDA: cuDNN's
-/// transposed convolution) every operator as built.
+/// The formulation the step graphs are written in on `device` unless told otherwise: every operator as built,
+/// on both providers. The sub-pixel `ConvTranspose` (`subpixel:64`) won on a loaded machine but lost by 10-12% on
+/// a quiet one (`bench/train_step.sh`, BENCHMARKS.md "Training step: formulations"), and on CUDA cuDNN's
+/// transposed convolution is not the slow per-image path it replaces; it stays selectable (`--formulation`).
 pub fn default_formulation(device: Resolved) -> Formulation {
     match device {
-        Resolved::Cpu => Formulation::subpixel_up_to(CPU_SUBPIXEL_MAX_PIXELS),
-        Resolved::Cuda(_) => Formulation::native(),
+        Resolved::Cpu | Resolved::Cuda(_) => Formulation::native(),
     }
 }
-
-/// See [`default_formulation`].
-pub const CPU_SUBPIXEL_MAX_PIXELS: usize = 64;
 
 /// Parses a formulation name: `native`, `subpixel` (wherever the geometry allows), `subpixel:N` (input maps of
 /// at most N pixels), or `auto` (None: the device's default).
