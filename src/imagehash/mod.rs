@@ -22,7 +22,7 @@ mod window;
 
 pub use crop::{is_crop_of, CropSignature, COLOUR_LEN, CROP_MAX_COLOUR_DIFFERENCE, CROP_MAX_GRAY_DIFFERENCE};
 pub use crop::{CROP_MAX_HAMMING, GRAY_LEN};
-pub use near::{near_matches, near_pairs};
+pub use near::{near_matches, near_pairs, MatchIndex};
 pub use phash::{colour_difference, phash, NEAR_MAX_COLOUR_DIFFERENCE, THUMB_LEN};
 pub use signature::{signature, Signature};
 pub use window::WINDOWS;

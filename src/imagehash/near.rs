@@ -33,28 +33,49 @@ pub fn near_pairs(hashes: &[u64], threshold: u32) -> Vec<(u32, u32)> {
     pairs
 }
 
-/// All `(q, i)` with `popcount(queries[q] ^ index[i]) <= threshold`, sorted: multi-index hashing over `index`
-/// (the tables of [`near_pairs`]); a match is reported from the first block where it qualifies only. Per block the
-/// queries are bucketed too (one block at a time: 12 bytes per query), and each query bucket is compared with the
-/// index buckets within the radius of its value, so both sides stream through memory in bucket order.
+/// All `(q, i)` with `popcount(queries[q] ^ index[i]) <= threshold`, sorted: [`MatchIndex`] built and queried
+/// once.
 pub fn near_matches(index: &[u64], queries: &[u64], threshold: u32) -> Vec<(u32, u32)> {
-    if index.is_empty() || queries.is_empty() {
-        return Vec::new();
+    MatchIndex::build(index, threshold).matches(queries)
+}
+
+/// The multi-index tables of [`near_pairs`] over an indexed set, built once and queried by several query sets
+/// (so a caller can bound memory by querying in chunks).
+pub struct MatchIndex {
+    blocks: Blocks,
+    tables: Vec<BlockTable>,
+    threshold: u32,
+}
+
+impl MatchIndex {
+    pub fn build(index: &[u64], threshold: u32) -> Self {
+        let blocks = Blocks::choose(index.len().max(1), threshold);
+        let tables = (0..blocks.m).map(|b| BlockTable::build(index, blocks.range(b))).collect();
+        Self { blocks, tables, threshold }
     }
-    let blocks = Blocks::choose(index.len(), threshold);
-    let tables: Vec<BlockTable> = (0..blocks.m).map(|b| BlockTable::build(index, blocks.range(b))).collect();
-    let mut matches = Vec::new();
-    for b in 0..blocks.m {
-        let flips = flip_masks(blocks.range(b).1, blocks.radius);
-        let by_value = BlockTable::build(queries, blocks.range(b));
-        matches.extend(in_bucket_chunks(by_value.offsets.len() - 1, |v, out| {
-            let (ids, values) = by_value.bucket(v);
-            let query = QueryBucket { ids, values, value: v };
-            probe_queries(&tables, b, &query, &flips, threshold, blocks.radius, out)
-        }));
+
+    /// All `(q, i)` within the threshold, sorted; a match is reported from the first block where it qualifies
+    /// only. Per block the queries are bucketed too (one block at a time: 12 bytes per query), and each query
+    /// bucket is compared with the index buckets within the radius of its value, so both sides stream through
+    /// memory in bucket order.
+    pub fn matches(&self, queries: &[u64]) -> Vec<(u32, u32)> {
+        if self.tables.first().is_none_or(|t| t.ids.is_empty()) || queries.is_empty() {
+            return Vec::new();
+        }
+        let (blocks, tables) = (&self.blocks, &self.tables);
+        let mut matches = Vec::new();
+        for b in 0..blocks.m {
+            let flips = flip_masks(blocks.range(b).1, blocks.radius);
+            let by_value = BlockTable::build(queries, blocks.range(b));
+            matches.extend(in_bucket_chunks(by_value.offsets.len() - 1, |v, out| {
+                let (ids, values) = by_value.bucket(v);
+                let query = QueryBucket { ids, values, value: v };
+                probe_queries(tables, b, &query, &flips, self.threshold, blocks.radius, out)
+            }));
+        }
+        matches.sort_unstable();
+        matches
     }
-    matches.sort_unstable();
-    matches
 }
 
 /// Runs `probe(v, out)` for every bucket value `v` below `buckets`, in parallel chunks of consecutive buckets (so

@@ -1,27 +1,53 @@
 //! Near duplicates that are crops: every distinct picture's 16 window pHashes are matched against the
-//! whole-image pHashes of all of them (multi-index hashing, [`crate::imagehash::near_matches`]: no quadratic
+//! whole-image pHashes of all of them (multi-index hashing, [`crate::imagehash::MatchIndex`]: no quadratic
 //! scan), and each candidate is verified on aligned thumbnails ([`crate::imagehash::is_crop_of`]).
-use crate::imagehash::{is_crop_of, near_matches, CROP_MAX_HAMMING, WINDOWS};
+use crate::imagehash::{is_crop_of, MatchIndex, CROP_MAX_HAMMING, WINDOWS};
 use crate::measure::Measures;
 use rayon::prelude::*;
 
 /// Windows verified per candidate pair, closest hash first.
 const VERIFIED_WINDOWS: usize = 2;
 
+/// Pictures whose windows are queried at once: the candidates of one chunk (16 bytes each, all windows of a
+/// picture in the same chunk) are verified and dropped before the next, so memory stays bounded by the chunk
+/// whatever the collection's size. The result does not depend on it.
+const PICTURES_PER_CHUNK: usize = 1 << 16;
+
 /// The verified pairs (i, j), i < j, of indices into `sigs` where one picture is a crop of the other; sorted.
 pub fn crop_pairs(sigs: &[&Measures]) -> Vec<(u32, u32)> {
     let index: Vec<u64> = sigs.iter().map(|s| s.phash).collect();
-    let queries: Vec<u64> = sigs.iter().flat_map(|s| s.crop.windows).collect();
-    // (original, copy, distance, window): the copy's whole hash is near the original's window.
-    let mut candidates: Vec<(u32, u32, u32, u8)> = near_matches(&index, &queries, CROP_MAX_HAMMING)
+    let search = MatchIndex::build(&index, CROP_MAX_HAMMING);
+    let mut pairs = Vec::new();
+    for first in (0..sigs.len()).step_by(PICTURES_PER_CHUNK) {
+        let chunk = &sigs[first..(first + PICTURES_PER_CHUNK).min(sigs.len())];
+        pairs.extend(verified_pairs(sigs, &candidates(chunk, first, &search, &index)));
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+}
+
+/// (original, copy, distance, window) for the pictures of `chunk` (the first at `first`) as originals: the
+/// copy's whole hash is near the original's window. Sorted, so each pair's windows are together, closest first.
+fn candidates(chunk: &[&Measures], first: usize, search: &MatchIndex, index: &[u64]) -> Vec<(u32, u32, u32, u8)> {
+    let queries: Vec<u64> = chunk.iter().flat_map(|s| s.crop.windows).collect();
+    let mut found: Vec<(u32, u32, u32, u8)> = search
+        .matches(&queries)
         .into_iter()
-        .map(|(q, j)| (q / WINDOWS as u32, j, (queries[q as usize] ^ index[j as usize]).count_ones(), q))
+        .map(|(q, j)| {
+            let i = (first + q as usize / WINDOWS) as u32;
+            (i, j, (queries[q as usize] ^ index[j as usize]).count_ones(), (q as usize % WINDOWS) as u8)
+        })
         .filter(|&(i, j, _, _)| i != j)
-        .map(|(i, j, d, q)| (i, j, d, (q % WINDOWS as u32) as u8))
         .collect();
-    candidates.sort_unstable();
+    found.sort_unstable();
+    found
+}
+
+/// The candidate pairs that pass verification on one of their closest windows, as (min, max).
+fn verified_pairs(sigs: &[&Measures], candidates: &[(u32, u32, u32, u8)]) -> Vec<(u32, u32)> {
     let per_pair: Vec<&[(u32, u32, u32, u8)]> = candidates.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)).collect();
-    let mut pairs: Vec<(u32, u32)> = per_pair
+    per_pair
         .par_iter()
         .filter(|windows| {
             // Neighbouring windows match the same copy; the closest two are enough to verify from.
@@ -31,8 +57,5 @@ pub fn crop_pairs(sigs: &[&Measures]) -> Vec<(u32, u32)> {
             })
         })
         .map(|windows| (windows[0].0.min(windows[0].1), windows[0].0.max(windows[0].1)))
-        .collect();
-    pairs.sort_unstable();
-    pairs.dedup();
-    pairs
+        .collect()
 }
