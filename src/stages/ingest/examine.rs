@@ -36,7 +36,7 @@ fn decode_and_measure(bytes: &[u8], hash: String, ctx: &Ctx<'_>, stats: &Stats) 
                 height: Some(height),
                 color: Some(decoded.color),
                 frames: Some(decoded.frames),
-                measures: Some(measure(decoded.image)),
+                measures: Some(std::sync::Arc::new(measure(decoded.image))),
                 reason: None,
                 error: None,
             }

@@ -221,7 +221,7 @@ fn index_frame(rows: &[IndexRow]) -> Result<DataFrame> {
             col("error", strs(|r| r.out.error.clone())),
         ]
         .into_iter()
-        .chain(measure_columns(rows.iter().map(|r| r.out.measures.as_ref())))
+        .chain(measure_columns(rows.iter().map(|r| r.out.measures.as_deref())))
         .collect(),
     )
 }
@@ -258,7 +258,7 @@ pub(super) fn index_rows(df: &DataFrame) -> Result<Vec<IndexRow>> {
         .into_iter()
         .map(|r| r.map(|r| r.parse::<Reason>().map_err(anyhow::Error::msg)).transpose())
         .collect::<Result<Vec<_>>>()?;
-    let measures = read_measures(df)?;
+    let mut measures = read_measures(df)?;
     Ok((0..df.height())
         .map(|i| IndexRow {
             origin: origin[i].clone(),
@@ -277,7 +277,7 @@ pub(super) fn index_rows(df: &DataFrame) -> Result<Vec<IndexRow>> {
                 color: color[i].clone(),
                 frames: frames[i],
                 reason: reason[i],
-                measures: measures[i].clone(),
+                measures: measures[i].take().map(std::sync::Arc::new),
                 error: error[i].clone(),
             },
         })

@@ -8,6 +8,7 @@ use crate::named::Named;
 use anyhow::Result;
 use polars::prelude::DataFrame;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// What ingest learned about one file.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,8 +20,9 @@ pub(super) struct Outcome {
     pub(super) height: Option<u32>,
     pub(super) color: Option<String>,
     pub(super) frames: Option<u32>,
-    /// Hashes and quality scores from the one decode (accepted files).
-    pub(super) measures: Option<Measures>,
+    /// Hashes and quality scores from the one decode (accepted files); shared, not copied, by the row, the
+    /// re-run index and the run's outcomes by content hash (~0.8 KB each, the bulk of an outcome).
+    pub(super) measures: Option<Arc<Measures>>,
     /// None when accepted.
     pub(super) reason: Option<Reason>,
     pub(super) error: Option<String>,
@@ -124,7 +126,7 @@ pub(super) fn manifest_frame(sources: &[Source], rows: &[Row]) -> Result<DataFra
             col("error", pick(|r| r.out.error.clone())),
         ]
         .into_iter()
-        .chain(measure_columns(rows.iter().map(|r| r.out.measures.as_ref())))
+        .chain(measure_columns(rows.iter().map(|r| r.out.measures.as_deref())))
         .collect(),
     )
 }
