@@ -29,11 +29,23 @@ timed() {
 # A count from the last summary.
 count() { python3 -c "import json,sys; s=[json.loads(l) for l in open('$root/last.json') if l.strip()][-1]; print(dict(s['counts']).get('$1', 0))"; }
 
+# Images start .. start + count - 1, one generator process per core (each a contiguous slice).
+generate() { # DIR COUNT START
+    local dir=$1 count=$2 start=$3 procs k pids=()
+    procs=$(nproc)
+    for ((k = 0; k < procs; k++)); do
+        local from=$((start + count * k / procs)) to=$((start + count * (k + 1) / procs))
+        python3 bench/scale_data.py "$dir" "$((to - from))" --start "$from" &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || return 1; done
+}
+
 echo "| items | stage | first run: s | images/s | peak RSS MB | after +1%: s | computed / reused |"
 echo "|---|---|---|---|---|---|---|"
 for n in "${sizes[@]}"; do
     dir=$root/n$n
-    /usr/bin/time -f "%e" -o "$root/gen" python3 bench/scale_data.py "$dir/sample" "$n"
+    /usr/bin/time -f "%e" -o "$root/gen" bash -c "$(declare -f generate); generate '$dir/sample' $n 0"
     echo "generated $n images in $(cat "$root/gen") s ($(du -sh "$dir/sample" | cut -f1))" >&2
     config=(--config "$dir/sample/pipeline.yaml" --workdir "$dir/work")
     declare -A first=() rate=() peak=()
@@ -45,7 +57,7 @@ for n in "${sizes[@]}"; do
         rate[$stage]=$(python3 -c "print(f'{$items / max($s, 0.01):,.0f}')")
     done
     # +1%: images n .. n + n/100 - 1, in new folders.
-    python3 bench/scale_data.py "$dir/sample" "$((n / 100))" --start "$n"
+    generate "$dir/sample" "$((n / 100))" "$n"
     for stage in ingest dedup clean pack; do
         read -r s _ < <(timed "${config[@]}" "$stage")
         case $stage in
