@@ -9,6 +9,7 @@
 #
 #   bench/fid_formulations.sh [STEPS] [SAMPLES]     # default 300 steps (preset dcgan64 at batch 64), 2000 samples
 #   CONFIGS="before default" bench/fid_formulations.sh   # a subset (default: before default subpixel)
+#   SEED=8 bench/fid_formulations.sh              # training seed (default 7): rerun to see seed-to-seed spread
 #   REFERENCE=5000 bench/fid_formulations.sh        # reference images (eval --max-reference; default 5000)
 #   WORK=DIR bench/fid_formulations.sh              # workdir (default target/fid-formulations; kept, so the
 #                                                   # packed data and the reference statistics are reused)
@@ -18,6 +19,7 @@ steps=${1:-300}
 samples=${2:-2000}
 reference=${REFERENCE:-5000}
 work=${WORK:-target/fid-formulations}
+seed=${SEED:-7}
 cargo build --release --quiet
 bin=$PWD/target/release/anime-pipe
 mkdir -p "$work"
@@ -43,24 +45,24 @@ for form in ${CONFIGS:-before default subpixel}; do
     rm -rf "$work/runs/$form"
     start=$(date +%s.%N)
     "$bin" -q --workdir "$work" --config "$work/pipeline.yaml" train --preset dcgan64 --batch-size 64 \
-        --steps "$steps" --seed 7 --sample-every 1000 --checkpoint-every 1000 --name "$form" ${flags[@]+"${flags[@]}"}
+        --steps "$steps" --seed "$seed" --sample-every 1000 --checkpoint-every 1000 --name "$form" ${flags[@]+"${flags[@]}"}
     seconds=$(echo "$(date +%s.%N) - $start" | bc)
     "$bin" -q --json --workdir "$work" --config "$work/pipeline.yaml" eval \
         --model "$work/runs/$form/generator.onnx" -n "$samples" --max-reference "$reference" --seed 3 \
         --inception ../shared/models/fid_inception_v3_pool3.onnx > "$work/eval-$form.json"
-    python3 - "$form" "$seconds" "$steps" "$work/eval-$form.json" >> "$out" <<'PY'
+    python3 - "$form" "$seconds" "$steps" "$work/eval-$form.json" "$seed" >> "$out" <<'PY'
 import json, sys
-form, seconds, steps, path = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+form, seconds, steps, path, seed = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 row = json.loads(open(path).read().strip().splitlines()[-1])["rows"][0]
-print(json.dumps({"graphs": form, "train_seconds": seconds, "images_per_s": steps * 64 / seconds,
+print(json.dumps({"graphs": form, "seed": seed, "train_seconds": seconds, "images_per_s": steps * 64 / seconds,
                   "fid": row["fid"], "kid": row["kid_mean"], "eval": row}))
 PY
 done
 python3 - "$out" "$steps" "$samples" "$reference" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"\ndcgan64 at batch 64, {sys.argv[2]} steps, seed 7; FID/KID of {sys.argv[3]} samples vs {sys.argv[4]} train images")
-print(f"{'graphs':>8} {'train s':>9} {'images/s':>9} {'FID':>8} {'KID':>9}")
+print(f"\ndcgan64 at batch 64, {sys.argv[2]} steps; FID/KID of {sys.argv[3]} samples vs {sys.argv[4]} train images")
+print(f"{'graphs':>8} {'seed':>5} {'train s':>9} {'images/s':>9} {'FID':>8} {'KID':>9}")
 for r in rows:
-    print(f"{r['graphs']:>8} {r['train_seconds']:>9.1f} {r['images_per_s']:>9.1f} {r['fid']:>8.2f} {r['kid']:>9.5f}")
+    print(f"{r['graphs']:>8} {r.get('seed', 7):>5} {r['train_seconds']:>9.1f} {r['images_per_s']:>9.1f} {r['fid']:>8.2f} {r['kid']:>9.5f}")
 PY
