@@ -486,6 +486,11 @@ pub struct TrainArgs {
     /// Discriminator steps per generator step [config: train.d_steps, default 1]
     #[arg(long, value_name = "N")]
     pub d_steps: Option<u32>,
+    /// Keep a moving average of G's weights with this decay (0.999 is usual; warmed up over the first steps);
+    /// generator.onnx then carries the average, generator.raw.onnx the trained weights [config: train.ema,
+    /// default 0 = off]
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f64>,
     /// Seed of initialisation, shuffling, augmentation and latents [config: train.seed, default 1]
     #[arg(long, value_name = "SEED")]
     pub seed: Option<u64>,
@@ -633,6 +638,10 @@ pub struct GraphArgs {
     /// most N pixels), or cpu / cuda (what the runner itself feeds ONNX Runtime on that device)
     #[arg(long, default_value = "native", value_name = "F")]
     pub formulation: String,
+    /// The G and fused steps also update a moving average of G's weights (state `ema.g.*`, scalar input
+    /// `ema.decay`: `ema' = p' + decay * (ema - p')`), as `train --ema` runs them
+    #[arg(long)]
+    pub ema: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -226,6 +226,7 @@ pub fn train(args: TrainArgs, file: &mut ConfigFile) -> Result<TrainFlags> {
         weight_decay,
         real_label,
         label_flip,
+        ema,
         d_steps,
         seed,
         split,
@@ -269,6 +270,7 @@ pub fn train(args: TrainArgs, file: &mut ConfigFile) -> Result<TrainFlags> {
     set("--weight-decay", override_with(&mut o.weight_decay, weight_decay));
     set("--real-label", override_with(&mut o.real_label, real_label));
     set("--label-flip", override_with(&mut o.label_flip, label_flip));
+    set("--ema", override_with(&mut o.ema, ema));
     set("--d-steps", override_with(&mut o.d_steps, d_steps));
     set("--seed", override_with(&mut o.seed, seed));
     set("--split", override_with(&mut o.split, split));
@@ -311,13 +313,14 @@ pub fn sample(args: SampleArgs) -> SampleRequest {
 
 /// `anime-pipe graph`: the request and the output directory.
 pub fn graph(args: GraphArgs) -> Result<(ExportRequest, PathBuf)> {
-    let GraphArgs { arch, batch, out, nz, ngf, ndf, samples, seed, adamw, formulation } = args;
+    let GraphArgs { arch, batch, out, nz, ngf, ndf, samples, seed, adamw, formulation, ema } = args;
     let formulation = graph_formulation(&formulation)?;
     let optimizer = if adamw { Optimizer::Adamw } else { Optimizer::Adam };
     let samples = samples.unwrap_or(batch);
     anyhow::ensure!(samples > 0, "--samples must be at least 1");
     let arch = arch_from_args(&arch, nz, ngf, ndf)?;
-    Ok((ExportRequest { arch, batch, samples, seed, d_optimizer: optimizer, g_optimizer: optimizer, formulation }, out))
+    let (d_optimizer, g_optimizer) = (optimizer, optimizer);
+    Ok((ExportRequest { arch, batch, samples, seed, d_optimizer, g_optimizer, formulation, ema }, out))
 }
 
 /// `graph --formulation`: a name [`parse_formulation`] reads, or the device whose runner default to write.

@@ -169,6 +169,8 @@ pub struct TrainOptions {
     pub weight_decay: Option<f64>,
     pub real_label: Option<f64>,
     pub label_flip: Option<f64>,
+    /// Decay of the moving average of G's weights (0 = none).
+    pub ema: Option<f64>,
     pub d_steps: Option<u32>,
     pub seed: Option<u64>,
     pub split: Option<String>,

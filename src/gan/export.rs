@@ -22,6 +22,8 @@ pub struct ExportRequest {
     pub g_optimizer: Optimizer,
     /// How operators are written out ([`Graph::lowered`]); native keeps every operator as built.
     pub formulation: Formulation,
+    /// The G and fused steps also update a moving average of G's weights (`ema.g.*`, input `ema.decay`).
+    pub ema: bool,
 }
 
 /// One written file and its interface.
@@ -58,6 +60,7 @@ pub fn write_graphs(dir: &Path, req: &ExportRequest) -> Result<GraphReport> {
         g_optimizer: req.g_optimizer,
         output_gradients: false,
         primitive_backward: false,
+        ema: req.ema,
     };
     let graphs = [
         steps::d_step(&opts, &mut store)?,

@@ -17,6 +17,7 @@ use super::models::Arch;
 use super::steps::{self, Optimizer, Role, StepGraph, StepKind, StepOptions};
 use crate::runtime::{self, Device, Resolved, SessionOptions};
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use onnxgrad::ema::warmed_up_decay;
 use onnxgrad::nn::ParamStore;
 use onnxgrad::Formulation;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
@@ -89,6 +90,13 @@ pub struct GanConfig {
     pub labels: Labels,
     /// Seeds the parameter initialisation and the runner's random stream.
     pub seed: u64,
+    /// Decay of the moving average of G's weights (0: none), warmed up by [`warmed_up_decay`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ema: f32,
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
 }
 
 impl GanConfig {
@@ -103,6 +111,7 @@ impl GanConfig {
             g: AdamHyper::default(),
             labels: Labels::default(),
             seed,
+            ema: 0.0,
         }
     }
 
@@ -115,8 +124,18 @@ impl GanConfig {
             g_optimizer: self.g_optimizer,
             output_gradients: false,
             primitive_backward: false,
+            ema: self.ema > 0.0,
         }
     }
+}
+
+/// Which of G's weights an exported generator carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeneratorWeights {
+    /// The moving average where the run keeps one ([`GanConfig::ema`]), else the trained weights.
+    Average,
+    /// The trained weights.
+    Raw,
 }
 
 /// How the runner executes (does not change results beyond floating-point reassociation across thread counts).
@@ -388,7 +407,9 @@ impl Runner {
             .slots
             .iter()
             .map(|(name, slot)| {
-                let data = match self.store.get(name) {
+                // A moving average starts at its parameter's value.
+                let source = name.strip_prefix("ema.").unwrap_or(name);
+                let data = match self.store.get(source) {
                     Some(t) => t.data.clone(),
                     None => vec![0.0; slot.shape.iter().product()], // Adam moments start at zero
                 };
@@ -563,6 +584,10 @@ impl Runner {
             }
             write_feed(&mut self.feeds, &format!("{prefix}.step"), &[t as i64])?;
         }
+        if g && self.feeds.contains_key(steps::EMA_DECAY) {
+            let decay = warmed_up_decay(self.config.ema as f64, self.g_updates + 1) as f32;
+            write_feed(&mut self.feeds, steps::EMA_DECAY, &[decay])?;
+        }
         Ok(())
     }
 
@@ -642,14 +667,26 @@ impl Runner {
         Ok(())
     }
 
-    /// The generator's inference model (`steps::generator_inference`) for `n` latents, with the current weights and
-    /// running statistics baked in.
-    pub fn generator_onnx_bytes(&mut self, n: usize) -> Result<Vec<u8>> {
+    /// Whether the run keeps a moving average of G's weights.
+    pub fn has_average(&self) -> bool {
+        self.slots.keys().any(|n| n.starts_with("ema."))
+    }
+
+    /// The generator's inference model (`steps::generator_inference`) for `n` latents, with the current weights
+    /// (`weights`: the moving average or the trained ones) and running statistics baked in.
+    pub fn generator_onnx_bytes(&mut self, n: usize, weights: GeneratorWeights) -> Result<Vec<u8>> {
+        let average = weights == GeneratorWeights::Average;
         let current: StateTensors = self
             .slots
             .iter()
             .filter(|(name, _)| name.starts_with("g.") && !name.ends_with(".adam_m") && !name.ends_with(".adam_v"))
-            .map(|(name, slot)| Ok((name.clone(), (slot.shape.clone(), download(&slot.buffers[slot.current])?))))
+            .map(|(name, slot)| {
+                let slot = match self.slots.get(&format!("ema.{name}")) {
+                    Some(avg) if average => avg,
+                    _ => slot,
+                };
+                Ok((name.clone(), (slot.shape.clone(), download(&slot.buffers[slot.current])?)))
+            })
             .collect::<Result<_>>()?;
         self.store.import(current)?;
         steps::generator_inference(&self.config.arch, &mut self.store, n)?.to_exported_bytes()

@@ -2,8 +2,10 @@
 //! inference graph. Each is a standard ONNX model (see the `gan` module docs for the I/O naming convention).
 use super::models::{self, Arch};
 use anyhow::{bail, Context, Result};
+use onnxgrad::ema::append_ema;
+pub use onnxgrad::ema::EMA_DECAY;
 use onnxgrad::nn::{Binding, Mode, Net, ParamStore};
-use onnxgrad::optim::{build_train_step, updated_name, AdamOptions};
+use onnxgrad::optim::{build_train_step, updated_name, AdamOptions, TrainStep};
 use onnxgrad::{loss, DType, Graph, ValueId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -123,6 +125,9 @@ pub struct StepOptions {
     /// ([`onnxgrad::Graph::set_primitive_backward`]; same values, more nodes: the formulation before it existed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub primitive_backward: bool,
+    /// Also carry an exponential moving average of G's parameters (`ema.g.*`, decay input [`EMA_DECAY`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ema: bool,
 }
 
 /// `torch.optim.Adam` (L2 penalty in the gradient) or `torch.optim.AdamW` (decoupled weight decay).
@@ -155,6 +160,7 @@ impl StepOptions {
             g_optimizer: Optimizer::Adam,
             output_gradients: false,
             primitive_backward: false,
+            ema: false,
         }
     }
 
@@ -224,8 +230,8 @@ impl StepGraph {
     }
 }
 
-/// Roles from the naming convention: `X` with an output `X.new` is state; `d_adam.*`/`g_adam.*` are
-/// hyperparameters; other float inputs named like a parameter, buffer or moment (`g.*`, `d.*` but not a dropout
+/// Roles from the naming convention: `X` with an output `X.new` is state; `d_adam.*`/`g_adam.*` and `ema.decay`
+/// are hyperparameters; other float inputs named like a parameter, buffer or moment (`g.*`, `d.*` but not a dropout
 /// mask) are frozen state; the rest is batch data.
 fn classify(g: &Graph) -> (Vec<Port>, Vec<Port>) {
     let port = |v: ValueId, role: Role| Port {
@@ -242,7 +248,10 @@ fn classify(g: &Graph) -> (Vec<Port>, Vec<Port>) {
             let name = g.value_name(v);
             let role = if outputs.contains(updated_name(name).as_str()) {
                 Role::State
-            } else if name.starts_with(&format!("{D_ADAM}.")) || name.starts_with(&format!("{G_ADAM}.")) {
+            } else if name.starts_with(&format!("{D_ADAM}."))
+                || name.starts_with(&format!("{G_ADAM}."))
+                || name == EMA_DECAY
+            {
                 Role::Hyperparameter
             } else if (name.starts_with("g.") || name.starts_with("d.")) && !name.ends_with(".mask") {
                 Role::FrozenState
@@ -389,7 +398,8 @@ pub fn g_step(opts: &StepOptions, store: &mut ParamStore) -> Result<StepGraph> {
     let l = generator_loss(&mut net, opts, fake, gen_t)?;
     let params = net.finish().params;
     let g_params = params_of(&g, &params, "g.");
-    build_train_step(&mut g, l, &g_params, &opts.adam(G_ADAM)).context("building the G step")?;
+    let step = build_train_step(&mut g, l, &g_params, &opts.adam(G_ADAM)).context("building the G step")?;
+    average_generator(&mut g, opts, &step)?;
     Ok(StepGraph::new(StepKind::GStep, g))
 }
 
@@ -430,8 +440,18 @@ pub fn fused_step(opts: &StepOptions, store: &mut ParamStore) -> Result<StepGrap
     let g_loss = generator_loss(&mut net, opts, fake, gen_t)?;
     let params = net.finish().params;
     let g_params = params_of(&g, &params, "g.");
-    build_train_step(&mut g, g_loss, &g_params, &opts.adam(G_ADAM)).context("G update")?;
+    let step = build_train_step(&mut g, g_loss, &g_params, &opts.adam(G_ADAM)).context("G update")?;
+    average_generator(&mut g, opts, &step)?;
     Ok(StepGraph::new(StepKind::Fused, g))
+}
+
+/// With [`StepOptions::ema`], the moving average of G's updated parameters (its running statistics are not
+/// averaged: an exported average uses the raw generator's, as StyleGAN's EMA copies buffers).
+fn average_generator(g: &mut Graph, opts: &StepOptions, step: &TrainStep) -> Result<()> {
+    if opts.ema {
+        append_ema(g, step, "g.").context("G's moving average")?;
+    }
+    Ok(())
 }
 
 /// The generator alone for inference: `z f32 [n, nz]` -> `image f32 [n, 3, S, S]` in [-1, 1] and

@@ -124,8 +124,16 @@ impl RunDir {
     pub fn checkpoint_generator_path(&self, name: CheckpointName) -> PathBuf {
         self.checkpoints_dir().join(format!("{}{}", name.stem(), checkpoints::GENERATOR_SUFFIX))
     }
+    /// The trained (not averaged) weights of a checkpoint, written beside it when the run keeps a moving average.
+    pub fn checkpoint_raw_generator_path(&self, name: CheckpointName) -> PathBuf {
+        self.checkpoints_dir().join(format!("{}.raw{}", name.stem(), checkpoints::GENERATOR_SUFFIX))
+    }
     pub fn generator_path(&self) -> PathBuf {
         self.root.join("generator.onnx")
+    }
+    /// The latest trained (not averaged) weights, when the run keeps a moving average.
+    pub fn raw_generator_path(&self) -> PathBuf {
+        self.root.join("generator.raw.onnx")
     }
     pub fn eval_table_path(&self) -> PathBuf {
         self.root.join("eval.parquet")

@@ -76,6 +76,9 @@ pub struct TrainConfig {
     pub real_label: f64,
     /// Probability that each of D's targets (real and fake) is flipped (noisy labels).
     pub label_flip: f64,
+    /// Decay of the moving average of G's weights exported as generator.onnx (0 = none; 0.999 is usual).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ema: f64,
     /// Discriminator steps per generator step.
     pub d_steps: u32,
     pub seed: u64,
@@ -90,6 +93,10 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Batches the loader assembles ahead of the trainer.
     pub prefetch: usize,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// The preset called `name`, before any override.
@@ -115,6 +122,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         g: adam(2e-4, 0.5),
         real_label: 1.0,
         label_flip: 0.0,
+        ema: 0.0,
         d_steps: 1,
         seed: 1,
         split: "train".into(),
@@ -225,6 +233,9 @@ pub fn validate(c: &TrainConfig) -> Result<()> {
     }
     if !(0.0..0.5).contains(&c.label_flip) {
         bail!("train.label_flip = {}: expected a probability in [0, 0.5)", c.label_flip);
+    }
+    if !(0.0..1.0).contains(&c.ema) {
+        bail!("train.ema = {}: expected a decay in [0, 1): 0 = off, 0.999 = the usual average of G's weights", c.ema);
     }
     if !(1..=100).contains(&c.d_steps) {
         bail!("train.d_steps = {}: expected 1..=100 discriminator steps per generator step", c.d_steps);

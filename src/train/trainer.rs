@@ -18,7 +18,7 @@
 //! across threads without changing any summation order: dcgan64 at batch 128 gave byte-identical checkpoints at
 //! -j 1, 2, 3 and 4 (checked by hand; a CUDA run is not bit-reproducible).
 use crate::gan::generator::{latents, Generator, EXPORT_BATCH};
-use crate::gan::runner::{Metrics, Runner, RunnerOptions, SessionTuning};
+use crate::gan::runner::{GeneratorWeights, Metrics, Runner, RunnerOptions, SessionTuning};
 use crate::pixels::write_png;
 use crate::report::{Reporter, Summary};
 use crate::rundir::{self, MetricRow, RunDir};
@@ -652,7 +652,7 @@ impl Run<'_> {
 
     /// The fixed latent batch through the current generator, as an 8x4 grid.
     fn write_samples(&mut self, path: &std::path::Path) -> Result<()> {
-        let model = self.runner.generator_onnx_bytes(SAMPLE_COLS * SAMPLE_ROWS)?;
+        let model = self.runner.generator_onnx_bytes(SAMPLE_COLS * SAMPLE_ROWS, GeneratorWeights::Average)?;
         let mut generator = Generator::from_bytes(&model, &self.session_options(), "generator")?;
         let (images, side) = generator.generate_all(&self.fixed_latents, EXPORT_BATCH)?;
         let grid = sample::grid(&images, side as usize, SAMPLE_COLS, SAMPLE_ROWS);
@@ -679,8 +679,15 @@ impl Run<'_> {
             Progress { epoch: self.state.epochs_done, loader: self.state.loader, runner: self.runner.progress() };
         let name = checkpoint::name(&progress, at_epoch_end);
         let path = self.dir.checkpoint_state_path(name);
-        let onnx = self.runner.generator_onnx_bytes(EXPORT_BATCH)?;
+        let onnx = self.runner.generator_onnx_bytes(EXPORT_BATCH, GeneratorWeights::Average)?;
         atomic_write(&self.dir.checkpoint_generator_path(name), &onnx)?;
+        let raw = match self.runner.has_average() {
+            true => Some(self.runner.generator_onnx_bytes(EXPORT_BATCH, GeneratorWeights::Raw)?),
+            false => None,
+        };
+        if let Some(raw) = &raw {
+            atomic_write(&self.dir.checkpoint_raw_generator_path(name), raw)?;
+        }
         let meta = Meta {
             progress,
             seed: self.config.seed,
@@ -690,6 +697,9 @@ impl Run<'_> {
         };
         checkpoint::write(&path, &Checkpoint { meta, tensors })?;
         atomic_write(&self.dir.generator_path(), &onnx)?;
+        if let Some(raw) = &raw {
+            atomic_write(&self.dir.raw_generator_path(), raw)?;
+        }
         self.state.last_checkpoint = Some(path);
         self.flush()
     }

@@ -280,6 +280,7 @@ fn written_graphs_pass_the_onnx_checker_and_match_the_runner_in_python() -> Resu
             d_optimizer: Optimizer::Adam,
             g_optimizer: Optimizer::Adam,
             formulation,
+            ema: false,
         };
         let report = write_graphs(dir.path(), &req)?;
         assert!(report.files.iter().any(|f| f.path.ends_with("generator.onnx")), "no generator.onnx written");

@@ -1,7 +1,7 @@
 //! The GAN step runner on CPU: the fused graph and the split D/G graphs agree, runs are bit-reproducible and
 //! resumable, the G step leaves D's parameters alone, and a tiny GAN learns a trivial image distribution.
 use anime_pipe::gan::models::{Arch, Family};
-use anime_pipe::gan::runner::{AdamHyper, GanConfig, Runner, RunnerOptions, SessionTuning};
+use anime_pipe::gan::runner::{AdamHyper, GanConfig, GeneratorWeights, Runner, RunnerOptions, SessionTuning};
 use anime_pipe::gan::steps::{self, Role};
 use anime_pipe::runtime::Device;
 use anyhow::Result;
@@ -148,8 +148,13 @@ fn same_seed_gives_bit_identical_state_and_another_seed_does_not() -> Result<()>
 
 #[test]
 fn resuming_from_state_and_progress_continues_bit_identically() -> Result<()> {
+    resume_bit_identically(GanConfig::new(tiny_anime300(), 4, 5))?;
+    // The moving average of G is state too (and its decay's warm-up follows the resumed update count).
+    resume_bit_identically(GanConfig { ema: 0.999, ..GanConfig::new(tiny_anime300(), 4, 5) })
+}
+
+fn resume_bit_identically(config: GanConfig) -> Result<()> {
     // anime300 draws dropout masks too, so the random stream's position matters.
-    let config = GanConfig::new(tiny_anime300(), 4, 5);
     let mut whole = Runner::new(&config, &cpu(true, 1))?;
     run_steps(&mut whole, &config, 0, 6)?;
 
@@ -229,7 +234,7 @@ fn gradient_images(n: usize, size: usize, seed: u64) -> Vec<u8> {
 /// Mean over samples of the generator's `image_u8` output, in [-1, 1] units, `[S, S, 3]` flattened.
 fn mean_generated(runner: &mut Runner, n: usize) -> Result<Vec<f32>> {
     let arch = runner.config().arch.clone();
-    let onnx = runner.generator_onnx_bytes(n)?;
+    let onnx = runner.generator_onnx_bytes(n, GeneratorWeights::Average)?;
     let options = anime_pipe::runtime::SessionOptions { device: Device::Cpu, threads: 1, optimize: true };
     let (mut session, _) = anime_pipe::runtime::session_from_bytes(&onnx, &options)?;
     // Fixed latents: a seeded normal-ish sample (sum of uniforms), the same at every call.
@@ -275,5 +280,52 @@ fn tiny_gan_learns_a_colour_gradient() -> Result<()> {
     eprintln!("MSE of the mean generated image to the gradient: {before:.4} -> {after:.4}; {:?}", r.metrics()?);
     assert!(before > 0.1, "an untrained generator is far from the gradient: {before}");
     assert!(after < 0.2 * before, "MSE {before} -> {after}");
+    Ok(())
+}
+
+#[test]
+fn the_moving_average_of_g_follows_its_warmed_up_formula_fused_and_split() -> Result<()> {
+    use onnxgrad::ema::warmed_up_decay;
+    for fused in [true, false] {
+        let config = GanConfig { ema: 0.99, ..GanConfig::new(tiny_dcgan(), 4, 3) };
+        let mut r = Runner::new(&config, &cpu(fused, 1))?;
+        assert!(r.has_average());
+        let s0 = r.state()?;
+        let g_params = params_with_prefix(&s0, "g.");
+        // Every trained G tensor has an average, starting equal to it; nothing else is averaged.
+        let averaged: Vec<String> = s0.keys().filter_map(|n| n.strip_prefix("ema.").map(str::to_string)).collect();
+        assert_eq!(averaged, g_params.keys().cloned().collect::<Vec<_>>(), "fused={fused}");
+        for name in &averaged {
+            assert!(s0[&format!("ema.{name}")] == s0[name], "fused={fused}: ema.{name} does not start at {name}");
+        }
+        let mut previous = s0;
+        for t in 1..=3u64 {
+            r.step(&batch_bytes(&config, t))?;
+            let now = r.state()?;
+            let decay = warmed_up_decay(0.99, t) as f32;
+            for name in &averaged {
+                let key = format!("ema.{name}");
+                let (old, new, got) = (&previous[&key].1, &now[name].1, &now[&key].1);
+                for ((o, p), e) in old.iter().zip(new).zip(got) {
+                    let want = decay * o + (1.0 - decay) * p;
+                    assert!(
+                        (e - want).abs() <= 1e-5 * want.abs().max(1e-2),
+                        "fused={fused} step {t} {key}: {e} vs {want}"
+                    );
+                }
+            }
+            previous = now;
+        }
+        // The exports differ: one carries the average, the other the trained weights.
+        let average = r.generator_onnx_bytes(4, GeneratorWeights::Average)?;
+        let raw = r.generator_onnx_bytes(4, GeneratorWeights::Raw)?;
+        assert!(average != raw, "fused={fused}: the average export equals the raw one");
+    }
+    // Without a moving average both exports are the trained weights.
+    let config = GanConfig::new(tiny_dcgan(), 4, 3);
+    let mut r = Runner::new(&config, &cpu(true, 1))?;
+    r.step(&batch_bytes(&config, 0))?;
+    assert!(!r.has_average() && !r.state()?.keys().any(|n| n.starts_with("ema.")));
+    assert!(r.generator_onnx_bytes(4, GeneratorWeights::Average)? == r.generator_onnx_bytes(4, GeneratorWeights::Raw)?);
     Ok(())
 }

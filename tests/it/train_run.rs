@@ -216,6 +216,25 @@ fn resume_mid_epoch_is_bit_identical_with_augmentation_noisy_labels_and_other_th
 }
 
 #[test]
+fn with_a_moving_average_g_exports_both_weights_and_resumes_bit_identically() {
+    // The average (generator.onnx) and the trained weights (generator.raw.onnx), per checkpoint too; the
+    // average is checkpointed state, so a resumed run ends on the same bits (check_resume compares both).
+    check_resume("--ema 0.99", 5, 12, "1");
+    let data = dataset();
+    let w = data.path();
+    ok(&mut train(w, "--ema 0.99 --steps 6 --name ema"));
+    let dir = run_dir(w, "ema");
+    let (average, raw) =
+        (std::fs::read(dir.join("generator.onnx")).unwrap(), std::fs::read(dir.join("generator.raw.onnx")).unwrap());
+    assert!(average != raw, "the exported average equals the trained weights");
+    assert_eq!(std::fs::read(dir.join("checkpoints/step-00000006.raw.generator.onnx")).unwrap(), raw);
+    assert_eq!(std::fs::read(dir.join("checkpoints/step-00000006.generator.onnx")).unwrap(), average);
+    // Without --ema there is one generator.
+    ok(&mut train(w, "--steps 2 --name plain"));
+    assert!(!run_dir(w, "plain").join("generator.raw.onnx").exists());
+}
+
+#[test]
 fn resume_is_bit_identical_for_anime300_with_dropout_and_two_d_steps() {
     // anime300 at 16x16 (dropout masks from the runner's stream), two D steps per G step on the split graphs:
     // 8 steps per epoch, cut at 5, end at 12.

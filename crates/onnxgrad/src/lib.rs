@@ -52,6 +52,7 @@
 pub mod autodiff;
 mod builder;
 mod composite;
+pub mod ema;
 pub mod error;
 pub mod ir;
 pub mod loss;

@@ -68,6 +68,8 @@ pub enum StateRole {
     SecondMoment,
     /// Other state carried between steps (batch-norm running statistics).
     Buffer,
+    /// A moving average of a parameter (starts equal to it; [`crate::ema`]).
+    Average,
 }
 
 /// One piece of state: fed as `input`, returned updated as `output`.

@@ -147,3 +147,53 @@ fn gradients_can_be_output_and_params_must_be_inputs() -> Result<()> {
     assert!(build_train_step(&mut g, loss, &[p], &AdamOptions::adam()).is_err());
     Ok(())
 }
+
+#[test]
+fn ema_of_the_parameters_follows_its_formula_over_adam_steps() -> Result<()> {
+    use onnxgrad::ema::{append_ema, warmed_up_decay, EMA_DECAY};
+    // loss = sum(w * w) / 2 + sum(b): both parameters move every step, and only `w.*` is averaged.
+    let mut g = Graph::new("ema");
+    let w = g.input("w.weight", DType::F32, &[4])?;
+    let b = g.input("b.bias", DType::F32, &[2])?;
+    let ww = g.mul(w, w)?;
+    let sq = g.sum_all(ww)?;
+    let half = g.scale(sq, 0.5)?;
+    let sb = g.sum_all(b)?;
+    let loss = g.add(half, sb)?;
+    let mut step = build_train_step(&mut g, loss, &[w, b], &AdamOptions::adam())?;
+    let slots = append_ema(&mut g, &step, "w.")?;
+    assert_eq!(slots.iter().map(|s| s.input.as_str()).collect::<Vec<_>>(), ["ema.w.weight"]);
+    assert!(slots.iter().all(|s| s.role == StateRole::Average && s.output == "ema.w.weight.new"));
+    step.state.extend(slots);
+    let w0 = vec![1.0f32, -0.5, 2.0, 0.25];
+    let initial = HashMap::from([
+        ("w.weight".to_string(), Tensor::f32(&[4], w0.clone())?),
+        ("b.bias".to_string(), Tensor::f32(&[2], vec![0.0, 1.0])?),
+        ("ema.w.weight".to_string(), Tensor::f32(&[4], w0.clone())?),
+    ]);
+    let mut runner = StepRunner::new(&g, step, &initial)?;
+    let mut ema = w0;
+    for t in 1..=5u64 {
+        let decay = warmed_up_decay(0.99, t) as f32;
+        runner.run(Hyper { lr: 0.1, ..Hyper::default() }, &[(EMA_DECAY, Tensor::f32(&[], vec![decay])?)])?;
+        let w_new = f32s(&runner.state["w.weight"]);
+        for (e, p) in ema.iter_mut().zip(&w_new) {
+            *e = decay * *e + (1.0 - decay) * p;
+        }
+        assert_close("ema.w.weight", &f32s(&runner.state["ema.w.weight"]), &ema, 1e-6, 1.0);
+        // The average lags the parameters: after a move it differs from them.
+        assert!(ema.iter().zip(&w_new).any(|(e, p)| (e - p).abs() > 1e-3), "step {t}: average equals the weights");
+    }
+    Ok(())
+}
+
+#[test]
+fn ema_needs_parameters_with_the_prefix() -> Result<()> {
+    let mut g = Graph::new("ema_none");
+    let p = g.input("p", DType::F32, &[2])?;
+    let loss = g.sum_all(p)?;
+    let step = build_train_step(&mut g, loss, &[p], &AdamOptions::adam())?;
+    let err = onnxgrad::ema::append_ema(&mut g, &step, "g.").unwrap_err().to_string();
+    assert!(err.contains("no parameters named g.*"), "{err}");
+    Ok(())
+}
