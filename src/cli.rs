@@ -2,7 +2,7 @@
 //! pipeline.yaml, into one request per command. Domain enums stay clap-free: `choice` wraps them at this edge.
 use crate::faces::geometry::Border;
 use crate::faces::upscale::Method as UpscaleMethod;
-use crate::gan::steps::Optimizer;
+use crate::gan::steps::{GanLoss, Optimizer};
 use crate::named::Named;
 use crate::stages::pack::Fit;
 use crate::stages::Stage;
@@ -491,6 +491,10 @@ pub struct TrainArgs {
     /// default 0 = off]
     #[arg(long, value_name = "DECAY")]
     pub ema: Option<f64>,
+    /// Adversarial loss: bce (DCGAN's, with the label options above) or hinge (D: relu(1 - D(x)) + relu(1 +
+    /// D(G(z))), G: -D(G(z))) [config: train.loss, default bce]
+    #[arg(long, value_name = "LOSS")]
+    pub loss: Option<GanLoss>,
     /// Seed of initialisation, shuffling, augmentation and latents [config: train.seed, default 1]
     #[arg(long, value_name = "SEED")]
     pub seed: Option<u64>,
@@ -642,6 +646,9 @@ pub struct GraphArgs {
     /// `ema.decay`: `ema' = p' + decay * (ema - p')`), as `train --ema` runs them
     #[arg(long)]
     pub ema: bool,
+    /// Adversarial loss: bce (inputs real_target, fake_target, gen_target) or hinge (no targets)
+    #[arg(long, default_value = "bce", value_name = "LOSS")]
+    pub loss: GanLoss,
 }
 
 #[derive(Debug, Args, Clone)]

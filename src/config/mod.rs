@@ -7,7 +7,7 @@ pub mod resolve;
 use crate::faces::detector::Family;
 use crate::faces::geometry::Border;
 use crate::faces::upscale::Method as UpscaleMethod;
-use crate::gan::steps::Optimizer;
+use crate::gan::steps::{GanLoss, Optimizer};
 use crate::named::Named;
 use crate::stages::pack::Fit;
 use anyhow::{Context, Result};
@@ -171,6 +171,8 @@ pub struct TrainOptions {
     pub label_flip: Option<f64>,
     /// Decay of the moving average of G's weights (0 = none).
     pub ema: Option<f64>,
+    /// `bce` or `hinge`.
+    pub loss: Option<GanLoss>,
     pub d_steps: Option<u32>,
     pub seed: Option<u64>,
     pub split: Option<String>,

@@ -129,6 +129,7 @@ pub fn resolve_train(o: &TrainOptions) -> Result<TrainConfig> {
     set(&mut c.real_label, o.real_label);
     set(&mut c.label_flip, o.label_flip);
     set(&mut c.ema, o.ema);
+    set(&mut c.loss, o.loss);
     set(&mut c.d_steps, o.d_steps);
     set(&mut c.seed, o.seed);
     set(&mut c.split, o.split.clone());
@@ -497,6 +498,10 @@ mod tests {
             (TrainOptions { lr_g: Some(-1.0), ..Default::default() }, "train.lr_g"),
             (TrainOptions { label_flip: Some(0.7), ..Default::default() }, "train.label_flip"),
             (TrainOptions { ema: Some(1.0), ..Default::default() }, "train.ema"),
+            (
+                TrainOptions { loss: Some(GanLoss::Hinge), label_flip: Some(0.1), ..Default::default() },
+                "train.label_flip",
+            ),
             (TrainOptions { epochs: Some(0), ..Default::default() }, "train.epochs"),
             (TrainOptions { arch: Some("resnet".into()), ..Default::default() }, "train.arch"),
             (TrainOptions { crop: Some(0.8), ..Default::default() }, "train.crop"),

@@ -2,7 +2,7 @@
 //! outputs (a table, or JSON with `--json`).
 use super::models::Arch;
 use super::runner::formulation_name;
-use super::steps::{self, Optimizer, Port, Role, StepGraph, StepKind, StepOptions};
+use super::steps::{self, GanLoss, Optimizer, Port, Role, StepGraph, StepKind, StepOptions};
 use crate::workdir::atomic_write;
 use anyhow::{Context, Result};
 use onnxgrad::Formulation;
@@ -24,6 +24,7 @@ pub struct ExportRequest {
     pub formulation: Formulation,
     /// The G and fused steps also update a moving average of G's weights (`ema.g.*`, input `ema.decay`).
     pub ema: bool,
+    pub loss: GanLoss,
 }
 
 /// One written file and its interface.
@@ -61,6 +62,7 @@ pub fn write_graphs(dir: &Path, req: &ExportRequest) -> Result<GraphReport> {
         output_gradients: false,
         primitive_backward: false,
         ema: req.ema,
+        loss: req.loss,
     };
     let graphs = [
         steps::d_step(&opts, &mut store)?,

@@ -14,7 +14,7 @@
 //! from the config's seed; its position is part of [`Progress`], so a resumed run draws what the uninterrupted one
 //! would have. On CPU, two runners with the same config and thread count produce bit-identical states.
 use super::models::Arch;
-use super::steps::{self, Optimizer, Role, StepGraph, StepKind, StepOptions};
+use super::steps::{self, GanLoss, Optimizer, Role, StepGraph, StepKind, StepOptions};
 use crate::runtime::{self, Device, Resolved, SessionOptions};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use onnxgrad::ema::warmed_up_decay;
@@ -93,6 +93,13 @@ pub struct GanConfig {
     /// Decay of the moving average of G's weights (0: none), warmed up by [`warmed_up_decay`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ema: f32,
+    /// The adversarial loss ([`Labels`] apply to BCE only).
+    #[serde(default, skip_serializing_if = "is_bce")]
+    pub loss: GanLoss,
+}
+
+fn is_bce(loss: &GanLoss) -> bool {
+    *loss == GanLoss::Bce
 }
 
 fn is_zero(x: &f32) -> bool {
@@ -112,6 +119,7 @@ impl GanConfig {
             labels: Labels::default(),
             seed,
             ema: 0.0,
+            loss: GanLoss::Bce,
         }
     }
 
@@ -125,6 +133,7 @@ impl GanConfig {
             output_gradients: false,
             primitive_backward: false,
             ema: self.ema > 0.0,
+            loss: self.loss,
         }
     }
 }

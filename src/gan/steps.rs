@@ -128,6 +128,9 @@ pub struct StepOptions {
     /// Also carry an exponential moving average of G's parameters (`ema.g.*`, decay input [`EMA_DECAY`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ema: bool,
+    /// The adversarial loss (the BCE graphs take per-sample targets as inputs; the hinge graphs have none).
+    #[serde(default, skip_serializing_if = "GanLoss::is_bce")]
+    pub loss: GanLoss,
 }
 
 /// `torch.optim.Adam` (L2 penalty in the gradient) or `torch.optim.AdamW` (decoupled weight decay).
@@ -151,6 +154,34 @@ impl crate::named::Named for Optimizer {
 }
 crate::impl_named_str!(Optimizer);
 
+/// The adversarial loss: DCGAN's binary cross-entropy on D's logits (targets fed per step: label smoothing and
+/// flips), or the hinge loss (D: `relu(1 - D(x)) + relu(1 + D(G(z)))`, G: `-D(G(z))`; no targets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GanLoss {
+    #[default]
+    Bce,
+    Hinge,
+}
+
+impl crate::named::Named for GanLoss {
+    const ALL: &'static [Self] = &[GanLoss::Bce, GanLoss::Hinge];
+    const WHAT: &'static str = "loss";
+    fn name(self) -> &'static str {
+        match self {
+            GanLoss::Bce => "bce",
+            GanLoss::Hinge => "hinge",
+        }
+    }
+}
+crate::impl_named_str!(GanLoss);
+
+impl GanLoss {
+    fn is_bce(&self) -> bool {
+        *self == GanLoss::Bce
+    }
+}
+
 impl StepOptions {
     pub fn new(arch: Arch, batch: usize) -> StepOptions {
         StepOptions {
@@ -161,6 +192,7 @@ impl StepOptions {
             output_gradients: false,
             primitive_backward: false,
             ema: false,
+            loss: GanLoss::Bce,
         }
     }
 
@@ -330,8 +362,8 @@ pub fn d_step(opts: &StepOptions, store: &mut ParamStore) -> Result<StepGraph> {
     g.set_primitive_backward(opts.primitive_backward);
     let real = declare_real(&mut g, opts)?;
     let z = declare_z(&mut g, opts)?;
-    let real_t = g.input(REAL_TARGET, DType::F32, &[opts.batch])?;
-    let fake_t = g.input(FAKE_TARGET, DType::F32, &[opts.batch])?;
+    let real_t = declare_target(&mut g, opts, REAL_TARGET)?;
+    let fake_t = declare_target(&mut g, opts, FAKE_TARGET)?;
     let x_real = images_to_nchw(&mut g, real)?;
     let mut net = Net::new(&mut g, store, Mode::Train, Binding::Inputs);
     net.set_running_stat_updates(false);
@@ -345,21 +377,37 @@ pub fn d_step(opts: &StepOptions, store: &mut ParamStore) -> Result<StepGraph> {
     Ok(StepGraph::new(StepKind::DStep, g))
 }
 
+/// A per-sample BCE target input `f32 [B]`; the hinge loss has none.
+fn declare_target(g: &mut Graph, opts: &StepOptions, name: &str) -> Result<Option<ValueId>> {
+    match opts.loss {
+        GanLoss::Bce => Ok(Some(g.input(name, DType::F32, &[opts.batch])?)),
+        GanLoss::Hinge => Ok(None),
+    }
+}
+
+/// `opts.loss` of one batch of D's logits: BCE against `target`, or the hinge on the real or generated side.
+fn adversarial_loss(g: &mut Graph, logits: ValueId, target: Option<ValueId>, real: bool) -> Result<ValueId> {
+    Ok(match target {
+        Some(t) => loss::bce_with_logits(g, logits, t)?,
+        None => loss::hinge(g, logits, real)?,
+    })
+}
+
 /// D on real and generated images, the D loss and its metrics as outputs; returns the loss.
 fn discriminator_loss(
     net: &mut Net,
     opts: &StepOptions,
     x_real: ValueId,
     fake: ValueId,
-    real_t: ValueId,
-    fake_t: ValueId,
+    real_t: Option<ValueId>,
+    fake_t: Option<ValueId>,
 ) -> Result<ValueId> {
     let real_logits = models::discriminator(net, &opts.arch, x_real, "real")?;
     let fake_logits = models::discriminator(net, &opts.arch, fake, "fake")?;
     let g = net.graph();
     let mut s = g.scope("d_loss");
-    let l_real = loss::bce_with_logits(&mut s, real_logits, real_t)?;
-    let l_fake = loss::bce_with_logits(&mut s, fake_logits, fake_t)?;
+    let l_real = adversarial_loss(&mut s, real_logits, real_t, true)?;
+    let l_fake = adversarial_loss(&mut s, fake_logits, fake_t, false)?;
     let d_loss = s.add(l_real, l_fake)?;
     let d_real = mean_probability(&mut s, real_logits)?;
     let d_fake = mean_probability(&mut s, fake_logits)?;
@@ -371,11 +419,14 @@ fn discriminator_loss(
 }
 
 /// D on generated images with gradients flowing through D into G, the G loss and its metric as outputs.
-fn generator_loss(net: &mut Net, opts: &StepOptions, fake: ValueId, gen_t: ValueId) -> Result<ValueId> {
+fn generator_loss(net: &mut Net, opts: &StepOptions, fake: ValueId, gen_t: Option<ValueId>) -> Result<ValueId> {
     let logits = models::discriminator(net, &opts.arch, fake, "gen")?;
     let g = net.graph();
     let mut s = g.scope("g_loss");
-    let g_loss = loss::bce_with_logits(&mut s, logits, gen_t)?;
+    let g_loss = match gen_t {
+        Some(t) => loss::bce_with_logits(&mut s, logits, t)?,
+        None => loss::negated_mean(&mut s, logits)?,
+    };
     let g_fake = mean_probability(&mut s, logits)?;
     drop(s);
     g.output(g_loss, G_LOSS)?;
@@ -392,7 +443,7 @@ pub fn g_step(opts: &StepOptions, store: &mut ParamStore) -> Result<StepGraph> {
     let mut g = Graph::new(StepKind::GStep.graph_name());
     g.set_primitive_backward(opts.primitive_backward);
     let z = declare_z(&mut g, opts)?;
-    let gen_t = g.input(GEN_TARGET, DType::F32, &[opts.batch])?;
+    let gen_t = declare_target(&mut g, opts, GEN_TARGET)?;
     let mut net = Net::new(&mut g, store, Mode::Train, Binding::Inputs);
     let fake = models::generator(&mut net, &opts.arch, z)?;
     let l = generator_loss(&mut net, opts, fake, gen_t)?;
@@ -413,9 +464,9 @@ pub fn fused_step(opts: &StepOptions, store: &mut ParamStore) -> Result<StepGrap
     g.set_primitive_backward(opts.primitive_backward);
     let real = declare_real(&mut g, opts)?;
     let z = declare_z(&mut g, opts)?;
-    let real_t = g.input(REAL_TARGET, DType::F32, &[opts.batch])?;
-    let fake_t = g.input(FAKE_TARGET, DType::F32, &[opts.batch])?;
-    let gen_t = g.input(GEN_TARGET, DType::F32, &[opts.batch])?;
+    let real_t = declare_target(&mut g, opts, REAL_TARGET)?;
+    let fake_t = declare_target(&mut g, opts, FAKE_TARGET)?;
+    let gen_t = declare_target(&mut g, opts, GEN_TARGET)?;
     let x_real = images_to_nchw(&mut g, real)?;
     let mut net = Net::new(&mut g, store, Mode::Train, Binding::Inputs);
     let fake = models::generator(&mut net, &opts.arch, z)?;

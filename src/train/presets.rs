@@ -29,7 +29,7 @@
 //!
 //! Every preset uses Adam's epsilon 1e-8 (PyTorch's default), one D step per G step, horizontal flips and no
 //! translation, crop or rotation (turn them on with `train.translate`, `train.crop`, `train.rotate`), seed 1.
-use crate::gan::steps::Optimizer;
+use crate::gan::steps::{GanLoss, Optimizer};
 use crate::train::loader::Augment;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -79,6 +79,10 @@ pub struct TrainConfig {
     /// Decay of the moving average of G's weights exported as generator.onnx (0 = none; 0.999 is usual).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ema: f64,
+    /// `bce` (DCGAN's) or `hinge`. Left out of config.json when default, as `ema`, so runs keyed before these
+    /// options existed keep their keys.
+    #[serde(default, skip_serializing_if = "is_bce")]
+    pub loss: GanLoss,
     /// Discriminator steps per generator step.
     pub d_steps: u32,
     pub seed: u64,
@@ -97,6 +101,10 @@ pub struct TrainConfig {
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+fn is_bce(loss: &GanLoss) -> bool {
+    *loss == GanLoss::Bce
 }
 
 /// The preset called `name`, before any override.
@@ -123,6 +131,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         real_label: 1.0,
         label_flip: 0.0,
         ema: 0.0,
+        loss: GanLoss::Bce,
         d_steps: 1,
         seed: 1,
         split: "train".into(),
@@ -233,6 +242,10 @@ pub fn validate(c: &TrainConfig) -> Result<()> {
     }
     if !(0.0..0.5).contains(&c.label_flip) {
         bail!("train.label_flip = {}: expected a probability in [0, 0.5)", c.label_flip);
+    }
+    if c.loss == GanLoss::Hinge && (c.real_label != 1.0 || c.label_flip != 0.0) {
+        let key = if c.real_label != 1.0 { "train.real_label" } else { "train.label_flip" };
+        bail!("{key}: label smoothing and flips are BCE targets; with train.loss = hinge leave real_label at 1 and label_flip at 0");
     }
     if !(0.0..1.0).contains(&c.ema) {
         bail!("train.ema = {}: expected a decay in [0, 1): 0 = off, 0.999 = the usual average of G's weights", c.ema);

@@ -57,6 +57,7 @@ pub fn gan_config(c: &TrainConfig) -> Result<GanConfig> {
         labels: Labels { real: c.real_label as f32, fake: 0.0, gen: 1.0, flip: c.label_flip as f32 },
         seed: c.seed,
         ema: c.ema as f32,
+        loss: c.loss,
     })
 }
 

@@ -5,7 +5,7 @@ use crate::support;
 use anime_pipe::gan::export::{write_graphs, ExportRequest};
 use anime_pipe::gan::models::{Arch, Family};
 use anime_pipe::gan::runner::{GanConfig, Noise, Runner, RunnerOptions};
-use anime_pipe::gan::steps::{self, Optimizer, Role, StepGraph, StepOptions};
+use anime_pipe::gan::steps::{self, GanLoss, Optimizer, Role, StepGraph, StepOptions};
 use anime_pipe::runtime::{session_from_bytes, Device, SessionOptions};
 use anyhow::{bail, Context, Result};
 use onnxgrad::Formulation;
@@ -173,17 +173,21 @@ fn check_step_gradients(graph: &StepGraph, store: &onnxgrad::nn::ParamStore, los
 
 #[test]
 fn d_step_and_g_step_gradients_match_finite_differences() -> Result<()> {
-    for arch in [tiny_dcgan(), tiny_anime300()] {
+    // BCE on both layouts, and the hinge loss (no target inputs; G's loss -mean D(G(z))).
+    for (arch, loss) in [(tiny_dcgan(), GanLoss::Bce), (tiny_anime300(), GanLoss::Bce), (tiny_dcgan(), GanLoss::Hinge)]
+    {
         let mut store = steps::init_store(&arch, 4)?;
-        let opts = StepOptions { output_gradients: true, ..StepOptions::new(arch.clone(), 4) };
+        let opts = StepOptions { output_gradients: true, loss, ..StepOptions::new(arch.clone(), 4) };
         let d = steps::d_step(&opts, &mut store)?;
         let worst_d = check_step_gradients(&d, &store, steps::D_LOSS, 1)?;
         let g = steps::g_step(&opts, &mut store)?;
         let worst_g = check_step_gradients(&g, &store, steps::G_LOSS, 2)?;
         eprintln!(
-            "{}: worst relative error of directional derivatives: D step {worst_d:.2e}, G step {worst_g:.2e}",
+            "{} {loss:?}: worst relative error of directional derivatives: D step {worst_d:.2e}, G step {worst_g:.2e}",
             arch.name()
         );
+        let has_targets = d.inputs.iter().any(|p| p.name == steps::REAL_TARGET);
+        assert_eq!(has_targets, loss == GanLoss::Bce, "{loss:?}: target inputs");
         // The D step differentiates D only; the G step G only (D frozen, gradients through it).
         assert!(d.outputs.iter().filter(|p| p.name.ends_with(".grad")).all(|p| p.name.starts_with("d.")));
         assert!(g.outputs.iter().filter(|p| p.name.ends_with(".grad")).all(|p| p.name.starts_with("g.")));
@@ -281,6 +285,7 @@ fn written_graphs_pass_the_onnx_checker_and_match_the_runner_in_python() -> Resu
             g_optimizer: Optimizer::Adam,
             formulation,
             ema: false,
+            loss: GanLoss::Bce,
         };
         let report = write_graphs(dir.path(), &req)?;
         assert!(report.files.iter().any(|f| f.path.ends_with("generator.onnx")), "no generator.onnx written");
@@ -521,12 +526,18 @@ def D(x, tag):
     h = h * t(f"d.drop_{tag}.mask") / (1 - p_drop)
     return (h @ P["d.fc2.weight"].T + P["d.fc2.bias"]).view(-1)
 bce = F.binary_cross_entropy_with_logits
+hinge = "real_target" not in feeds and "gen_target" not in feeds  # the hinge graphs take no targets
 if kind == "DStep":
     real = torch.tensor(feeds["real"].astype(np.float64) / 127.5 - 1).permute(0, 3, 1, 2)
     fake = G(t("z")).detach()
-    loss, name = bce(D(real, "real"), t("real_target")) + bce(D(fake, "fake"), t("fake_target")), "d_loss"
+    if hinge:
+        loss = F.relu(1 - D(real, "real")).mean() + F.relu(1 + D(fake, "fake")).mean()
+    else:
+        loss = bce(D(real, "real"), t("real_target")) + bce(D(fake, "fake"), t("fake_target"))
+    name = "d_loss"
 else:
-    loss, name = bce(D(G(t("z")), "gen"), t("gen_target")), "g_loss"
+    logits = D(G(t("z")), "gen")
+    loss, name = (-logits.mean() if hinge else bce(logits, t("gen_target"))), "g_loss"
 loss.backward()
 errors = {}
 for o in out:
@@ -547,9 +558,11 @@ fn step_gradients_match_pytorch_autograd_in_float64() -> Result<()> {
         eprintln!("note: python3 with torch + onnxruntime + numpy not found; skipping the PyTorch reference check");
         return Ok(());
     }
-    for arch in [tiny_dcgan(), tiny_anime300()] {
+    // BCE on both layouts, and the hinge loss (no target inputs; G's loss -mean D(G(z))).
+    for (arch, loss) in [(tiny_dcgan(), GanLoss::Bce), (tiny_anime300(), GanLoss::Bce), (tiny_dcgan(), GanLoss::Hinge)]
+    {
         let mut store = steps::init_store(&arch, 4)?;
-        let opts = StepOptions { output_gradients: true, ..StepOptions::new(arch.clone(), 4) };
+        let opts = StepOptions { output_gradients: true, loss, ..StepOptions::new(arch.clone(), 4) };
         let (family, levels) = match arch.family {
             Family::Dcgan => ("dcgan", (arch.image_size / 4).trailing_zeros()),
             Family::Anime300 => ("anime300", (arch.image_size / 8).trailing_zeros()),
@@ -586,7 +599,11 @@ fn step_gradients_match_pytorch_autograd_in_float64() -> Result<()> {
                 assert!(err < 1e-5, "{} {:?} {name}: normalised error {err:.2e} vs PyTorch", arch.name(), graph.kind);
             }
             let worst = errors.values().map(|e| e.as_f64().unwrap()).fold(0.0, f64::max);
-            eprintln!("{} {:?}: worst normalised error vs PyTorch float64 {worst:.1e}", arch.name(), graph.kind);
+            eprintln!(
+                "{} {loss:?} {:?}: worst normalised error vs PyTorch float64 {worst:.1e}",
+                arch.name(),
+                graph.kind
+            );
         }
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! resumable, the G step leaves D's parameters alone, and a tiny GAN learns a trivial image distribution.
 use anime_pipe::gan::models::{Arch, Family};
 use anime_pipe::gan::runner::{AdamHyper, GanConfig, GeneratorWeights, Runner, RunnerOptions, SessionTuning};
-use anime_pipe::gan::steps::{self, Role};
+use anime_pipe::gan::steps::{self, GanLoss, Role};
 use anime_pipe::runtime::Device;
 use anyhow::Result;
 use onnxgrad::Formulation;
@@ -255,8 +255,21 @@ fn mean_generated(runner: &mut Runner, n: usize) -> Result<Vec<f32>> {
 
 #[test]
 fn tiny_gan_learns_a_colour_gradient() -> Result<()> {
-    let arch = tiny_dcgan();
-    let mut config = GanConfig::new(arch.clone(), 16, 7);
+    learns_a_colour_gradient(GanConfig::new(tiny_dcgan(), 16, 7))
+}
+
+#[test]
+fn tiny_gan_learns_a_colour_gradient_with_the_hinge_loss() -> Result<()> {
+    learns_a_colour_gradient(GanConfig { loss: GanLoss::Hinge, ..GanConfig::new(tiny_dcgan(), 16, 7) })
+}
+
+#[test]
+fn the_moving_average_of_a_tiny_gan_learns_a_colour_gradient() -> Result<()> {
+    // mean_generated exports the average: it must have learned too, not lag at the initial weights.
+    learns_a_colour_gradient(GanConfig { ema: 0.99, ..GanConfig::new(tiny_dcgan(), 16, 7) })
+}
+
+fn learns_a_colour_gradient(mut config: GanConfig) -> Result<()> {
     let hyper = AdamHyper { lr: 1e-3, ..AdamHyper::default() };
     (config.d, config.g) = (hyper, hyper);
     let mut r = Runner::new(&config, &RunnerOptions { fetch_metrics_every: 10, ..cpu(true, 0) })?;

@@ -235,6 +235,19 @@ fn with_a_moving_average_g_exports_both_weights_and_resumes_bit_identically() {
 }
 
 #[test]
+fn the_hinge_loss_trains_from_the_command_line_and_refuses_bce_label_options() {
+    let data = dataset();
+    let w = data.path();
+    ok(&mut train(w, "--loss hinge --steps 4 --name hinge"));
+    let config = std::fs::read_to_string(run_dir(w, "hinge").join("config.json")).unwrap();
+    assert!(config.contains("\"hinge\""), "the resolved config records the loss: {config}");
+    let rows = rundir::read_metrics(&run_dir(w, "hinge").join("metrics.parquet")).unwrap();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.loss_d.is_finite() && r.loss_g.is_finite()));
+    let (success, stderr) = run(&mut train(w, "--loss hinge --label-flip 0.1 --steps 1 --name bad"));
+    assert!(!success && stderr.contains("train.label_flip"), "{stderr}");
+}
+
+#[test]
 fn resume_is_bit_identical_for_anime300_with_dropout_and_two_d_steps() {
     // anime300 at 16x16 (dropout masks from the runner's stream), two D steps per G step on the split graphs:
     // 8 steps per epoch, cut at 5, end at 12.

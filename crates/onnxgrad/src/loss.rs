@@ -42,3 +42,23 @@ pub fn mse(g: &mut Graph, pred: ValueId, target: ValueId) -> Result<ValueId> {
     let sq = g.mul(d, d)?;
     g.mean_all(sq)
 }
+
+/// The discriminator's hinge loss on real or generated logits: `mean(relu(1 - x))` for real images
+/// (`real = true`), `mean(relu(1 + x))` for generated ones (Lim & Ye 2017, as in SAGAN and BigGAN).
+pub fn hinge(g: &mut Graph, logits: ValueId, real: bool) -> Result<ValueId> {
+    if !g.dtype(logits).is_float() {
+        return Err(invalid("hinge", "logits must be float"));
+    }
+    let mut g = g.scope("hinge_loss");
+    let signed = if real { g.neg(logits)? } else { logits };
+    let margin = g.add_scalar(signed, 1.0)?;
+    let violated = g.relu(margin)?;
+    g.mean_all(violated)
+}
+
+/// The generator's loss against a hinge-trained discriminator: `-mean(x)`.
+pub fn negated_mean(g: &mut Graph, logits: ValueId) -> Result<ValueId> {
+    let mut g = g.scope("negated_mean");
+    let mean = g.mean_all(logits)?;
+    g.neg(mean)
+}

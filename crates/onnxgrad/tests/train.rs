@@ -67,6 +67,46 @@ fn bce_with_logits_matches_its_definition_and_gradient() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn hinge_losses_match_their_definitions_and_finite_differences() -> Result<()> {
+    // D: mean(relu(1 - x)) on real logits, mean(relu(1 + x)) on generated ones; G: -mean(x). Values and exact
+    // gradients in f64 (points away from the kinks at +-1), and central differences on random logits.
+    let xs = [-3.0, -0.5, 0.2, 0.9, 1.5, 4.0];
+    let mut g = Graph::new("hinge");
+    let x = g.input("x", DType::F64, &[6])?;
+    let real = loss::hinge(&mut g, x, true)?;
+    let fake = loss::hinge(&mut g, x, false)?;
+    let gen = loss::negated_mean(&mut g, x)?;
+    for (l, name) in [(real, "real"), (fake, "fake"), (gen, "gen")] {
+        let grads = onnxgrad::gradients(&mut g, l, &[x])?;
+        g.output(l, name)?;
+        g.output(grads.get(x).unwrap(), &format!("d{name}"))?;
+    }
+    let out = run(&mut session(&g)?, &[("x", &tensor(DType::F64, &[6], &xs))])?;
+    let n = xs.len() as f64;
+    type Scalar = fn(f64) -> f64;
+    let cases: [(&str, Scalar, Scalar); 3] = [
+        ("real", |x| (1.0 - x).max(0.0), |x| if x < 1.0 { -1.0 } else { 0.0 }),
+        ("fake", |x| (1.0 + x).max(0.0), |x| if x > -1.0 { 1.0 } else { 0.0 }),
+        ("gen", |x| -x, |_| -1.0),
+    ];
+    for (name, value, slope) in cases {
+        let want: f64 = xs.iter().map(|&x| value(x)).sum::<f64>() / n;
+        let got = values(&out[name])[0];
+        assert!((got - want).abs() < 1e-12, "{name}: {got} vs {want}");
+        let dx = values(&out[&format!("d{name}")]);
+        for (i, &x) in xs.iter().enumerate() {
+            assert!((dx[i] - slope(x) / n).abs() < 1e-15, "{name}: dx[{i}] = {} vs {}", dx[i], slope(x) / n);
+        }
+    }
+    let args = [arg("x", &[2, 5], Rng::new(31).vec(10, -2.5, 2.5))];
+    for real in [true, false] {
+        check_gradients("hinge", DType::F64, &args, F64_TOL, |g, v| loss::hinge(g, v[0], real))?;
+    }
+    check_gradients("negated_mean", DType::F64, &args, F64_TOL, |g, v| loss::negated_mean(g, v[0]))?;
+    Ok(())
+}
+
 fn f32_tensor(shape: &[usize], data: &[f64]) -> Tensor {
     tensor(F32, shape, data)
 }
