@@ -53,6 +53,13 @@ pub fn aligned(a_gray: &[u8], a_colour: &[u8], start: [f32; 4], b_gray: &[u8], b
     Aligned { gray: best, colour, bbox }
 }
 
+/// Mean absolute difference (0..255) of the 4x4 colour resamplings of a's box `bbox` and all of b, without the
+/// alignment search: one resampling each, the cheap test before [`aligned`].
+pub fn colour_difference(a_colour: &[u8], bbox: [f32; 4], b_colour: &[u8]) -> f32 {
+    let whole = [0.0, 0.0, 1.0, 1.0];
+    mad(&area(a_colour, COLOUR_SIDE, 3, bbox, COLOUR_CMP), &area(b_colour, COLOUR_SIDE, 3, whole, COLOUR_CMP))
+}
+
 fn mad(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
 }

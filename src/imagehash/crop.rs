@@ -7,7 +7,7 @@
 //! 50..90%, JPEG quality 60..95): 98% of copies have a window within 8 bits; of those, 99% pass both thumbnail
 //! checks, while among the other faces (after removing pairs that are the same picture) 3 of 3,000 copies met an
 //! unrelated face that passed: same-character sprites that differ in expression only.
-use super::align::{aligned, COLOUR_SIDE, GRAY_SIDE};
+use super::align::{aligned, colour_difference, COLOUR_SIDE, GRAY_SIDE};
 use super::window::{window_box, window_hashes, WINDOWS};
 
 pub const GRAY_LEN: usize = GRAY_SIDE * GRAY_SIDE;
@@ -19,6 +19,11 @@ pub const CROP_MAX_HAMMING: u32 = 8;
 pub const CROP_MAX_GRAY_DIFFERENCE: f32 = 7.0;
 /// Mean absolute difference (0..255) of the aligned 4x4 RGB resamplings.
 pub const CROP_MAX_COLOUR_DIFFERENCE: f32 = 12.0;
+/// Candidates whose colour differs by more than this at the window's own box are rejected before the alignment
+/// search. The search moves each edge by at most 7.5%, which shifts 4x4 colour means by far less than this
+/// margin over [`CROP_MAX_COLOUR_DIFFERENCE`]; in a large collection of alike pictures most candidates are such
+/// far-off ones, and the search is ~50 resamplings each (BENCHMARKS.md, "Dedup at scale").
+pub const CROP_PREFILTER_COLOUR: f32 = 2.5 * CROP_MAX_COLOUR_DIFFERENCE;
 
 /// 16 window pHashes (128 bytes), a 16x16 luma thumbnail (256 bytes) and an 8x8 RGB thumbnail (192 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +44,9 @@ impl CropSignature {
 /// window's hash is the candidate test, the aligned thumbnails the verification.
 pub fn is_crop_of(original: &CropSignature, k: usize, copy: &CropSignature, copy_phash: u64) -> bool {
     if (original.windows[k] ^ copy_phash).count_ones() > CROP_MAX_HAMMING {
+        return false;
+    }
+    if colour_difference(&original.colour, window_box(k), &copy.colour) > CROP_PREFILTER_COLOUR {
         return false;
     }
     let found = aligned(&original.gray, &original.colour, window_box(k), &copy.gray, &copy.colour);
