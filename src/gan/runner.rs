@@ -94,12 +94,8 @@ pub struct GanConfig {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ema: f32,
     /// The adversarial loss ([`Labels`] apply to BCE only).
-    #[serde(default, skip_serializing_if = "is_bce")]
+    #[serde(default, skip_serializing_if = "GanLoss::is_bce")]
     pub loss: GanLoss,
-}
-
-fn is_bce(loss: &GanLoss) -> bool {
-    *loss == GanLoss::Bce
 }
 
 fn is_zero(x: &f32) -> bool {

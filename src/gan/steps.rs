@@ -177,7 +177,8 @@ impl crate::named::Named for GanLoss {
 crate::impl_named_str!(GanLoss);
 
 impl GanLoss {
-    fn is_bce(&self) -> bool {
+    /// For `skip_serializing_if`: configs without a loss read as BCE, so the default is left out.
+    pub fn is_bce(&self) -> bool {
         *self == GanLoss::Bce
     }
 }

@@ -81,7 +81,7 @@ pub struct TrainConfig {
     pub ema: f64,
     /// `bce` (DCGAN's) or `hinge`. Left out of config.json when default, as `ema`, so runs keyed before these
     /// options existed keep their keys.
-    #[serde(default, skip_serializing_if = "is_bce")]
+    #[serde(default, skip_serializing_if = "GanLoss::is_bce")]
     pub loss: GanLoss,
     /// Discriminator steps per generator step.
     pub d_steps: u32,
@@ -101,10 +101,6 @@ pub struct TrainConfig {
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
-}
-
-fn is_bce(loss: &GanLoss) -> bool {
-    *loss == GanLoss::Bce
 }
 
 /// The preset called `name`, before any override.
