@@ -1,4 +1,5 @@
-//! Operators built from primitives: training-mode batch normalisation and dropout with an explicit mask.
+//! Operators built from primitives: training-mode batch normalisation, dropout with an explicit mask, and the
+//! power iteration of spectral normalisation.
 //!
 //! Training-mode batch norm is written with `ReduceMean`/`Sub`/`Mul`/`Sqrt` rather than as
 //! `BatchNormalization(training_mode=1)`: stock ONNX Runtime 1.31 accepts that node only with all three outputs
@@ -23,7 +24,58 @@ pub struct BatchNormTrain {
     pub running_var: ValueId,
 }
 
+/// The values of one spectral normalisation ([`Graph::spectral_norm`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SpectralNorm {
+    /// `w / sigma`, `w`'s shape.
+    pub weight: ValueId,
+    /// `[]` the estimate of `w`'s largest singular value (gradients flow through it into `w`).
+    pub sigma: ValueId,
+    /// `[rows]` the left singular vector after this iteration, gradient-free: the next call's `u`.
+    pub u: ValueId,
+}
+
+/// Keeps the power iteration's vector norms away from zero (PyTorch's `normalize` eps).
+const SPECTRAL_EPS: f64 = 1e-12;
+
 impl Graph {
+    /// Spectral normalisation (Miyato et al. 2018, as `torch.nn.utils.spectral_norm`): `w` viewed as a
+    /// `[rows, rest]` matrix `W` (rows = the first axis), one power iteration from the carried left vector `u`
+    /// (`[rows]`), `v = normalize(W^T u)`, `u' = normalize(W v)`, `sigma = u'^T W v`, output `w / sigma`. As in
+    /// PyTorch, `u'` and `v` are constants for the gradient: it flows through `sigma`'s `W` and the division.
+    pub fn spectral_norm(&mut self, w: ValueId, u: ValueId) -> Result<SpectralNorm> {
+        let shape = self.shape(w).to_vec();
+        let rows = *shape.first().ok_or_else(|| invalid("spectral_norm", "a scalar weight"))?;
+        let rest: usize = shape[1..].iter().product();
+        if self.shape(u) != [rows] {
+            return Err(invalid("spectral_norm", format!("u should be [{rows}] for a weight {shape:?}")));
+        }
+        let matrix = self.reshape_to(w, &[rows, rest])?;
+        let u = self.stop_gradient(u)?;
+        let u_row = self.reshape_to(u, &[1, rows])?;
+        let v = self.matmul(u_row, matrix)?;
+        let v = self.normalize_row(v)?;
+        let v = self.stop_gradient(v)?;
+        let wv = self.gemm(v, matrix, None, crate::ops::GemmSpec { trans_b: true, ..Default::default() })?;
+        let u_new = self.normalize_row(wv)?;
+        let u_new = self.stop_gradient(u_new)?;
+        let utw = self.matmul(u_new, matrix)?;
+        let uwv = self.mul(utw, v)?;
+        let sigma = self.sum_all(uwv)?;
+        let weight = self.div(w, sigma)?;
+        let u = self.reshape_to(u_new, &[rows])?;
+        Ok(SpectralNorm { weight, sigma, u })
+    }
+
+    /// `x / (||x|| + eps)` for a `[1, n]` row.
+    fn normalize_row(&mut self, x: ValueId) -> Result<ValueId> {
+        let squares = self.mul(x, x)?;
+        let norm = self.sum_all(squares)?;
+        let norm = self.sqrt(norm)?;
+        let norm = self.add_scalar(norm, SPECTRAL_EPS)?;
+        self.div(x, norm)
+    }
+
     /// Batch normalisation with batch statistics over every axis but 1 (the channel axis), as PyTorch's
     /// `BatchNorm` in training mode: `y = (x - mean) / sqrt(var + eps) * scale + bias` with the biased variance,
     /// and running statistics `r' = (1 - momentum) * r + momentum * s` where `s` is the batch mean or the

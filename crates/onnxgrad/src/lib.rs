@@ -66,7 +66,7 @@ pub mod tensor;
 mod vjp;
 
 pub use autodiff::{gradients, Gradients};
-pub use composite::BatchNormTrain;
+pub use composite::{BatchNormTrain, SpectralNorm};
 pub use error::{Error, Result};
 pub use ir::{DType, Graph, Node, Scope, Source, Tensor, TensorData, Value, ValueId};
 pub use lower::Formulation;

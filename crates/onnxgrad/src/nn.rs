@@ -186,6 +186,14 @@ pub struct Net<'a> {
     running_stat_updates: bool,
     /// Full tensor name -> value used instead of the stored tensor (see [`Net::bind_tensors`]).
     bound: BTreeMap<String, ValueId>,
+    /// Whether layers normalise their weights spectrally (see [`Net::set_spectral_norm`]).
+    spectral_norm: bool,
+    /// Whether a spectral norm's power iteration updates its carried vector (see
+    /// [`Net::set_power_iteration_updates`]).
+    power_iteration_updates: bool,
+    /// `<layer>.weight_u` -> (the weight it normalised, the normalised weight): a layer applied twice to the same
+    /// weights in one graph shares one power iteration.
+    spectral: BTreeMap<String, (ValueId, ValueId)>,
 }
 
 impl<'a> Net<'a> {
@@ -199,7 +207,25 @@ impl<'a> Net<'a> {
             buffer_values: BTreeMap::new(),
             running_stat_updates: true,
             bound: BTreeMap::new(),
+            spectral_norm: false,
+            power_iteration_updates: true,
+            spectral: BTreeMap::new(),
         }
+    }
+
+    /// Whether the convolutions and linear layers built after it use spectrally normalised weights
+    /// ([`Graph::spectral_norm`]), each with its carried vector `<layer>.weight_u` (a buffer, initialised
+    /// N(0, 1)). One power iteration runs per weight value per graph: applying the layer again to the same
+    /// weights reuses it, applying it to other weights (after an in-graph update) runs one from the latest vector.
+    pub fn set_spectral_norm(&mut self, on: bool) {
+        self.spectral_norm = on;
+    }
+
+    /// In [`Mode::Train`] with [`Binding::Inputs`], whether the first power iteration of each carried vector is
+    /// registered as its state update (the default). Off, the vectors are read only: a graph that runs a network
+    /// whose updates another graph owns (a GAN's discriminator inside the generator's step).
+    pub fn set_power_iteration_updates(&mut self, on: bool) {
+        self.power_iteration_updates = on;
     }
 
     /// In [`Mode::Train`], whether batch norm also reads and updates its running statistics (the default). Off,
@@ -286,6 +312,7 @@ impl<'a> Net<'a> {
         let in_channels = self.channels(x)?;
         self.scoped(name, |n| {
             let w = n.param("weight", &[out_channels, in_channels, kernel, kernel], WEIGHT_INIT)?;
+            let w = n.normalized(w)?;
             let b = if bias { Some(n.param("bias", &[out_channels], Init::Constant(0.0))?) } else { None };
             n.graph.conv(x, w, b, &ConvSpec::new2d(stride, pad))
         })
@@ -307,6 +334,7 @@ impl<'a> Net<'a> {
         let in_channels = self.channels(x)?;
         self.scoped(name, |n| {
             let w = n.param("weight", &[in_channels, out_channels, kernel, kernel], WEIGHT_INIT)?;
+            let w = n.normalized(w)?;
             let b = if bias { Some(n.param("bias", &[out_channels], Init::Constant(0.0))?) } else { None };
             let spec = ConvSpec::new2d(stride, pad).with_output_padding(output_padding);
             n.graph.conv_transpose(x, w, b, &spec)
@@ -318,10 +346,41 @@ impl<'a> Net<'a> {
         let in_features = self.channels(x)?;
         self.scoped(name, |n| {
             let w = n.param("weight", &[out_features, in_features], WEIGHT_INIT)?;
+            let w = n.normalized(w)?;
             let b = if bias { Some(n.param("bias", &[out_features], Init::Constant(0.0))?) } else { None };
             let spec = crate::ops::GemmSpec { trans_b: true, ..Default::default() };
             n.graph.gemm(x, w, b, spec)
         })
+    }
+
+    /// The layer weight `w` (in the layer's scope), spectrally normalised when [`Net::set_spectral_norm`] is on.
+    fn normalized(&mut self, w: ValueId) -> Result<ValueId> {
+        if !self.spectral_norm {
+            return Ok(w);
+        }
+        let full = self.graph.scoped_name("weight_u");
+        if let Some(&(source, normalized)) = self.spectral.get(&full) {
+            if source == w {
+                return Ok(normalized);
+            }
+        }
+        let rows = self.graph.shape(w)[0];
+        let stored = self.buffer_values.get(&full).copied();
+        let u = match stored {
+            Some(u) => u,
+            None => self.tensor("weight_u", &[rows], ParamKind::Buffer, Init::Normal { mean: 0.0, std: 1.0 })?,
+        };
+        let sn = self.graph.spectral_norm(w, u)?;
+        let first = stored.is_none();
+        if first && self.mode == Mode::Train && self.binding == Binding::Inputs && self.power_iteration_updates {
+            self.graph.set_state_update(u, sn.u)?;
+            self.buffer_values.insert(full.clone(), sn.u);
+            self.io.buffers.push(full.clone());
+        } else if first {
+            self.buffer_values.insert(full.clone(), u);
+        }
+        self.spectral.insert(full, (w, sn.weight));
+        Ok(sn.weight)
     }
 
     /// Batch norm over axis 1: batch statistics and running-statistic updates in [`Mode::Train`], running
