@@ -2,6 +2,7 @@
 //! pipeline.yaml, into one request per command. Domain enums stay clap-free: `choice` wraps them at this edge.
 use crate::faces::geometry::Border;
 use crate::faces::upscale::Method as UpscaleMethod;
+use crate::gan::augment::DiffAugment;
 use crate::gan::steps::{GanLoss, Optimizer};
 use crate::named::Named;
 use crate::stages::pack::Fit;
@@ -495,6 +496,15 @@ pub struct TrainArgs {
     /// D(G(z))), G: -D(G(z))) [config: train.loss, default bce]
     #[arg(long, value_name = "LOSS")]
     pub loss: Option<GanLoss>,
+    /// Differentiable augmentation of every image D sees, real and generated, inside the step graph so G learns
+    /// through it (DiffAugment): a list of color, translation, cutout, or none; for small sets (10k-30k images)
+    /// [config: train.diffaugment, default none]
+    #[arg(long, value_name = "POLICY")]
+    pub diffaugment: Option<DiffAugment>,
+    /// Spectral normalisation of every D weight (one power iteration per step, its vectors checkpointed); the
+    /// DCGAN discriminator then has no batch norm [config: train.spectral_norm, default false]
+    #[arg(long)]
+    pub spectral_norm: bool,
     /// Seed of initialisation, shuffling, augmentation and latents [config: train.seed, default 1]
     #[arg(long, value_name = "SEED")]
     pub seed: Option<u64>,
@@ -649,6 +659,12 @@ pub struct GraphArgs {
     /// Adversarial loss: bce (inputs real_target, fake_target, gen_target) or hinge (no targets)
     #[arg(long, default_value = "bce", value_name = "LOSS")]
     pub loss: GanLoss,
+    /// DiffAugment before D (color, translation, cutout; per-step inputs aug_<pass>.*)
+    #[arg(long, default_value = "none", value_name = "POLICY")]
+    pub diffaugment: DiffAugment,
+    /// Spectrally normalised D weights (state d.<layer>.weight_u, updated by the D and fused steps)
+    #[arg(long)]
+    pub spectral_norm: bool,
 }
 
 #[derive(Debug, Args, Clone)]

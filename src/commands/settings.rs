@@ -228,6 +228,8 @@ pub fn train(args: TrainArgs, file: &mut ConfigFile) -> Result<TrainFlags> {
         label_flip,
         ema,
         loss,
+        diffaugment,
+        spectral_norm,
         d_steps,
         seed,
         split,
@@ -273,6 +275,8 @@ pub fn train(args: TrainArgs, file: &mut ConfigFile) -> Result<TrainFlags> {
     set("--label-flip", override_with(&mut o.label_flip, label_flip));
     set("--ema", override_with(&mut o.ema, ema));
     set("--loss", override_with(&mut o.loss, loss));
+    set("--diffaugment", override_with(&mut o.diffaugment, diffaugment));
+    set("--spectral-norm", override_with(&mut o.spectral_norm, spectral_norm.then_some(true)));
     set("--d-steps", override_with(&mut o.d_steps, d_steps));
     set("--seed", override_with(&mut o.seed, seed));
     set("--split", override_with(&mut o.split, split));
@@ -315,14 +319,31 @@ pub fn sample(args: SampleArgs) -> SampleRequest {
 
 /// `anime-pipe graph`: the request and the output directory.
 pub fn graph(args: GraphArgs) -> Result<(ExportRequest, PathBuf)> {
-    let GraphArgs { arch, batch, out, nz, ngf, ndf, samples, seed, adamw, formulation, ema, loss } = args;
+    let GraphArgs {
+        arch,
+        batch,
+        out,
+        nz,
+        ngf,
+        ndf,
+        samples,
+        seed,
+        adamw,
+        formulation,
+        ema,
+        loss,
+        diffaugment,
+        spectral_norm,
+    } = args;
     let formulation = graph_formulation(&formulation)?;
     let optimizer = if adamw { Optimizer::Adamw } else { Optimizer::Adam };
     let samples = samples.unwrap_or(batch);
     anyhow::ensure!(samples > 0, "--samples must be at least 1");
-    let arch = arch_from_args(&arch, nz, ngf, ndf)?;
+    let arch = crate::gan::models::Arch { spectral_norm, ..arch_from_args(&arch, nz, ngf, ndf)? };
     let (d_optimizer, g_optimizer) = (optimizer, optimizer);
-    Ok((ExportRequest { arch, batch, samples, seed, d_optimizer, g_optimizer, formulation, ema, loss }, out))
+    let request =
+        ExportRequest { arch, batch, samples, seed, d_optimizer, g_optimizer, formulation, ema, loss, diffaugment };
+    Ok((request, out))
 }
 
 /// `graph --formulation`: a name [`parse_formulation`] reads, or the device whose runner default to write.

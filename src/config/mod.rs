@@ -7,6 +7,7 @@ pub mod resolve;
 use crate::faces::detector::Family;
 use crate::faces::geometry::Border;
 use crate::faces::upscale::Method as UpscaleMethod;
+use crate::gan::augment::DiffAugment;
 use crate::gan::steps::{GanLoss, Optimizer};
 use crate::named::Named;
 use crate::stages::pack::Fit;
@@ -173,6 +174,10 @@ pub struct TrainOptions {
     pub ema: Option<f64>,
     /// `bce` or `hinge`.
     pub loss: Option<GanLoss>,
+    /// DiffAugment policy (`color,translation,cutout`).
+    pub diffaugment: Option<DiffAugment>,
+    /// Spectral normalisation of D's weights.
+    pub spectral_norm: Option<bool>,
     pub d_steps: Option<u32>,
     pub seed: Option<u64>,
     pub split: Option<String>,

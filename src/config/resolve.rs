@@ -130,6 +130,8 @@ pub fn resolve_train(o: &TrainOptions) -> Result<TrainConfig> {
     set(&mut c.label_flip, o.label_flip);
     set(&mut c.ema, o.ema);
     set(&mut c.loss, o.loss);
+    set(&mut c.diffaugment, o.diffaugment);
+    set(&mut c.spectral_norm, o.spectral_norm);
     set(&mut c.d_steps, o.d_steps);
     set(&mut c.seed, o.seed);
     set(&mut c.split, o.split.clone());

@@ -1,5 +1,6 @@
 //! `anime-pipe graph`: writes the step graphs and the generator as `.onnx` files and describes their inputs and
 //! outputs (a table, or JSON with `--json`).
+use super::augment::DiffAugment;
 use super::models::Arch;
 use super::runner::formulation_name;
 use super::steps::{self, GanLoss, Optimizer, Port, Role, StepGraph, StepKind, StepOptions};
@@ -25,6 +26,7 @@ pub struct ExportRequest {
     /// The G and fused steps also update a moving average of G's weights (`ema.g.*`, input `ema.decay`).
     pub ema: bool,
     pub loss: GanLoss,
+    pub diffaugment: DiffAugment,
 }
 
 /// One written file and its interface.
@@ -63,6 +65,7 @@ pub fn write_graphs(dir: &Path, req: &ExportRequest) -> Result<GraphReport> {
         primitive_backward: false,
         ema: req.ema,
         loss: req.loss,
+        diffaugment: req.diffaugment,
     };
     let graphs = [
         steps::d_step(&opts, &mut store)?,

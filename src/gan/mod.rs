@@ -48,6 +48,7 @@
 //!   only matter to make checkpoints match PyTorch's `state_dict`.
 //!
 //! The generator's inference graph uses batch norm in evaluation mode with the running statistics, baked in.
+pub mod augment;
 pub mod bench;
 pub mod export;
 pub mod generator;

@@ -52,6 +52,11 @@ pub struct Arch {
     pub ndf: usize,
     /// Discriminator dropout probability before its last layer (anime300: 0.4; DCGAN has none and must keep 0).
     pub dropout: f32,
+    /// Spectral normalisation of every discriminator weight (Miyato et al. 2018), one power iteration per step with
+    /// its vectors `d.<layer>.weight_u` carried as state; the DCGAN discriminator then drops its batch norms, as
+    /// SN-GAN's does (a batch norm after a convolution would undo the normalisation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spectral_norm: bool,
 }
 
 /// The LeakyReLU slope used throughout (DCGAN paper).
@@ -60,7 +65,7 @@ pub const LEAKY_SLOPE: f32 = 0.2;
 impl Arch {
     /// DCGAN at 64x64: nz 100, ngf = ndf = 64 (the PyTorch example).
     pub fn dcgan64() -> Arch {
-        Arch { family: Family::Dcgan, image_size: 64, nz: 100, ngf: 64, ndf: 64, dropout: 0.0 }
+        Arch { family: Family::Dcgan, image_size: 64, nz: 100, ngf: 64, ndf: 64, dropout: 0.0, spectral_norm: false }
     }
 
     /// DCGAN at 128x128 (one more up/down layer): nz 100, ngf = ndf = 64.
@@ -70,7 +75,7 @@ impl Arch {
 
     /// The seed paper's anime-face DCGAN at 64x64: nz 300, 8x8x512 projection, dense-512 discriminator head.
     pub fn anime300() -> Arch {
-        Arch { family: Family::Anime300, image_size: 64, nz: 300, ngf: 64, ndf: 64, dropout: 0.4 }
+        Arch { family: Family::Anime300, image_size: 64, nz: 300, ngf: 64, ndf: 64, dropout: 0.4, spectral_norm: false }
     }
 
     /// A short name: the preset's when the family and size match one (`dcgan64`), else `<family><size>`.
@@ -143,10 +148,13 @@ pub fn generator(net: &mut Net, arch: &Arch, z: ValueId) -> Result<ValueId> {
 /// independent masks; it has no other effect.
 pub fn discriminator(net: &mut Net, arch: &Arch, x: ValueId, pass: &str) -> Result<ValueId> {
     arch.validate()?;
-    Ok(net.scoped("d", |net| match arch.family {
+    net.set_spectral_norm(arch.spectral_norm);
+    let logits = net.scoped("d", |net| match arch.family {
         Family::Dcgan => dcgan_discriminator(net, arch, x),
         Family::Anime300 => anime300_discriminator(net, arch, x, pass),
-    })?)
+    });
+    net.set_spectral_norm(false);
+    Ok(logits?)
 }
 
 fn dcgan_generator(net: &mut Net, arch: &Arch, z: ValueId) -> onnxgrad::Result<ValueId> {
@@ -170,7 +178,7 @@ fn dcgan_discriminator(net: &mut Net, arch: &Arch, x: ValueId) -> onnxgrad::Resu
     for i in 0..levels {
         let name = i + 1;
         h = net.conv2d(&format!("conv{name}"), h, arch.ndf << i, 4, 2, 1, false)?;
-        if i > 0 {
+        if i > 0 && !arch.spectral_norm {
             h = net.batch_norm(&format!("bn{name}"), h)?;
         }
         h = net.graph().leaky_relu(h, LEAKY_SLOPE)?;

@@ -13,6 +13,7 @@
 //! **Randomness.** Latents, dropout masks and label flips come from a ChaCha8 generator owned by the runner, seeded
 //! from the config's seed; its position is part of [`Progress`], so a resumed run draws what the uninterrupted one
 //! would have. On CPU, two runners with the same config and thread count produce bit-identical states.
+use super::augment::{self, DiffAugment};
 use super::models::Arch;
 use super::steps::{self, GanLoss, Optimizer, Role, StepGraph, StepKind, StepOptions};
 use crate::runtime::{self, Device, Resolved, SessionOptions};
@@ -96,6 +97,9 @@ pub struct GanConfig {
     /// The adversarial loss ([`Labels`] apply to BCE only).
     #[serde(default, skip_serializing_if = "GanLoss::is_bce")]
     pub loss: GanLoss,
+    /// DiffAugment before every D application (its random inputs drawn from the runner's stream).
+    #[serde(default, skip_serializing_if = "DiffAugment::is_off")]
+    pub diffaugment: DiffAugment,
 }
 
 fn is_zero(x: &f32) -> bool {
@@ -116,6 +120,7 @@ impl GanConfig {
             seed,
             ema: 0.0,
             loss: GanLoss::Bce,
+            diffaugment: DiffAugment::default(),
         }
     }
 
@@ -130,6 +135,7 @@ impl GanConfig {
             primitive_backward: false,
             ema: self.ema > 0.0,
             loss: self.loss,
+            diffaugment: self.diffaugment,
         }
     }
 }
@@ -267,6 +273,8 @@ pub struct Noise {
     pub gen_target: Vec<f32>,
     /// Dropout mask inputs by name (`d.drop_real.mask`, ...), 0/1 values, `[batch, features]`.
     pub masks: BTreeMap<String, Vec<f32>>,
+    /// DiffAugment inputs by name (`aug_real.brightness`, ...; see [`augment`]).
+    pub augment: BTreeMap<String, Vec<f32>>,
 }
 
 /// The non-tensor part of the training state, for checkpoints.
@@ -472,7 +480,22 @@ impl Runner {
                 masks.insert(name.clone(), mask);
             }
         }
-        Noise { z, real_target, fake_target, gen_target: vec![l.gen; b], masks }
+        let augment = self.draw_augmentation();
+        Noise { z, real_target, fake_target, gen_target: vec![l.gen; b], masks, augment }
+    }
+
+    /// DiffAugment's inputs for each D application the graphs have, in a fixed pass order.
+    fn draw_augmentation(&mut self) -> BTreeMap<String, Vec<f32>> {
+        let (policy, batch, size) = (self.config.diffaugment, self.config.batch, self.config.arch.image_size);
+        let mut out = BTreeMap::new();
+        for pass in ["real", "fake", "gen"] {
+            let inputs = augment::inputs(policy, pass, batch, size);
+            if inputs.first().is_some_and(|(name, _)| self.feeds.contains_key(name)) {
+                let values = augment::draw(policy, batch, size, &mut self.rng);
+                out.extend(inputs.into_iter().map(|(name, _)| name).zip(values));
+            }
+        }
+        out
     }
 
     /// One iteration on a batch of real images (`u8 [batch, S, S, 3]`, NHWC as stored in the shards): a D update
@@ -566,8 +589,8 @@ impl Runner {
                 write_feed(&mut self.feeds, name, values)?;
             }
         }
-        for (name, mask) in &noise.masks {
-            write_feed(&mut self.feeds, name, mask)?;
+        for (name, values) in noise.masks.iter().chain(&noise.augment) {
+            write_feed(&mut self.feeds, name, values)?;
         }
         Ok(())
     }

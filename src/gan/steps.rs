@@ -1,5 +1,6 @@
 //! The step graphs: a discriminator step, a generator step, both fused into one graph, and the generator's
 //! inference graph. Each is a standard ONNX model (see the `gan` module docs for the I/O naming convention).
+use super::augment::{self, DiffAugment};
 use super::models::{self, Arch};
 use anyhow::{bail, Context, Result};
 use onnxgrad::ema::append_ema;
@@ -131,6 +132,9 @@ pub struct StepOptions {
     /// The adversarial loss (the BCE graphs take per-sample targets as inputs; the hinge graphs have none).
     #[serde(default, skip_serializing_if = "GanLoss::is_bce")]
     pub loss: GanLoss,
+    /// DiffAugment on every image D sees (per-step inputs `aug_<pass>.*`, see [`augment`]).
+    #[serde(default, skip_serializing_if = "DiffAugment::is_off")]
+    pub diffaugment: DiffAugment,
 }
 
 /// `torch.optim.Adam` (L2 penalty in the gradient) or `torch.optim.AdamW` (decoupled weight decay).
@@ -194,6 +198,7 @@ impl StepOptions {
             primitive_backward: false,
             ema: false,
             loss: GanLoss::Bce,
+            diffaugment: DiffAugment::default(),
         }
     }
 
@@ -403,6 +408,8 @@ fn discriminator_loss(
     real_t: Option<ValueId>,
     fake_t: Option<ValueId>,
 ) -> Result<ValueId> {
+    let x_real = augment::apply(net.graph(), opts.diffaugment, x_real, "real")?;
+    let fake = augment::apply(net.graph(), opts.diffaugment, fake, "fake")?;
     let real_logits = models::discriminator(net, &opts.arch, x_real, "real")?;
     let fake_logits = models::discriminator(net, &opts.arch, fake, "fake")?;
     let g = net.graph();
@@ -421,6 +428,7 @@ fn discriminator_loss(
 
 /// D on generated images with gradients flowing through D into G, the G loss and its metric as outputs.
 fn generator_loss(net: &mut Net, opts: &StepOptions, fake: ValueId, gen_t: Option<ValueId>) -> Result<ValueId> {
+    let fake = augment::apply(net.graph(), opts.diffaugment, fake, "gen")?;
     let logits = models::discriminator(net, &opts.arch, fake, "gen")?;
     let g = net.graph();
     let mut s = g.scope("g_loss");
@@ -447,6 +455,8 @@ pub fn g_step(opts: &StepOptions, store: &mut ParamStore) -> Result<StepGraph> {
     let gen_t = declare_target(&mut g, opts, GEN_TARGET)?;
     let mut net = Net::new(&mut g, store, Mode::Train, Binding::Inputs);
     let fake = models::generator(&mut net, &opts.arch, z)?;
+    // The D step owns D's spectral-norm vectors: here they are read, as its weights are.
+    net.set_power_iteration_updates(false);
     let l = generator_loss(&mut net, opts, fake, gen_t)?;
     let params = net.finish().params;
     let g_params = params_of(&g, &params, "g.");

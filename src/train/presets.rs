@@ -29,6 +29,7 @@
 //!
 //! Every preset uses Adam's epsilon 1e-8 (PyTorch's default), one D step per G step, horizontal flips and no
 //! translation, crop or rotation (turn them on with `train.translate`, `train.crop`, `train.rotate`), seed 1.
+use crate::gan::augment::DiffAugment;
 use crate::gan::steps::{GanLoss, Optimizer};
 use crate::train::loader::Augment;
 use anyhow::{bail, Result};
@@ -83,6 +84,12 @@ pub struct TrainConfig {
     /// options existed keep their keys.
     #[serde(default, skip_serializing_if = "GanLoss::is_bce")]
     pub loss: GanLoss,
+    /// DiffAugment policy before D (`color,translation,cutout`; empty = off).
+    #[serde(default, skip_serializing_if = "DiffAugment::is_off")]
+    pub diffaugment: DiffAugment,
+    /// Spectrally normalised D (without batch norm in DCGAN's D).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spectral_norm: bool,
     /// Discriminator steps per generator step.
     pub d_steps: u32,
     pub seed: u64,
@@ -128,6 +135,8 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         label_flip: 0.0,
         ema: 0.0,
         loss: GanLoss::Bce,
+        diffaugment: DiffAugment::default(),
+        spectral_norm: false,
         d_steps: 1,
         seed: 1,
         split: "train".into(),

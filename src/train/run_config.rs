@@ -58,6 +58,7 @@ pub fn gan_config(c: &TrainConfig) -> Result<GanConfig> {
         seed: c.seed,
         ema: c.ema as f32,
         loss: c.loss,
+        diffaugment: c.diffaugment,
     })
 }
 
@@ -68,6 +69,7 @@ pub fn arch_of(c: &TrainConfig) -> Result<Arch> {
     arch.nz = c.latent;
     arch.ngf = c.g_width;
     arch.ndf = c.d_width;
+    arch.spectral_norm = c.spectral_norm;
     arch.validate().with_context(|| format!("train.arch = {} at train.image_size = {}", c.arch, c.image_size))?;
     Ok(arch)
 }

@@ -16,11 +16,11 @@ use std::path::Path;
 use std::process::Command;
 
 fn tiny_dcgan() -> Arch {
-    Arch { family: Family::Dcgan, image_size: 16, nz: 8, ngf: 8, ndf: 8, dropout: 0.0 }
+    Arch { family: Family::Dcgan, image_size: 16, nz: 8, ngf: 8, ndf: 8, dropout: 0.0, spectral_norm: false }
 }
 
 fn tiny_anime300() -> Arch {
-    Arch { family: Family::Anime300, image_size: 16, nz: 12, ngf: 4, ndf: 4, dropout: 0.4 }
+    Arch { family: Family::Anime300, image_size: 16, nz: 12, ngf: 4, ndf: 4, dropout: 0.4, spectral_norm: false }
 }
 
 /// Deterministic uniform numbers in [0, 1) (splitmix64).
@@ -286,6 +286,7 @@ fn written_graphs_pass_the_onnx_checker_and_match_the_runner_in_python() -> Resu
             formulation,
             ema: false,
             loss: GanLoss::Bce,
+            diffaugment: Default::default(),
         };
         let report = write_graphs(dir.path(), &req)?;
         assert!(report.files.iter().any(|f| f.path.ends_with("generator.onnx")), "no generator.onnx written");

@@ -1,5 +1,6 @@
 //! The GAN step runner on CPU: the fused graph and the split D/G graphs agree, runs are bit-reproducible and
 //! resumable, the G step leaves D's parameters alone, and a tiny GAN learns a trivial image distribution.
+use anime_pipe::gan::augment::DiffAugment;
 use anime_pipe::gan::models::{Arch, Family};
 use anime_pipe::gan::runner::{AdamHyper, GanConfig, GeneratorWeights, Runner, RunnerOptions, SessionTuning};
 use anime_pipe::gan::steps::{self, GanLoss, Role};
@@ -10,12 +11,18 @@ use onnxgrad::Formulation;
 type State = anime_pipe::gan::runner::StateTensors;
 
 fn tiny_dcgan() -> Arch {
-    Arch { family: Family::Dcgan, image_size: 16, nz: 8, ngf: 8, ndf: 8, dropout: 0.0 }
+    Arch { family: Family::Dcgan, image_size: 16, nz: 8, ngf: 8, ndf: 8, dropout: 0.0, spectral_norm: false }
 }
 
 /// anime300's layout at toy size: dense projection, max-pooling discriminator with dropout.
 fn tiny_anime300() -> Arch {
-    Arch { family: Family::Anime300, image_size: 16, nz: 12, ngf: 4, ndf: 4, dropout: 0.4 }
+    Arch { family: Family::Anime300, image_size: 16, nz: 12, ngf: 4, ndf: 4, dropout: 0.4, spectral_norm: false }
+}
+
+/// The #14 additions together: spectrally normalised D (no batch norm in it) and every DiffAugment transform.
+fn with_sn_and_diffaugment(config: GanConfig) -> GanConfig {
+    let arch = Arch { spectral_norm: true, ..config.arch.clone() };
+    GanConfig { arch, diffaugment: DiffAugment::ALL, ..config }
 }
 
 fn cpu(fused: bool, threads: usize) -> RunnerOptions {
@@ -72,8 +79,16 @@ fn params_with_prefix(s: &State, prefix: &str) -> State {
 fn fused_graph_and_split_graphs_give_the_same_iterations() -> Result<()> {
     // Both compute PyTorch's iteration: the split G step recomputes G(z) with the same z and weights, and its D is
     // the updated one, as in the fused graph. Only summation order inside ONNX Runtime could differ.
-    for arch in [tiny_dcgan(), tiny_anime300()] {
-        let config = GanConfig::new(arch.clone(), 4, 3);
+    // With spectral norm, the split G step runs the D step's power iteration again from the vector it wrote, as the
+    // fused graph's G half does from the value it computed; DiffAugment's inputs are drawn once per iteration.
+    let configs = [
+        GanConfig::new(tiny_dcgan(), 4, 3),
+        GanConfig::new(tiny_anime300(), 4, 3),
+        with_sn_and_diffaugment(GanConfig::new(tiny_dcgan(), 4, 3)),
+        with_sn_and_diffaugment(GanConfig::new(tiny_anime300(), 4, 3)),
+    ];
+    for config in configs {
+        let arch = config.arch.clone();
         let mut fused = Runner::new(&config, &cpu(true, 1))?;
         let mut split = Runner::new(&config, &cpu(false, 1))?;
         for i in 0..4 {
@@ -150,7 +165,9 @@ fn same_seed_gives_bit_identical_state_and_another_seed_does_not() -> Result<()>
 fn resuming_from_state_and_progress_continues_bit_identically() -> Result<()> {
     resume_bit_identically(GanConfig::new(tiny_anime300(), 4, 5))?;
     // The moving average of G is state too (and its decay's warm-up follows the resumed update count).
-    resume_bit_identically(GanConfig { ema: 0.999, ..GanConfig::new(tiny_anime300(), 4, 5) })
+    resume_bit_identically(GanConfig { ema: 0.999, ..GanConfig::new(tiny_anime300(), 4, 5) })?;
+    // Spectral norm's vectors are state; DiffAugment draws from the random stream.
+    resume_bit_identically(with_sn_and_diffaugment(GanConfig::new(tiny_dcgan(), 4, 5)))
 }
 
 fn resume_bit_identically(config: GanConfig) -> Result<()> {
@@ -261,6 +278,41 @@ fn tiny_gan_learns_a_colour_gradient() -> Result<()> {
 #[test]
 fn tiny_gan_learns_a_colour_gradient_with_the_hinge_loss() -> Result<()> {
     learns_a_colour_gradient(GanConfig { loss: GanLoss::Hinge, ..GanConfig::new(tiny_dcgan(), 16, 7) })
+}
+
+#[test]
+fn tiny_gan_learns_a_colour_gradient_with_a_spectrally_normalised_discriminator() -> Result<()> {
+    let config = GanConfig::new(Arch { spectral_norm: true, ..tiny_dcgan() }, 16, 7);
+    learns_a_colour_gradient(GanConfig { loss: GanLoss::Hinge, ..config })
+}
+
+#[test]
+fn tiny_gan_learns_a_colour_gradient_through_differentiable_augmentation() -> Result<()> {
+    // D only ever sees recoloured, shifted, cut-out images, yet G learns the un-augmented distribution.
+    learns_a_colour_gradient(GanConfig { diffaugment: DiffAugment::ALL, ..GanConfig::new(tiny_dcgan(), 16, 7) })
+}
+
+#[test]
+fn spectral_norm_vectors_are_updated_by_the_d_step_only() -> Result<()> {
+    let config = with_sn_and_diffaugment(GanConfig::new(tiny_dcgan(), 4, 2));
+    let mut r = Runner::new(&config, &cpu(false, 1))?;
+    let vectors = |s: &State| -> State {
+        s.iter().filter(|(n, _)| n.ends_with(".weight_u")).map(|(n, v)| (n.clone(), v.clone())).collect()
+    };
+    let s0 = vectors(&r.state()?);
+    assert_eq!(s0.len(), 3, "one vector per D convolution: two downsampling layers at 16x16 and the logit layer");
+    assert!(!r.state()?.keys().any(|n| n.starts_with("d.bn")), "a spectrally normalised DCGAN D has no batch norm");
+    r.step_d(&batch_bytes(&config, 0))?;
+    let s1 = vectors(&r.state()?);
+    r.step_g()?;
+    let s2 = vectors(&r.state()?);
+    for (name, (_, v)) in &s1 {
+        assert!(v != &s0[name].1, "the D step did not advance {name}");
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{name}: the stored vector is normalised ({norm})");
+    }
+    assert!(s2 == s1, "the G step changed a spectral-norm vector");
+    Ok(())
 }
 
 #[test]
