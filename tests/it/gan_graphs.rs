@@ -2,6 +2,7 @@
 //! Python onnxruntime the losses and updates of the Rust runner; the D step's and G step's gradients match
 //! central finite differences of their losses, through ONNX Runtime.
 use crate::support;
+use anime_pipe::gan::augment::{self, DiffAugment};
 use anime_pipe::gan::export::{write_graphs, ExportRequest};
 use anime_pipe::gan::models::{Arch, Family};
 use anime_pipe::gan::runner::{GanConfig, Noise, Runner, RunnerOptions};
@@ -21,6 +22,67 @@ fn tiny_dcgan() -> Arch {
 
 fn tiny_anime300() -> Arch {
     Arch { family: Family::Anime300, image_size: 16, nz: 12, ngf: 4, ndf: 4, dropout: 0.4, spectral_norm: false }
+}
+
+fn spectral(arch: Arch) -> Arch {
+    Arch { spectral_norm: true, ..arch }
+}
+
+/// The step-graph variants the gradient checks cover: (architecture, loss, DiffAugment policy).
+fn gradient_cases() -> Vec<(Arch, GanLoss, DiffAugment)> {
+    let off = DiffAugment::default();
+    vec![
+        (tiny_dcgan(), GanLoss::Bce, off),
+        (tiny_anime300(), GanLoss::Bce, off),
+        (tiny_dcgan(), GanLoss::Hinge, off),
+        (spectral(tiny_dcgan()), GanLoss::Hinge, DiffAugment::ALL),
+        (spectral(tiny_anime300()), GanLoss::Bce, DiffAugment::ALL),
+    ]
+}
+
+/// DiffAugment's inputs of a graph, as the runner draws them (seeded): one draw per D application.
+fn augmentation_feeds(graph: &StepGraph, seed: u64) -> BTreeMap<String, Feed> {
+    use rand::SeedableRng;
+    let has =
+        |suffix: &str| graph.inputs.iter().any(|p| p.name.starts_with(augment::PREFIX) && p.name.ends_with(suffix));
+    let policy =
+        DiffAugment { color: has(augment::BRIGHTNESS), translation: has(augment::ROWS), cutout: has(augment::CUTOUT) };
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed);
+    let mut feeds = BTreeMap::new();
+    for pass in ["real", "fake", "gen"] {
+        let Some(port) = graph.inputs.iter().find(|p| p.name.starts_with(&format!("{}{pass}.", augment::PREFIX)))
+        else {
+            continue;
+        };
+        let (batch, size) = (port.shape[0], augment_size(graph));
+        let values = augment::draw(policy, batch, size, &mut rng);
+        for ((name, shape), data) in augment::inputs(policy, pass, batch, size).into_iter().zip(values) {
+            feeds.insert(name, Feed::F32(shape, data));
+        }
+    }
+    feeds
+}
+
+/// The image side of a step graph (from its `real` input, or G's output side in the G step: the `rows` input).
+fn augment_size(graph: &StepGraph) -> usize {
+    graph
+        .inputs
+        .iter()
+        .find(|p| p.name.ends_with(augment::ROWS) || p.name.ends_with(augment::CUTOUT))
+        .map_or(0, |p| p.shape[2])
+}
+
+/// The top left singular vector of `w` as a `[rows, rest]` matrix (300 power iterations in f64).
+fn top_singular_vector(w: &[f32], rows: usize) -> Vec<f32> {
+    let cols = w.len() / rows;
+    let mut u = vec![1.0f64; rows];
+    for _ in 0..300 {
+        let v: Vec<f64> = (0..cols).map(|j| (0..rows).map(|i| w[i * cols + j] as f64 * u[i]).sum()).collect();
+        let wv: Vec<f64> = (0..rows).map(|i| (0..cols).map(|j| w[i * cols + j] as f64 * v[j]).sum()).collect();
+        let norm = wv.iter().map(|x| x * x).sum::<f64>().sqrt();
+        u = wv.iter().map(|x| x / norm).collect();
+    }
+    u.into_iter().map(|x| x as f32).collect()
 }
 
 /// Deterministic uniform numbers in [0, 1) (splitmix64).
@@ -92,6 +154,7 @@ fn step_feeds(graph: &StepGraph, store: &onnxgrad::nn::ParamStore, rng: &mut Rng
             },
             (Role::Hyperparameter, _) => Feed::F32(shape, vec![1e-3]),
             _ if p.name == steps::Z => Feed::F32(shape, rng.floats(n, -2.0, 2.0)),
+            _ if p.name.starts_with(augment::PREFIX) => continue, // drawn below, per D application
             _ if p.name.ends_with(".mask") => {
                 Feed::F32(shape, rng.floats(n, 0.0, 1.0).iter().map(|&u| if u < 0.6 { 1.0 } else { 0.0 }).collect())
             }
@@ -99,6 +162,7 @@ fn step_feeds(graph: &StepGraph, store: &onnxgrad::nn::ParamStore, rng: &mut Rng
         };
         feeds.insert(p.name.clone(), feed);
     }
+    feeds.extend(augmentation_feeds(graph, rng.next().to_bits()));
     Ok(feeds)
 }
 
@@ -130,6 +194,25 @@ fn check_step_gradients(graph: &StepGraph, store: &onnxgrad::nn::ParamStore, los
         if let (Feed::F32(_, data), true) = (feed, name.ends_with("weight") && !name.contains(".bn")) {
             data.iter_mut().for_each(|w| *w *= 10.0);
         }
+    }
+    // Cutout and translation feed D exact zeros, which a zero bias would leave exactly on leaky ReLU's kink: start
+    // D's (zero-initialised) layer biases away from it.
+    for (name, feed) in feeds.iter_mut() {
+        if let (Feed::F32(_, data), true) =
+            (feed, name.starts_with("d.") && name.ends_with(".bias") && !name.contains(".bn"))
+        {
+            let values = rng.floats(data.len(), 0.05, 0.2);
+            data.iter_mut().zip(values).for_each(|(b, v)| *b = if rng.next() < 0.5 { v } else { -v });
+        }
+    }
+    // Spectral norm's gradient holds u and v constant: it is the derivative of the loss only where u is the top
+    // singular vector (sigma is stationary there), so each vector starts converged for its weight.
+    let vectors: Vec<String> = feeds.keys().filter(|n| n.ends_with(".weight_u")).cloned().collect();
+    for name in vectors {
+        let Some(Feed::F32(shape, w)) = feeds.get(name.trim_end_matches("_u")).cloned() else {
+            bail!("no weight for {name}")
+        };
+        feeds.insert(name, Feed::F32(vec![shape[0]], top_singular_vector(&w, shape[0])));
     }
     let base = run(&mut session, &feeds)?;
     let trained: Vec<String> =
@@ -173,18 +256,20 @@ fn check_step_gradients(graph: &StepGraph, store: &onnxgrad::nn::ParamStore, los
 
 #[test]
 fn d_step_and_g_step_gradients_match_finite_differences() -> Result<()> {
-    // BCE on both layouts, and the hinge loss (no target inputs; G's loss -mean D(G(z))).
-    for (arch, loss) in [(tiny_dcgan(), GanLoss::Bce), (tiny_anime300(), GanLoss::Bce), (tiny_dcgan(), GanLoss::Hinge)]
-    {
+    // BCE on both layouts, the hinge loss (no target inputs; G's loss -mean D(G(z))), and spectrally normalised
+    // discriminators behind every DiffAugment transform.
+    for (arch, loss, diffaugment) in gradient_cases() {
         let mut store = steps::init_store(&arch, 4)?;
-        let opts = StepOptions { output_gradients: true, loss, ..StepOptions::new(arch.clone(), 4) };
+        let opts = StepOptions { output_gradients: true, loss, diffaugment, ..StepOptions::new(arch.clone(), 4) };
         let d = steps::d_step(&opts, &mut store)?;
         let worst_d = check_step_gradients(&d, &store, steps::D_LOSS, 1)?;
         let g = steps::g_step(&opts, &mut store)?;
         let worst_g = check_step_gradients(&g, &store, steps::G_LOSS, 2)?;
         eprintln!(
-            "{} {loss:?}: worst relative error of directional derivatives: D step {worst_d:.2e}, G step {worst_g:.2e}",
-            arch.name()
+            "{} {loss:?} sn={} diffaugment={diffaugment:?}: worst relative error of directional derivatives: D step \
+             {worst_d:.2e}, G step {worst_g:.2e}",
+            arch.name(),
+            arch.spectral_norm
         );
         let has_targets = d.inputs.iter().any(|p| p.name == steps::REAL_TARGET);
         assert_eq!(has_targets, loss == GanLoss::Bce, "{loss:?}: target inputs");
@@ -488,13 +573,42 @@ fn graph_command_writes_four_models_and_describes_them() -> Result<()> {
 const PYTORCH_REFERENCE: &str = r#"
 import json, sys, numpy as np, onnxruntime as ort, torch, torch.nn.functional as F
 d, kind, family, L, p_drop = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+sn = sys.argv[6] == "sn"
 idx = json.load(open(f"{d}/feeds.json"))
 feeds = {k: np.fromfile(f"{d}/{v['file']}", dtype=v["dtype"]).reshape(v["shape"]) for k, v in idx.items()}
 so = ort.SessionOptions(); so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
 s = ort.InferenceSession(f"{d}/graph.onnx", so, providers=["CPUExecutionProvider"])
 out = dict(zip([o.name for o in s.get_outputs()], s.run(None, {i.name: feeds[i.name] for i in s.get_inputs()})))
 t = lambda n: torch.tensor(feeds[n].astype(np.float64))
-P = {k: t(k).requires_grad_() for k in feeds if k.startswith(("g.", "d.")) and not k.endswith(".mask")}
+P = {k: t(k).requires_grad_() for k in feeds if k.startswith(("g.", "d.")) and not k.endswith((".mask", "_u"))}
+def W(name):  # a D weight, spectrally normalised as torch.nn.utils.spectral_norm does (u, v without gradient)
+    w = P[name]
+    if not sn:
+        return w
+    m = w.reshape(w.shape[0], -1)
+    with torch.no_grad():
+        v = F.normalize(m.T @ t(name + "_u"), dim=0, eps=1e-12)
+        u = F.normalize(m @ v, dim=0, eps=1e-12)
+    return w / torch.dot(u, m @ v)
+def augment(x, tag):  # DiffAugment_pytorch.py, its random draws read from the graph's inputs
+    a = lambda what: t(f"aug_{tag}.{what}") if f"aug_{tag}.{what}" in feeds else None
+    if a("brightness") is not None:
+        x = x + a("brightness")
+        m = x.mean(dim=1, keepdim=True); x = (x - m) * a("saturation") + m
+        m = x.mean(dim=[1, 2, 3], keepdim=True); x = (x - m) * a("contrast") + m
+    if a("rows") is not None:
+        B, C, H, Wd = x.shape
+        rows, cols = a("rows")[:, 0], a("cols")[:, 0]
+        # the shifts the one-hot matrices encode: rows[b, i, i + dy] = 1, cols[j + dx, j] = 1
+        dy = [int(torch.nonzero(rows[b])[0, 1] - torch.nonzero(rows[b])[0, 0]) for b in range(B)]
+        dx = [int(torch.nonzero(cols[b].T)[0, 1] - torch.nonzero(cols[b].T)[0, 0]) for b in range(B)]
+        ty = torch.tensor(dy).view(B, 1, 1); tx = torch.tensor(dx).view(B, 1, 1)
+        gb, gy, gx = torch.meshgrid(torch.arange(B), torch.arange(H), torch.arange(Wd), indexing="ij")
+        gy = torch.clamp(gy + ty + 1, 0, H + 1); gx = torch.clamp(gx + tx + 1, 0, Wd + 1)
+        x = F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1)[gb, gy, gx].permute(0, 3, 1, 2)
+    if a("cutout") is not None:
+        x = x * a("cutout")
+    return x
 def bn(x, name):
     axes = [a for a in range(x.dim()) if a != 1]
     m = x.mean(dim=axes, keepdim=True); v = ((x - m) ** 2).mean(dim=axes, keepdim=True)
@@ -515,17 +629,17 @@ def G(z):
         h = lrelu(bn(F.conv_transpose2d(h, P[f"g.convt{i+1}.weight"], stride=2, padding=1), f"g.bn{i+1}"))
     return torch.tanh(F.conv2d(h, P["g.to_rgb.weight"], P["g.to_rgb.bias"], padding=1))
 def D(x, tag):
-    h = x
+    h = augment(x, tag)
     if family == "dcgan":
         for i in range(L):
-            h = F.conv2d(h, P[f"d.conv{i+1}.weight"], stride=2, padding=1)
-            h = lrelu(bn(h, f"d.bn{i+1}") if i > 0 else h)
-        return F.conv2d(h, P[f"d.conv{L+1}.weight"]).view(-1)
+            h = F.conv2d(h, W(f"d.conv{i+1}.weight"), stride=2, padding=1)
+            h = lrelu(bn(h, f"d.bn{i+1}") if i > 0 and not sn else h)
+        return F.conv2d(h, W(f"d.conv{L+1}.weight")).view(-1)
     for i in range(L):
-        h = F.max_pool2d(lrelu(F.conv2d(h, P[f"d.conv{i+1}.weight"], P[f"d.conv{i+1}.bias"], padding=1)), 2)
-    h = lrelu(h.flatten(1) @ P["d.fc1.weight"].T + P["d.fc1.bias"])
+        h = F.max_pool2d(lrelu(F.conv2d(h, W(f"d.conv{i+1}.weight"), P[f"d.conv{i+1}.bias"], padding=1)), 2)
+    h = lrelu(h.flatten(1) @ W("d.fc1.weight").T + P["d.fc1.bias"])
     h = h * t(f"d.drop_{tag}.mask") / (1 - p_drop)
-    return (h @ P["d.fc2.weight"].T + P["d.fc2.bias"]).view(-1)
+    return (h @ W("d.fc2.weight").T + P["d.fc2.bias"]).view(-1)
 bce = F.binary_cross_entropy_with_logits
 hinge = "real_target" not in feeds and "gen_target" not in feeds  # the hinge graphs take no targets
 if kind == "DStep":
@@ -559,11 +673,10 @@ fn step_gradients_match_pytorch_autograd_in_float64() -> Result<()> {
         eprintln!("note: python3 with torch + onnxruntime + numpy not found; skipping the PyTorch reference check");
         return Ok(());
     }
-    // BCE on both layouts, and the hinge loss (no target inputs; G's loss -mean D(G(z))).
-    for (arch, loss) in [(tiny_dcgan(), GanLoss::Bce), (tiny_anime300(), GanLoss::Bce), (tiny_dcgan(), GanLoss::Hinge)]
-    {
+    // The same cases as the finite differences: BCE, hinge, spectral norm behind DiffAugment.
+    for (arch, loss, diffaugment) in gradient_cases() {
         let mut store = steps::init_store(&arch, 4)?;
-        let opts = StepOptions { output_gradients: true, loss, ..StepOptions::new(arch.clone(), 4) };
+        let opts = StepOptions { output_gradients: true, loss, diffaugment, ..StepOptions::new(arch.clone(), 4) };
         let (family, levels) = match arch.family {
             Family::Dcgan => ("dcgan", (arch.image_size / 4).trailing_zeros()),
             Family::Anime300 => ("anime300", (arch.image_size / 8).trailing_zeros()),
@@ -585,6 +698,7 @@ fn step_gradients_match_pytorch_autograd_in_float64() -> Result<()> {
                 .arg(family)
                 .arg(levels.to_string())
                 .arg(arch.dropout.to_string())
+                .arg(if arch.spectral_norm { "sn" } else { "bn" })
                 .output()?;
             if !out.status.success() {
                 bail!("{}: python failed:\n{}", arch.name(), String::from_utf8_lossy(&out.stderr));
