@@ -2,6 +2,7 @@
 //! Runtime (no training build of ONNX Runtime needed: forward, backward and Adam are ordinary operators written by
 //! `onnxgrad`).
 //!
+//! * [`augment`]: DiffAugment's in-graph transforms and the runner's draws of their random inputs.
 //! * [`models`]: [`models::Arch`] (DCGAN at 64/128, the anime300 variant; plain serialisable data) and the
 //!   generator / discriminator functions over an `onnxgrad::nn::Net`.
 //! * [`steps`]: the graphs. [`steps::d_step`] and [`steps::g_step`] (one network's update each),
@@ -23,10 +24,13 @@
 //! | `real_target`, `fake_target` | f32 `[B]` | batch (D step): per-sample BCE targets (smoothing, flips) |
 //! | `gen_target` | f32 `[B]` | batch (G step): per-sample target of G's loss |
 //! | `d.drop_<pass>.mask` | f32 `[B, F]` | batch (anime300): 0/1 dropout mask of one D application (`real`, `fake`, `gen`) |
+//! | `aug_<pass>.{brightness,saturation,contrast}` | f32 `[B, 1, 1, 1]` | batch (DiffAugment): per-sample colour offset and factors of one D application |
+//! | `aug_<pass>.{rows,cols}`, `aug_<pass>.cutout` | f32 `[B, 1, S, S]` | batch (DiffAugment): one-hot shift matrices, 0/1 cutout mask ([`augment`]) |
 //! | `d_adam.{lr,beta1,beta2,eps,weight_decay}`, `g_adam.*` | f32 `[]` | hyperparameter |
 //! | `d_adam.step`, `g_adam.step` | i64 `[]` | hyperparameter: Adam's `t` of the update being made (1-based) |
 //! | `g.*`, `d.*` (e.g. `g.convt1.weight`, `d.bn2.bias`) | f32 | state: parameters |
 //! | `g.bnK.running_mean`, `g.bnK.running_var`, `d.bnK.*` | f32 `[C]` | state: batch-norm running statistics |
+//! | `d.<layer>.weight_u` | f32 `[out]` | state (spectral norm): the power iteration's vector, updated by the D step only |
 //! | `X.adam_m`, `X.adam_v` | f32, `X`'s shape | state: Adam moments of parameter `X` (zero at the start) |
 //! | `X.new` | as `X` | output: updated state; feed it as `X` next time |
 //! | `d_loss`, `d_real`, `d_fake`, `g_loss`, `g_fake` | f32 `[]` | metric (see [`steps`]) |

@@ -248,6 +248,25 @@ fn the_hinge_loss_trains_from_the_command_line_and_refuses_bce_label_options() {
 }
 
 #[test]
+fn diffaugment_and_spectral_norm_train_from_the_command_line_and_resume_bit_identically() {
+    // The checkpoint carries the spectral-norm vectors; DiffAugment's draws follow the resumed random stream.
+    check_resume("--diffaugment color,translation,cutout --spectral-norm --loss hinge", 5, 12, "2");
+    let data = dataset();
+    let w = data.path();
+    ok(&mut train(w, "--diffaugment translation,cutout --spectral-norm --steps 3 --checkpoint-every 1 --name sn"));
+    let dir = run_dir(w, "sn");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["train"]["diffaugment"], "translation,cutout", "{config}");
+    assert_eq!(config["train"]["spectral_norm"], true, "{config}");
+    let state = checkpoint::read(&dir.join("checkpoints/step-00000003.safetensors")).unwrap();
+    assert!(state.tensors.keys().any(|n| n == "d.conv1.weight_u"), "the vectors are checkpointed");
+    // A policy with an unknown transform names the flag and the choices.
+    let (success, stderr) = run(&mut train(w, "--diffaugment color,blur --steps 1 --name bad"));
+    assert!(!success && stderr.contains("blur") && stderr.contains("translation"), "{stderr}");
+}
+
+#[test]
 fn resume_is_bit_identical_for_anime300_with_dropout_and_two_d_steps() {
     // anime300 at 16x16 (dropout masks from the runner's stream), two D steps per G step on the split graphs:
     // 8 steps per epoch, cut at 5, end at 12.
