@@ -533,6 +533,16 @@ pub struct TrainArgs {
     /// Read losses from the device and log them every N steps [config: train.log_every, default 10]
     #[arg(long, value_name = "N")]
     pub log_every: Option<u64>,
+    /// Score the generator every N steps (and at the end) by FID against the training images, with the FID
+    /// Inception (models.fid_inception) and eval's reference cache: the FID goes into metrics.parquet, and the
+    /// best-scoring generator is kept as best.generator.onnx with best.json [config: train.eval_every, default 0 =
+    /// off]
+    #[arg(long, value_name = "N")]
+    pub eval_every: Option<u64>,
+    /// Generated samples per in-training FID (small and fast; FIDs compare only at equal counts) [config:
+    /// train.eval_samples, default 1000]
+    #[arg(long, value_name = "N")]
+    pub eval_samples: Option<usize>,
     /// Batches prepared ahead by the loader thread [config: train.prefetch, default 4]
     #[arg(long, value_name = "N")]
     pub prefetch: Option<usize>,

@@ -2,6 +2,7 @@
 //! one request per command; the request goes to the module that does the work (stages, train, eval, gan, inspect).
 pub mod pipeline;
 pub mod settings;
+mod training_fid;
 
 pub use pipeline::Differs;
 
@@ -176,7 +177,10 @@ fn train(env: &Env, flags: settings::TrainFlags, resolved: &Resolved) -> Result<
         reporter: env.reporter,
         debug,
     };
-    let outcome = crate::train::trainer::train(&request)?;
+    let make = |c: &crate::train::presets::TrainConfig| {
+        training_fid::make_scorer(env, &resolved.eval, &resolved.plan.models.fid_inception, c)
+    };
+    let outcome = crate::train::trainer::train(&request, Some(&make))?;
     env.reporter.emit(&outcome.summary());
     // A checkpointed Ctrl-C is not a finished run: scripts chaining `train && eval` must see it.
     if outcome.stop == crate::train::trainer::StopReason::Interrupted {

@@ -110,7 +110,10 @@ fn train(env: &Env, resolved: &Resolved) -> Result<PathBuf> {
         reporter: env.reporter,
         debug: DebugOptions::default(),
     };
-    let outcome = trainer::train(&request)?;
+    let make = |c: &crate::train::presets::TrainConfig| {
+        super::training_fid::make_scorer(env, &resolved.eval, &resolved.plan.models.fid_inception, c)
+    };
+    let outcome = trainer::train(&request, Some(&make))?;
     env.reporter.emit(&outcome.summary());
     if outcome.stop == StopReason::Interrupted {
         return Err(Interrupted.into());

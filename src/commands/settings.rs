@@ -240,6 +240,8 @@ pub fn train(args: TrainArgs, file: &mut ConfigFile) -> Result<TrainFlags> {
         sample_every,
         checkpoint_every,
         log_every,
+        eval_every,
+        eval_samples,
         prefetch,
         bench_loader,
         debug_nan_at_step,
@@ -293,17 +295,29 @@ pub fn train(args: TrainArgs, file: &mut ConfigFile) -> Result<TrainFlags> {
     override_with(&mut o.sample_every, sample_every);
     override_with(&mut o.checkpoint_every, checkpoint_every);
     override_with(&mut o.log_every, log_every);
+    override_with(&mut o.eval_every, eval_every);
+    override_with(&mut o.eval_samples, eval_samples);
     override_with(&mut o.prefetch, prefetch);
     let run = match resume {
         Some(dir) => {
             if !changing.is_empty() {
                 bail!(
                     "--resume continues a run with its own config.json; {} would change its results (only --epochs, \
-                     --steps, --sample-every, --checkpoint-every, --log-every and --prefetch may be given)",
+                     --steps, --sample-every, --checkpoint-every, --log-every, --eval-every, --eval-samples and --prefetch may be \
+                     given)",
                     changing.join(", ")
                 );
             }
-            let overrides = ResumeOverrides { epochs, steps, sample_every, checkpoint_every, log_every, prefetch };
+            let overrides = ResumeOverrides {
+                epochs,
+                steps,
+                sample_every,
+                checkpoint_every,
+                log_every,
+                eval_every,
+                eval_samples,
+                prefetch,
+            };
             RunChoice::Resume { dir, overrides }
         }
         None => RunChoice::New { name },

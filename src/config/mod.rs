@@ -188,6 +188,10 @@ pub struct TrainOptions {
     pub sample_every: Option<u64>,
     pub checkpoint_every: Option<u64>,
     pub log_every: Option<u64>,
+    /// In-training FID every N steps (0 = off).
+    pub eval_every: Option<u64>,
+    /// Samples per in-training FID.
+    pub eval_samples: Option<usize>,
     pub prefetch: Option<usize>,
 }
 

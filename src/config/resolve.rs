@@ -142,6 +142,8 @@ pub fn resolve_train(o: &TrainOptions) -> Result<TrainConfig> {
     set(&mut c.sample_every, o.sample_every);
     set(&mut c.checkpoint_every, o.checkpoint_every);
     set(&mut c.log_every, o.log_every);
+    set(&mut c.eval_every, o.eval_every);
+    set(&mut c.eval_samples, o.eval_samples);
     set(&mut c.prefetch, o.prefetch);
     presets::validate(&c)?;
     Ok(c)

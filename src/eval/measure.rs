@@ -114,6 +114,7 @@ pub(crate) fn score(
         reference_count: reference.features.rows as u32,
         generator_blake3: String::new(),
         eval_key: String::new(),
+        weights: checkpoint.weights.clone(),
         reused: false,
     })
 }

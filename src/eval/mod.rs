@@ -59,6 +59,7 @@ pub mod kid;
 pub mod measure;
 pub mod reference;
 pub mod report;
+pub mod scorer;
 pub mod table;
 pub mod targets;
 
@@ -237,6 +238,7 @@ impl Work<'_> {
             label: checkpoint.label.clone(),
             epoch: checkpoint.epoch,
             step: checkpoint.step,
+            weights: checkpoint.weights.clone(),
             reused: true,
             ..old.clone()
         })

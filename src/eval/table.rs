@@ -27,6 +27,8 @@ pub struct Row {
     pub reference_count: u32,
     pub generator_blake3: String,
     pub eval_key: String,
+    /// "ema" or "raw" in a run that keeps a moving average of G (see `targets::Checkpoint::weights`).
+    pub weights: Option<String>,
     /// Reused from a previous eval.parquet rather than computed now (not stored).
     #[serde(skip)]
     pub reused: bool,
@@ -94,9 +96,11 @@ fn try_read_rows(path: &Path) -> Result<Vec<Row>> {
     let (n, near, size, subsets, subset_size, ref_count) =
         (u("n")?, u("near_dup_count")?, u("size")?, u("kid_subsets")?, u("kid_subset_size")?, u("reference_count")?);
     let seed = f("seed")?;
+    // Files written before EMA runs were told apart have no weights column.
+    let weights = columns::opt_strings(&df, "weights").unwrap_or_else(|_| vec![None; df.height()]);
     Ok((0..df.height())
         .map(|i| Row {
-            label: label_of(&checkpoint[i], epoch[i]),
+            label: label_of(&checkpoint[i], epoch[i], weights[i].as_deref()),
             checkpoint: checkpoint[i].clone(),
             epoch: epoch[i],
             step: step[i].map(|v| v as u64),
@@ -115,16 +119,22 @@ fn try_read_rows(path: &Path) -> Result<Vec<Row>> {
             reference_count: ref_count[i],
             generator_blake3: generator[i].clone(),
             eval_key: key[i].clone(),
+            weights: weights[i].clone(),
             reused: false,
         })
         .collect())
 }
 
-fn label_of(checkpoint: &str, epoch: Option<u32>) -> String {
+fn label_of(checkpoint: &str, epoch: Option<u32>, weights: Option<&str>) -> String {
+    let raw = if weights == Some("raw") { ".raw" } else { "" };
     match epoch {
-        Some(e) => format!("epoch-{e:04}"),
-        None if checkpoint == "generator.onnx" => "final".into(),
-        None => Path::new(checkpoint).file_stem().map_or("generator".into(), |s| s.to_string_lossy().to_string()),
+        Some(e) => format!("epoch-{e:04}{raw}"),
+        None if checkpoint == "generator.onnx" || checkpoint == "generator.raw.onnx" => format!("final{raw}"),
+        None => {
+            let name =
+                Path::new(checkpoint).file_name().map_or("generator".into(), |s| s.to_string_lossy().to_string());
+            name.strip_suffix(".generator.onnx").or(name.strip_suffix(".onnx")).unwrap_or(&name).to_string()
+        }
     }
 }
 
@@ -164,6 +174,7 @@ pub fn write_rows(path: &Path, rows: &[Row]) -> Result<()> {
             col("reference_count", rows.iter().map(|r| r.reference_count).collect::<Vec<_>>()),
             col("generator_blake3", rows.iter().map(|r| r.generator_blake3.as_str()).collect::<Vec<_>>()),
             col("eval_key", rows.iter().map(|r| r.eval_key.as_str()).collect::<Vec<_>>()),
+            col("weights", rows.iter().map(|r| r.weights.as_deref()).collect::<Vec<_>>()),
         ],
     )?;
     crate::manifest::write_parquet(path, &mut df)
@@ -177,7 +188,7 @@ mod tests {
     fn merge_keeps_other_checkpoints_and_orders_by_epoch() {
         let row = |checkpoint: &str, epoch: Option<u32>, fid: f64| Row {
             checkpoint: checkpoint.into(),
-            label: label_of(checkpoint, epoch),
+            label: label_of(checkpoint, epoch, None),
             epoch,
             step: None,
             n: 10,
@@ -195,6 +206,7 @@ mod tests {
             reference_count: 2,
             generator_blake3: "g".into(),
             eval_key: "k".into(),
+            weights: None,
             reused: false,
         };
         let previous = vec![row("generator.onnx", None, 1.0), row("a", Some(10), 2.0), row("b", Some(5), 3.0)];

@@ -12,8 +12,11 @@ pub struct Checkpoint {
     pub relative: String,
     pub epoch: Option<u32>,
     pub step: Option<u64>,
-    /// "epoch-0005", "final", or the model's file stem.
+    /// "epoch-0005", "final", or the model's file stem; the raw weights of a run with a moving average add
+    /// ".raw" ("epoch-0005.raw").
     pub label: String,
+    /// In a run that keeps a moving average of G: "ema" for the exported average, "raw" for the trained weights.
+    pub weights: Option<String>,
 }
 
 /// `--run DIR`: the directory if it exists, else `<runs>/DIR` for a bare name.
@@ -26,7 +29,8 @@ pub fn resolve_run_dir(runs: &Path, dir: &Path) -> Result<RunDir> {
 
 /// The generators of a run: `checkpoints/epoch-NNNN.generator.onnx` and `checkpoints/step-NNNNNNNN.generator.onnx`
 /// (the latter only without an epoch filter), plus `generator.onnx` as "final" when it differs from every
-/// checkpoint's generator (or there is none). `epochs` (non-empty) selects epoch checkpoints; a missing one is an
+/// checkpoint's generator (or there is none). A run with a moving average of G has the trained weights beside each
+/// (`*.raw.generator.onnx`, `generator.raw.onnx`): both are listed, so every checkpoint compares EMA and raw. `epochs` (non-empty) selects epoch checkpoints; a missing one is an
 /// error naming those available. Ordered by training progress (step, then epoch).
 ///
 /// A checkpoint's step is the one its training state records, else the last step of its epoch in
@@ -59,12 +63,40 @@ pub fn run_checkpoints(run: &RunDir, epochs: &[u32]) -> Result<Vec<Checkpoint>> 
             _ => continue,
         };
         let file = path.file_name().expect("listed file").to_string_lossy().to_string();
-        checkpoints.push(Checkpoint { path, relative: format!("checkpoints/{file}"), epoch, step, label: name.stem() });
+        let raw = run.checkpoint_raw_generator_path(name);
+        let weights = raw.is_file().then(|| "ema".to_string());
+        checkpoints.push(Checkpoint {
+            path,
+            relative: format!("checkpoints/{file}"),
+            epoch,
+            step,
+            label: name.stem(),
+            weights,
+        });
+        if raw.is_file() {
+            let file = raw.file_name().expect("a file").to_string_lossy().to_string();
+            let relative = format!("checkpoints/{file}");
+            let label = format!("{}.raw", name.stem());
+            checkpoints.push(Checkpoint { path: raw, relative, epoch, step, label, weights: Some("raw".into()) });
+        }
     }
     checkpoints.sort_by_key(|c| progress_key(c.step, c.epoch, &c.relative));
     if epochs.is_empty() {
         if let Some(last) = distinct_final_generator(run, &checkpoints)? {
-            checkpoints.push(last);
+            let raw = run.raw_generator_path();
+            let has_raw = raw.is_file();
+            checkpoints.push(Checkpoint { weights: has_raw.then(|| "ema".into()), ..last });
+            if has_raw {
+                let (relative, label) = ("generator.raw.onnx".to_string(), "final.raw".to_string());
+                checkpoints.push(Checkpoint {
+                    path: raw,
+                    relative,
+                    epoch: None,
+                    step: None,
+                    label,
+                    weights: Some("raw".into()),
+                });
+            }
         }
     }
     if checkpoints.is_empty() {
@@ -101,6 +133,7 @@ fn distinct_final_generator(run: &RunDir, checkpoints: &[Checkpoint]) -> Result<
         epoch: None,
         step: None,
         label: "final".into(),
+        weights: None,
     }))
 }
 
@@ -110,7 +143,14 @@ pub fn model_checkpoint(path: &Path) -> Result<Checkpoint> {
         bail!("--model {}: no such file", path.display());
     }
     let label = path.file_stem().map_or("generator".into(), |s| s.to_string_lossy().to_string());
-    Ok(Checkpoint { path: path.to_path_buf(), relative: path.display().to_string(), epoch: None, step: None, label })
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        relative: path.display().to_string(),
+        epoch: None,
+        step: None,
+        label,
+        weights: None,
+    })
 }
 
 #[cfg(test)]

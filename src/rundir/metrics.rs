@@ -10,6 +10,8 @@
 //! | `d_gz` | f64 | mean D(G(z)) on the fake batch of the D step |
 //! | `lr_d`, `lr_g` | f64 | learning rates in force |
 //! | `images_per_s` | f64 | real images through D per second since the previous row (wall clock) |
+//! | `fid` | f64? | with `train --eval-every`: FID of the exported generator (the moving average when kept) at that step |
+//! | `fid_raw` | f64? | the same for the trained weights, when the run keeps a moving average |
 //!
 //! Losses are fetched from the device only at logged steps, so rows are every `log_every` steps plus the last
 //! step of each epoch and of the run (where samples and checkpoints are written, and where the divergence check
@@ -34,6 +36,12 @@ pub struct MetricRow {
     pub lr_d: f64,
     pub lr_g: f64,
     pub images_per_s: f64,
+    /// In-training FID of the exported generator at this step (`train --eval-every`), null elsewhere.
+    #[serde(default)]
+    pub fid: Option<f64>,
+    /// The same for the raw (not averaged) weights of a run with a moving average.
+    #[serde(default)]
+    pub fid_raw: Option<f64>,
 }
 
 /// Writes every row (sorted by step) to `path`, atomically.
@@ -51,6 +59,8 @@ pub fn write_metrics(path: &Path, rows: &[MetricRow]) -> Result<()> {
             col("lr_d", f(|r| r.lr_d)),
             col("lr_g", f(|r| r.lr_g)),
             col("images_per_s", f(|r| r.images_per_s)),
+            col("fid", rows.iter().map(|r| r.fid).collect::<Vec<_>>()),
+            col("fid_raw", rows.iter().map(|r| r.fid_raw).collect::<Vec<_>>()),
         ],
     )?;
     write_parquet(path, &mut df)
@@ -79,6 +89,10 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
         let values: Vec<f64> = column(name, DataType::Float64)?.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
         floats.push(values);
     }
+    // Optional columns (files written before in-training evaluation lack them).
+    let optional =
+        |name: &str| -> Vec<Option<f64>> { columns::opt_f64s(&df, name).unwrap_or_else(|_| vec![None; df.height()]) };
+    let (fid, fid_raw) = (optional("fid"), optional("fid_raw"));
     Ok((0..df.height())
         .map(|i| MetricRow {
             step: steps[i],
@@ -90,6 +104,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
             lr_d: floats[4][i],
             lr_g: floats[5][i],
             images_per_s: floats[6][i],
+            fid: fid[i],
+            fid_raw: fid_raw[i],
         })
         .collect())
 }
@@ -131,6 +147,8 @@ mod tests {
                 lr_d: 2e-4,
                 lr_g: 2e-4,
                 images_per_s: 100.0,
+                fid: (i == 2).then_some(123.5),
+                fid_raw: None,
             })
             .collect();
         write_metrics(&path, &rows).unwrap();

@@ -20,9 +20,11 @@
 //!
 //! `<name>` defaults to `<preset>-<YYYYmmdd-HHMMSS>` (UTC; `-2`, `-3`, ... when taken) under
 //! `<workdir>/runs/`; `--name` chooses it. NNNN is the 1-based number of complete epochs.
+mod best;
 mod checkpoints;
 mod metrics;
 
+pub use best::{read_best, Best};
 pub use checkpoints::{checkpoint_step, read_checkpoint_metadata, CheckpointName};
 pub use metrics::{read_metrics, write_metrics, MetricRow};
 
@@ -134,6 +136,14 @@ impl RunDir {
     /// The latest trained (not averaged) weights, when the run keeps a moving average.
     pub fn raw_generator_path(&self) -> PathBuf {
         self.root.join("generator.raw.onnx")
+    }
+    /// `best.generator.onnx`: the generator that scored lowest during training (`train --eval-every`).
+    pub fn best_generator_path(&self) -> PathBuf {
+        self.root.join("best.generator.onnx")
+    }
+    /// `best.json`: its step, score and weights ([`Best`]).
+    pub fn best_path(&self) -> PathBuf {
+        self.root.join("best.json")
     }
     pub fn eval_table_path(&self) -> PathBuf {
         self.root.join("eval.parquet")

@@ -29,6 +29,7 @@ pub mod presets;
 pub mod progress;
 pub mod run_config;
 pub mod sample;
+pub mod scoring;
 pub mod tensorboard;
 pub mod trainer;
 pub mod walks;

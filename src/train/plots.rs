@@ -133,6 +133,8 @@ mod tests {
                 lr_d: 2e-4,
                 lr_g: 2e-4,
                 images_per_s: 100.0,
+                fid: None,
+                fid_raw: None,
             })
             .collect();
         let image = render_losses(&rows, "test run").unwrap();
@@ -159,6 +161,8 @@ mod tests {
             lr_d: 1.0,
             lr_g: 1.0,
             images_per_s: 0.0,
+            fid: None,
+            fid_raw: None,
         };
         render_losses(&[row], "nan").unwrap();
     }

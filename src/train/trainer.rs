@@ -30,6 +30,7 @@ use crate::train::presets::TrainConfig;
 use crate::train::progress::write_progress;
 use crate::train::run_config::{arch_of, gan_config, DatasetInfo, RunConfig, RUN_FORMAT};
 use crate::train::sample::{self, GRID_COMPRESSION, SAMPLE_COLS, SAMPLE_ROWS};
+use crate::train::scoring::{GeneratorScorer, MakeScorer};
 use crate::workdir::{atomic_write, Workdir};
 use anyhow::{bail, Context, Result};
 use onnxgrad::Formulation;
@@ -59,6 +60,8 @@ pub struct ResumeOverrides {
     pub sample_every: Option<u64>,
     pub checkpoint_every: Option<u64>,
     pub log_every: Option<u64>,
+    pub eval_every: Option<u64>,
+    pub eval_samples: Option<usize>,
     pub prefetch: Option<usize>,
 }
 
@@ -118,6 +121,8 @@ pub struct Outcome {
     pub io_s: f64,
     pub device: Resolved,
     pub steps_this_session: u64,
+    /// The best in-training score (`train.eval_every`), this session or before.
+    pub best: Option<rundir::Best>,
 }
 
 impl Outcome {
@@ -143,6 +148,18 @@ impl Outcome {
         }
         let dir = RunDir::at(&self.run_dir);
         s.fact("generator", dir.generator_path().display());
+        if let Some(b) = &self.best {
+            s.fact(
+                "best generator",
+                format!(
+                    "{} (step {}, FID {:.2}, {} weights)",
+                    dir.best_generator_path().display(),
+                    b.step,
+                    b.fid,
+                    b.weights
+                ),
+            );
+        }
         s.fact("samples", dir.samples_dir().display());
         s.fact("curves", dir.loss_plot_path().display());
         if self.stop == StopReason::Interrupted {
@@ -173,9 +190,16 @@ fn install_ctrlc() {
     });
 }
 
-/// Runs (or continues) a training run.
-pub fn train(request: &TrainRequest) -> Result<Outcome> {
+/// Runs (or continues) a training run. `make_scorer` builds the in-training scorer when the config in force has
+/// `train.eval_every` (a run that asks for one without it is refused).
+pub fn train(request: &TrainRequest, make_scorer: Option<MakeScorer>) -> Result<Outcome> {
+    // A new run's scorer is made before its directory, so a missing model leaves nothing behind.
+    let new_run = matches!(request.run, RunChoice::New { .. });
+    let mut scorer = if new_run { scorer_for(&request.config, make_scorer)? } else { None };
     let (dir, config, resume_from) = prepare_run(request)?;
+    if !new_run {
+        scorer = scorer_for(&config, make_scorer)?;
+    }
     let data = Arc::new(ShardSet::open(&request.workdir, config.image_size, &config.split)?);
     let spec = LoaderSpec { batch_size: config.batch_size, seed: config.seed, augment: config.augment };
     let batches_per_epoch = spec.batches_per_epoch(data.len());
@@ -262,8 +286,19 @@ pub fn train(request: &TrainRequest) -> Result<Outcome> {
         fixed_latents: latents(stream_seed(config.seed, "fixed_latents", 0), SAMPLE_COLS * SAMPLE_ROWS, gan.arch.nz),
         state,
         batches_per_epoch,
+        best: rundir::read_best(&dir.best_path())?,
+        scorer,
     };
     run.go()
+}
+
+/// The in-training scorer `config` asks for (`train.eval_every`), if any.
+fn scorer_for(config: &TrainConfig, make_scorer: Option<MakeScorer>) -> Result<Option<Box<dyn GeneratorScorer>>> {
+    match (config.eval_every, make_scorer) {
+        (0, _) => Ok(None),
+        (_, Some(make)) => Ok(Some(make(config)?)),
+        (n, None) => bail!("train.eval_every = {n}: this command cannot score generators; set it to 0"),
+    }
 }
 
 /// Whether the run in `dir` reached its configured length: its latest checkpoint is at the last epoch or step.
@@ -335,6 +370,12 @@ fn apply_resume_overrides(c: &mut TrainConfig, o: &ResumeOverrides) {
     if let Some(p) = o.prefetch {
         c.prefetch = p;
     }
+    if let Some(n) = o.eval_every {
+        c.eval_every = n;
+    }
+    if let Some(n) = o.eval_samples {
+        c.eval_samples = n;
+    }
 }
 
 fn short(digest: &str) -> &str {
@@ -395,6 +436,9 @@ struct Run<'a> {
     fixed_latents: Vec<f32>,
     state: LoopState,
     batches_per_epoch: u64,
+    /// In-training scoring (`train.eval_every`) and the best score so far.
+    scorer: Option<Box<dyn GeneratorScorer>>,
+    best: Option<rundir::Best>,
 }
 
 impl Run<'_> {
@@ -438,6 +482,9 @@ impl Run<'_> {
             } else if INTERRUPTED.load(Ordering::SeqCst) {
                 stop = Some(StopReason::Interrupted);
             }
+            if self.due_for_scoring(stop.is_some()) {
+                self.timed_io(|run| run.score_generator())?;
+            }
             for epoch in epochs_before + 1..=self.state.epochs_done {
                 self.end_of_epoch(epoch, stop.is_some() && epoch == self.state.epochs_done)?;
                 // Without a progress bar (a log file, nohup, CI) one line per epoch shows the run is alive.
@@ -473,14 +520,16 @@ impl Run<'_> {
             io_s: self.state.io_time.as_secs_f64(),
             device: self.runner.device(),
             steps_this_session: self.state.steps_total,
+            best: self.best.clone(),
         })
     }
 
     fn status_line(&self, m: &Metrics) -> String {
         let total = self.config.length.epochs.map_or(String::new(), |e| format!("/{e}"));
         let row_ips = self.state.rows.last().map_or(0.0, |r| r.images_per_s);
+        let best = self.best.as_ref().map_or(String::new(), |b| format!("  best FID {:.1} @{}", b.fid, b.step));
         format!(
-            "epoch {}{total}  D {:.3}  G {:.3}  D(x) {:.2}  D(G(z)) {:.2}  {:.0} img/s",
+            "epoch {}{total}  D {:.3}  G {:.3}  D(x) {:.2}  D(G(z)) {:.2}  {:.0} img/s{best}",
             self.state.epochs_done + 1,
             m.d_loss,
             m.g_loss,
@@ -560,6 +609,8 @@ impl Run<'_> {
             lr_d: self.config.d.lr,
             lr_g: self.config.g.lr,
             images_per_s: if elapsed > 0.0 { self.state.images_since_row as f64 / elapsed } else { 0.0 },
+            fid: None,
+            fid_raw: None,
         };
         self.state.images_since_row = 0;
         self.state.row_clock = Instant::now();
@@ -635,6 +686,65 @@ impl Run<'_> {
                 run.flush()
             }
         })
+    }
+
+    /// Every `eval_every` steps, and at the end of the run, unless this step already has a score.
+    fn due_for_scoring(&self, ending: bool) -> bool {
+        let every = self.config.eval_every;
+        let step = self.step();
+        let scored = self.state.rows.last().is_some_and(|r| r.step == step && r.fid.is_some());
+        every > 0 && step > 0 && !scored && (step.is_multiple_of(every) || ending)
+    }
+
+    /// Scores the exported generator (and the raw weights of a run with a moving average), records the scores in
+    /// this step's metrics row and keeps the best generator.
+    fn score_generator(&mut self) -> Result<()> {
+        self.check_losses()?; // this step's metrics row, to hold the scores
+        let step = self.step();
+        let average = self.runner.generator_onnx_bytes(EXPORT_BATCH, GeneratorWeights::Average)?;
+        let raw = match self.runner.has_average() {
+            true => Some(self.runner.generator_onnx_bytes(EXPORT_BATCH, GeneratorWeights::Raw)?),
+            false => None,
+        };
+        let scorer = self.scorer.as_mut().expect("scoring is due only with a scorer");
+        let fid = scorer.score(&average)?;
+        let fid_raw = match &raw {
+            Some(bytes) => Some(scorer.score(bytes)?),
+            None => None,
+        };
+        let (samples, reference) = (scorer.samples(), scorer.reference());
+        if let Some(row) = self.state.rows.iter_mut().rev().find(|r| r.step == step) {
+            (row.fid, row.fid_raw) = (Some(fid), fid_raw);
+        }
+        let mut scalars = vec![("eval/FID", fid)];
+        scalars.extend(fid_raw.map(|f| ("eval/FID raw weights", f)));
+        self.events.scalars(step, &scalars)?;
+        let average_name = if raw.is_some() { "ema" } else { "trained" };
+        let mut candidates = vec![(fid, average_name, &average)];
+        if let (Some(f), Some(bytes)) = (fid_raw, &raw) {
+            candidates.push((f, "raw", bytes));
+        }
+        let (score, weights, bytes) = candidates
+            .into_iter()
+            .fold(None, |best: Option<(f64, &str, &Vec<u8>)>, c| match best {
+                Some(b) if b.0 <= c.0 => Some(b),
+                _ => Some(c),
+            })
+            .expect("one candidate at least");
+        if self.best.as_ref().is_none_or(|b| score < b.fid) {
+            let best = rundir::Best { step, fid: score, weights: weights.to_string(), samples, reference };
+            // The generator first: best.json never names a generator that is not there.
+            atomic_write(&self.dir.best_generator_path(), bytes)?;
+            atomic_write(&self.dir.best_path(), serde_json::to_string_pretty(&best)?.as_bytes())?;
+            self.best = Some(best);
+        }
+        // On a terminal the progress bar's message carries the best score (status_line); in a log, one line each.
+        if !self.request.reporter.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let raw_text = fid_raw.map_or(String::new(), |f| format!(", raw weights {f:.2}"));
+            let best = self.best.as_ref().map_or(String::new(), |b| format!("; best {:.2} at step {}", b.fid, b.step));
+            eprintln!("step {step}: FID {fid:.2}{raw_text} ({samples} samples){best}");
+        }
+        self.flush()
     }
 
     fn timed_io(&mut self, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {

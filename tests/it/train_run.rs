@@ -267,6 +267,67 @@ fn diffaugment_and_spectral_norm_train_from_the_command_line_and_resume_bit_iden
 }
 
 #[test]
+fn eval_every_scores_ema_and_raw_keeps_the_best_generator_and_eval_and_its_report_show_both() {
+    let Some(shared) = support::shared_dir() else { return };
+    let data = dataset();
+    let w = data.path();
+    let inception = shared.join("models/fid_inception_v3_pool3.onnx");
+    // A small reference (the first 32 training images) and few samples keep the Inception's work to seconds.
+    let config =
+        format!("models:\n  fid_inception: {}\neval:\n  max_reference: 32\n  batch_size: 8\n", inception.display());
+    std::fs::write(w.join("pipeline.yaml"), config).unwrap();
+    ok(&mut train(w, "--ema 0.9 --eval-every 3 --eval-samples 8 --steps 7 --checkpoint-every 1 --name scored"));
+    let dir = run_dir(w, "scored");
+    // Scored at steps 3 and 6 and at the end (7), both weights each time, into metrics.parquet.
+    let rows = rundir::read_metrics(&dir.join("metrics.parquet")).unwrap();
+    let scored: Vec<(u64, f64, f64)> =
+        rows.iter().filter_map(|r| Some((r.step, r.fid?, r.fid_raw.expect("raw scored beside the average")))).collect();
+    assert_eq!(scored.iter().map(|s| s.0).collect::<Vec<_>>(), [3, 6, 7], "{rows:?}");
+    assert!(scored.iter().all(|s| s.1.is_finite() && s.1 > 0.0 && s.2.is_finite() && s.2 > 0.0), "{scored:?}");
+    assert!(scored.iter().any(|s| s.1 != s.2), "the average and the raw weights score differently: {scored:?}");
+    // best.json names the lowest score of all, and best.generator.onnx holds those weights.
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("best.json")).unwrap()).unwrap();
+    let lowest = scored
+        .iter()
+        .flat_map(|s| [(s.1, s.0, "ema"), (s.2, s.0, "raw")])
+        .fold((f64::INFINITY, 0, ""), |a, b| if b.0 < a.0 { b } else { a });
+    assert_eq!(
+        (best["fid"].as_f64().unwrap(), best["step"].as_u64().unwrap(), best["weights"].as_str().unwrap()),
+        lowest
+    );
+    assert_eq!(best["samples"], 8);
+    assert_eq!(best["reference"], "32 train images");
+    let best_onnx = std::fs::read(dir.join("best.generator.onnx")).unwrap();
+    if lowest.1 == 7 {
+        let final_file = if lowest.2 == "raw" { "generator.raw.onnx" } else { "generator.onnx" };
+        assert_eq!(best_onnx, std::fs::read(dir.join(final_file)).unwrap(), "the best is the final {final_file}");
+    }
+
+    // eval --run scores both weights of every checkpoint; the report shows both series and the best.
+    let out = anime_pipe_in(w)
+        .args(["--json", "-j", "1", "eval", "--run", "scored", "-n", "8", "--batch-size", "8"])
+        .args(["--kid-subsets", "2", "--kid-subset-size", "4"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    let labels: Vec<(&str, &str)> =
+        rows.iter().map(|r| (r["label"].as_str().unwrap(), r["weights"].as_str().unwrap_or("-"))).collect();
+    assert_eq!(labels, [("step-00000007", "ema"), ("step-00000007.raw", "raw")], "{json}");
+    let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    for needle in ["FID (EMA)", "FID (raw)", "Best during training", "In-training FID (best"] {
+        assert!(report.contains(needle), "report.html lacks {needle:?}");
+    }
+    // Without the Inception model, --eval-every is refused before training, naming the key.
+    std::fs::write(w.join("pipeline.yaml"), "models:\n  fid_inception: /nowhere/inception.onnx\n").unwrap();
+    let (success, stderr) = run(&mut train(w, "--eval-every 2 --steps 2 --name unscored"));
+    assert!(!success && stderr.contains("train.eval_every") && stderr.contains("models.fid_inception"), "{stderr}");
+    assert!(!run_dir(w, "unscored").exists(), "a refused run leaves no directory");
+}
+
+#[test]
 fn resume_is_bit_identical_for_anime300_with_dropout_and_two_d_steps() {
     // anime300 at 16x16 (dropout masks from the runner's stream), two D steps per G step on the split graphs:
     // 8 steps per epoch, cut at 5, end at 12.

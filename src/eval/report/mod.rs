@@ -2,7 +2,9 @@
 //! base64 PNG, charts as inline SVG) for a person comparing a run's checkpoints:
 //!
 //! 1. the reference set and the evaluation settings;
-//! 2. FID, KID (x 10^3, error bars = ± std over subsets) and the feature-spread ratio over epochs;
+//! 2. FID, KID (x 10^3, error bars = ± std over subsets) and the feature-spread ratio over epochs, one series per
+//!    weights in a run with a moving average of G (EMA and raw); with `train --eval-every`, the in-training FID
+//!    curve and the best generator (`best.json`, `best.generator.onnx`) marked;
 //! 3. the training curves from `metrics.parquet` (D and G losses; D's mean outputs on reals and fakes), each
 //!    series reduced to at most [`MAX_CURVE_POINTS`] bucket means ([`charts`] draws them) so long runs stay light; `loss.png` is embedded
 //!    instead when there is no readable metrics file;
@@ -63,8 +65,10 @@ pub(crate) fn build(ctx: &Ctx<'_>, run: &RunDir, rows: &[Row], dataset_digest: &
         title = escape(&name)
     );
     html.push_str(&settings_section(ctx, rows, dataset_digest));
+    html.push_str(&best_section(run));
     html.push_str("<h2>Metrics over training</h2><div class=\"charts\">");
     html.push_str(&metric_charts(rows));
+    html.push_str(&in_training_fid_chart(run));
     html.push_str("</div><h2>Training curves</h2><div class=\"charts\">");
     html.push_str(&training_curves(run));
     html.push_str(
@@ -91,7 +95,7 @@ td.l,th.l{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{ba
 .chart .empty{font-size:13px;fill:#999}.grids{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));\
 gap:14px}.card{background:#fff;border:1px solid #ddd;padding:8px}.card img{width:100%;image-rendering:pixelated;\
 display:block}.card .cap{font-size:13px;margin-top:6px}.card.real{border-color:#059669}.note{color:#555;font-size:13px}\
-dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;font-size:13px}dt{color:#555}dd{margin:0}\
+.best{background:#ecfdf5;border:1px solid #059669;padding:6px 10px;font-size:14px}dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;font-size:13px}dt{color:#555}dd{margin:0}\
 pre{background:#fff;border:1px solid #ddd;padding:8px;font-size:12px;overflow:auto}";
 
 fn settings_section(ctx: &Ctx<'_>, rows: &[Row], dataset_digest: &str) -> String {
@@ -146,29 +150,82 @@ fn x_of(rows: &[Row]) -> (Vec<f64>, &'static str) {
     }
 }
 
+/// The rows of each weights kind (all rows, unnamed, for a run without a moving average).
+fn by_weights(rows: &[Row]) -> Vec<(&'static str, Vec<Row>)> {
+    if rows.iter().all(|r| r.weights.is_none()) {
+        return vec![("", rows.to_vec())];
+    }
+    let pick = |w: &str| rows.iter().filter(|r| r.weights.as_deref().unwrap_or("ema") == w).cloned().collect();
+    vec![(" (EMA)", pick("ema")), (" (raw)", pick("raw"))]
+}
+
 fn metric_charts(rows: &[Row]) -> String {
-    let (xs, x_label) = x_of(rows);
-    let series = |name: &str, color, values: Vec<f64>, errors: Option<Vec<f64>>| Series {
-        name: name.into(),
-        color,
-        points: xs.iter().copied().zip(values).collect(),
-        errors,
-        markers: true,
-    };
-    let fid = series("FID", COLORS[0], rows.iter().map(|r| r.fid).collect(), None);
-    let kid = series(
-        "KID x1e3 (± std)",
-        COLORS[1],
-        rows.iter().map(|r| r.kid_mean * 1e3).collect(),
-        Some(rows.iter().map(|r| r.kid_std * 1e3).collect()),
-    );
-    let spread = series("generated / real", COLORS[2], rows.iter().map(|r| r.feature_spread_ratio).collect(), None);
+    let (_, x_label) = x_of(rows);
+    let (mut fid, mut kid, mut spread) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, (suffix, group)) in by_weights(rows).into_iter().enumerate() {
+        let (xs, _) = x_of(&group);
+        let series = |name: String, color, values: Vec<f64>, errors: Option<Vec<f64>>| Series {
+            name,
+            color,
+            points: xs.iter().copied().zip(values).collect(),
+            errors,
+            markers: true,
+        };
+        fid.push(series(format!("FID{suffix}"), COLORS[k], group.iter().map(|r| r.fid).collect(), None));
+        kid.push(series(
+            format!("KID x1e3 (± std){suffix}"),
+            COLORS[k],
+            group.iter().map(|r| r.kid_mean * 1e3).collect(),
+            Some(group.iter().map(|r| r.kid_std * 1e3).collect()),
+        ));
+        let ratios = group.iter().map(|r| r.feature_spread_ratio).collect();
+        spread.push(series(format!("generated / real{suffix}"), COLORS[k], ratios, None));
+    }
     [
-        line_chart("FID (lower is better)", x_label, &[fid], None),
-        line_chart("KID x 10³ (lower is better)", x_label, &[kid], Some((0.0, "0"))),
-        line_chart("Feature spread ratio (collapse < 1)", x_label, &[spread], Some((1.0, "reals"))),
+        line_chart("FID (lower is better)", x_label, &fid, None),
+        line_chart("KID x 10³ (lower is better)", x_label, &kid, Some((0.0, "0"))),
+        line_chart("Feature spread ratio (collapse < 1)", x_label, &spread, Some((1.0, "reals"))),
     ]
     .concat()
+}
+
+/// The best generator of `train --eval-every`, from best.json (nothing without one).
+fn best_section(run: &RunDir) -> String {
+    match crate::rundir::read_best(&run.best_path()) {
+        Ok(Some(b)) => format!(
+            "<p class=\"best\"><b>Best during training</b>: step {} · FID {:.2} ({} samples vs {}; {} weights) · \
+             <code>best.generator.onnx</code></p>",
+            b.step,
+            b.fid,
+            b.samples,
+            escape(&b.reference),
+            escape(&b.weights)
+        ),
+        _ => String::new(),
+    }
+}
+
+/// metrics.parquet's `fid` / `fid_raw` over steps (`train --eval-every`), the best step named in the title;
+/// nothing when the run was not scored during training.
+fn in_training_fid_chart(run: &RunDir) -> String {
+    let Ok(rows) = crate::rundir::read_metrics(&run.metrics_path()) else { return String::new() };
+    let points = |get: fn(&crate::rundir::MetricRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        rows.iter().filter_map(|r| Some((r.step as f64, get(r)?))).collect()
+    };
+    let (average, raw) = (points(|r| r.fid), points(|r| r.fid_raw));
+    if average.is_empty() {
+        return String::new();
+    }
+    let name = if raw.is_empty() { "FID" } else { "FID (EMA)" };
+    let mut series = vec![Series { name: name.into(), color: COLORS[0], points: average, errors: None, markers: true }];
+    if !raw.is_empty() {
+        series.push(Series { name: "FID (raw)".into(), color: COLORS[1], points: raw, errors: None, markers: true });
+    }
+    let title = match crate::rundir::read_best(&run.best_path()) {
+        Ok(Some(b)) => format!("In-training FID (best {:.2} at step {}: best.generator.onnx)", b.fid, b.step),
+        _ => "In-training FID".into(),
+    };
+    line_chart(&title, "step", &series, None)
 }
 
 /// Read column by column, so a metrics file with only some of the columns still gives those curves.
