@@ -12,6 +12,8 @@
 #   SEED=8 bench/fid_quality.sh                 # training seed (default 7)
 #   BIN=path/to/anime-pipe bench/fid_quality.sh # a prebuilt binary instead of `cargo build --release`
 #   WORK=DIR bench/fid_quality.sh               # work root (default target/fid-quality; kept between runs)
+#   ALL_CHECKPOINTS="3k:baseline" bench/fid_quality.sh   # runs scored at every checkpoint (`eval --run`: EMA and
+#                                               # raw of each); the others at their final generators only
 #
 # The reference is the training split itself (at most REFERENCE images, default 5000, first in pack order), cached
 # under each workdir's cache/fid/. Prints one row per (dataset, config, checkpoint, weights).
@@ -85,9 +87,20 @@ for data in ${DATASETS:-full 3k}; do
             echo "$(echo "$(date +%s.%N) - $start" | bc)" > "$work/runs/$config/train_seconds"
         fi
         if [[ $stage != train ]]; then
-            "$BIN" -q --json --workdir "$work" --config "$work/pipeline.yaml" eval --run "$config" \
-                -n "$samples" --max-reference "$reference" --seed 3 \
-                --inception ../shared/models/fid_inception_v3_pool3.onnx > "$work/runs/$config/eval.json"
+            scoring=(-n "$samples" --max-reference "$reference" --seed 3 --inception ../shared/models/fid_inception_v3_pool3.onnx)
+            if [[ " ${ALL_CHECKPOINTS:-3k:baseline} " == *" $data:$config "* ]]; then
+                "$BIN" -q --json --workdir "$work" --config "$work/pipeline.yaml" eval --run "$config" "${scoring[@]}" \
+                    > "$work/runs/$config/eval.json"
+            else
+                : > "$work/runs/$config/eval.json"
+                for weights in ema raw; do
+                    model=$work/runs/$config/generator.onnx
+                    [[ $weights == raw ]] && model=$work/runs/$config/generator.raw.onnx
+                    "$BIN" -q --json --workdir "$work" --config "$work/pipeline.yaml" eval --model "$model" "${scoring[@]}" \
+                        | python3 -c "import json,sys; v=json.loads(sys.stdin.read().strip().splitlines()[-1]); [r.update(weights='$weights', label='final', step=$steps) for r in v['rows']]; print(json.dumps(v))" \
+                        >> "$work/runs/$config/eval.json"
+                done
+            fi
         fi
     done
 done
@@ -100,7 +113,7 @@ print(f"\ndcgan64 at batch 64, {steps} steps, seed {seed}; FID / KID of {samples
 print(f"{'data':>5} {'config':>9} {'checkpoint':>12} {'step':>5} {'FID raw':>8} {'FID EMA':>8} {'KID raw':>8} {'KID EMA':>8}")
 for data in sorted(p for p in root.iterdir() if p.is_dir()):
     for run in sorted((data / "runs").glob("*/eval.json")):
-        rows = json.loads(run.read_text().strip().splitlines()[-1])["rows"]
+        rows = [r for line in run.read_text().strip().splitlines() for r in json.loads(line)["rows"]]
         by = {}
         for r in rows:
             by.setdefault(r["label"].replace(".raw", ""), {})["raw" if r.get("weights") == "raw" else "ema"] = r

@@ -10,6 +10,7 @@
 //! | `getchu` | dcgan64 | 64 | 100 | 64 | 4e-4 / 4e-4 | (0.5, 0.999) both | 1e-8 (Adam, L2) | 1.0 | 0.05 | 100 |
 //! | `dcgan128` | dcgan128 | 128 | 128 | 64 | 2e-4 / 2e-4 | (0.5, 0.999) both | 0 | 1.0 | 0 | 100 |
 //! | `demo` | dcgan64, widths 16 | 64 | 64 | 32 | 5e-4 / 5e-4 | (0.5, 0.999) both | 0 | 1.0 | 0 | 60 |
+//! | `faces64` | dcgan64, spectral-norm D | 64 | 100 | 64 | 2e-4 / 2e-4 | (0.5, 0.999) both | 0 | 1.0 | 0 | 100 |
 //!
 //! * `dcgan64`: the PyTorch DCGAN example (`examples/dcgan/main.py`, its default 25 epochs), itself Radford et
 //!   al. 2015: Adam lr 2e-4, beta1 0.5, batch 128, z of 100.
@@ -26,6 +27,9 @@
 //! * `demo`: not a published setup: the first run of `anime-pipe sample-data` (a few hundred images), small
 //!   enough to train in a few minutes on 2 CPU cores: base widths 16 (ngf = ndf = 16), z of 64, batch 32,
 //!   a faster learning rate; a sample grid every 10 epochs, a checkpoint every 30.
+//! * `faces64`: not a published setup: `dcgan64` with the additions of issue #14 together (BENCHMARKS.md,
+//!   "Better faces for the same compute", measures each): the moving average of G (0.999), DiffAugment (colour,
+//!   translation, cutout), the hinge loss and a spectrally normalised D, at batch 64, 100 epochs.
 //!
 //! Every preset uses Adam's epsilon 1e-8 (PyTorch's default), one D step per G step, horizontal flips and no
 //! translation, crop or rotation (turn them on with `train.translate`, `train.crop`, `train.rotate`), seed 1.
@@ -36,7 +40,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 /// Preset names, in the order `--help` lists them.
-pub const PRESETS: &[&str] = &["dcgan64", "lightning1000", "anime300", "getchu", "dcgan128", "demo"];
+pub const PRESETS: &[&str] = &["dcgan64", "lightning1000", "anime300", "getchu", "dcgan128", "demo", "faces64"];
 /// Architectures (see `gan::Arch`).
 pub const ARCHES: &[&str] = &["dcgan64", "dcgan128", "anime300"];
 
@@ -217,6 +221,16 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             sample_every: 10,
             checkpoint_every: 30,
             log_every: 5,
+            ..base
+        },
+        "faces64" => TrainConfig {
+            batch_size: 64,
+            ema: 0.999,
+            loss: GanLoss::Hinge,
+            diffaugment: DiffAugment::ALL,
+            spectral_norm: true,
+            length: Length { epochs: Some(100), steps: None },
+            checkpoint_every: 10,
             ..base
         },
         other => bail!("train.preset = {other:?}: expected one of {}", PRESETS.join(", ")),

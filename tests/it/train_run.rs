@@ -328,6 +328,33 @@ fn eval_every_scores_ema_and_raw_keeps_the_best_generator_and_eval_and_its_repor
 }
 
 #[test]
+fn every_preset_trains_a_short_run_with_finite_losses() {
+    // Each preset's own optimiser, loss, labels and additions at the tiny sizes of these tests (image size, widths,
+    // latent, batch, logging overridden): 3 steps.
+    let data = dataset();
+    let w = data.path();
+    for preset in anime_pipe::train::presets::PRESETS {
+        // The architecture stays the preset's (dcgan128 at 16 px is its family at 16 px; anime300 needs >= 16).
+        ok(&mut train(w, &format!("--preset {preset} --steps 3 --name p-{preset}")));
+        let dir = run_dir(w, &format!("p-{preset}"));
+        let rows = rundir::read_metrics(&dir.join("metrics.parquet")).unwrap();
+        assert_eq!(rows.last().map(|r| r.step), Some(3), "{preset}: the last step is logged");
+        assert!(rows.iter().all(|r| r.loss_d.is_finite() && r.loss_g.is_finite()), "{preset}: {rows:?}");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["train"]["preset"], *preset);
+        assert!(dir.join("generator.onnx").is_file(), "{preset}");
+    }
+    // faces64 carries its additions into the run.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir(w, "p-faces64").join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["train"]["loss"], "hinge");
+    assert_eq!(config["train"]["diffaugment"], "color,translation,cutout");
+    assert_eq!(config["arch"]["spectral_norm"], true);
+    assert!(run_dir(w, "p-faces64").join("generator.raw.onnx").is_file(), "faces64 keeps a moving average");
+}
+
+#[test]
 fn resume_is_bit_identical_for_anime300_with_dropout_and_two_d_steps() {
     // anime300 at 16x16 (dropout masks from the runner's stream), two D steps per G step on the split graphs:
     // 8 steps per epoch, cut at 5, end at 12.
