@@ -12,7 +12,10 @@
 //!   checkpoints/epoch-NNNN.safetensors   full training state (see `train::checkpoint`), every `checkpoint_every`
 //!   checkpoints/step-NNNNNNNN.safetensors  ... or where a run stopped inside an epoch
 //!   checkpoints/<same stem>.generator.onnx  the generator inference graph at that checkpoint
+//!   checkpoints/<same stem>.raw.generator.onnx  with `train.ema`: the trained (not averaged) weights
 //!   generator.onnx                       the latest generator (latent in, RGB out; see `gan::generator`)
+//!   generator.raw.onnx                   with `train.ema`: the latest trained (not averaged) weights
+//!   best.generator.onnx, best.json       with `train.eval_every`: the best-scoring generator, its step and FID
 //!   eval.parquet                         `anime-pipe eval`: one row per evaluated generator
 //!   eval/<label>.png                     `anime-pipe eval`: the first samples of each evaluated generator
 //!   report.html                          `anime-pipe eval`: the self-contained report
