@@ -14,6 +14,7 @@
 #   WORK=DIR bench/fid_quality.sh               # work root (default target/fid-quality; kept between runs)
 #   ALL_CHECKPOINTS="3k:baseline" bench/fid_quality.sh   # runs scored at every checkpoint (`eval --run`: EMA and
 #                                               # raw of each); the others at their final generators only
+#   CHECKPOINTS=2,4,6 bench/fid_quality.sh      # only these epochs' checkpoints of those runs
 #
 # The reference is the training split itself (at most REFERENCE images, default 5000, first in pack order), cached
 # under each workdir's cache/fid/. Prints one row per (dataset, config, checkpoint, weights).
@@ -89,8 +90,10 @@ for data in ${DATASETS:-full 3k}; do
         if [[ $stage != train ]]; then
             scoring=(-n "$samples" --max-reference "$reference" --seed 3 --inception ../shared/models/fid_inception_v3_pool3.onnx)
             if [[ " ${ALL_CHECKPOINTS:-3k:baseline} " == *" $data:$config "* ]]; then
+                filter=()
+                [[ -n ${CHECKPOINTS:-} ]] && filter=(--checkpoints "$CHECKPOINTS")
                 "$BIN" -q --json --workdir "$work" --config "$work/pipeline.yaml" eval --run "$config" "${scoring[@]}" \
-                    > "$work/runs/$config/eval.json"
+                    ${filter[@]+"${filter[@]}"} > "$work/runs/$config/eval.json"
             else
                 : > "$work/runs/$config/eval.json"
                 for weights in ema raw; do
