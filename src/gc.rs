@@ -2,7 +2,7 @@
 //!
 //! Kept: every cache object a stage manifest names (`object`, `upscaled_object`, `parent_object`), every object
 //! a current memo record refers to (face crops, upscaled images), and the memos of the plan's current settings
-//! (crop, upscale, and pack's resized pixels).
+//! (dedup's near pairs, crop, upscale, and pack's resized pixels).
 //! Removed: other cache objects (re-ingesting recreates any that a source still holds), memos of settings no longer
 //! in use, and the part manifests of partitioned runs that have since been merged or superseded. It holds every
 //! stage's workdir lock meanwhile, so no stage runs beside it.
@@ -11,7 +11,7 @@ use crate::manifest::columns;
 use crate::memo;
 use crate::named::Named;
 use crate::report::Summary;
-use crate::stages::{crop, pack, upscale, Plan, Stage};
+use crate::stages::{crop, dedup, pack, upscale, Plan, Stage};
 use crate::workdir::WorkdirLock;
 use anyhow::Result;
 use std::collections::BTreeSet;
@@ -61,6 +61,9 @@ fn lock_every_stage(env: &Env) -> Result<Vec<WorkdirLock>> {
 /// manifest missing) keeps no memo: its results are stale or never used.
 fn current_memo_keys(env: &Env, plan: &Plan) -> BTreeSet<(String, String)> {
     let mut keys = BTreeSet::new();
+    if let Ok(inputs) = dedup::Inputs::new(plan, &env.workdir) {
+        keys.insert((Stage::Dedup.name().to_string(), inputs.pairs_key()));
+    }
     if let Ok(inputs) = crop::Inputs::new(plan, &env.workdir) {
         keys.insert((Stage::Crop.name().to_string(), inputs.item_key()));
     }

@@ -307,3 +307,86 @@ fn real_illust_byte_copies() {
     .collect();
     assert_eq!(exact, expected);
 }
+
+/// key, status, duplicate_of, dup_kind, hamming of one dedup row: what grouping decided.
+type Decision = (String, String, Option<String>, Option<String>, Option<u32>);
+
+fn verdicts(ctx: &Ctx) -> Vec<Decision> {
+    rows_of(ctx).into_iter().map(|r| (r.key, r.status, r.duplicate_of, r.dup_kind, r.hamming)).collect()
+}
+
+/// Two batches whose near pairs cross between them in every direction: a new re-encode of an old picture, a new
+/// crop of an old original, an old crop whose original is new, and new pictures alike only among themselves.
+fn two_batches(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (first, second) = (root.join("first"), root.join("second"));
+    let (a, b, c) = (picture(200, 200, 100), picture(200, 200, 101), picture(200, 200, 102));
+    let put = |dir: &Path, name: &str, bytes: Vec<u8>| {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join(name), bytes).unwrap();
+    };
+    put(&first, "a.png", png(&a));
+    put(&first, "b_crop.png", png(&imageops::crop_imm(&b, 14, 0, 186, 188).to_image()));
+    for seed in 1..=4 {
+        put(&first, &format!("other_{seed}.png"), png(&picture(200, 200, seed)));
+    }
+    put(&second, "other_1_q70.jpg", jpeg(&picture(200, 200, 1), 70));
+    put(&second, "a_crop.png", png(&imageops::crop_imm(&a, 0, 16, 184, 184).to_image()));
+    put(&second, "b.png", png(&b));
+    put(&second, "c.png", png(&c));
+    put(&second, "c_half.png", png(&imageops::resize(&c, 100, 100, FilterType::Triangle)));
+    put(&second, "other_9.png", png(&picture(200, 200, 9)));
+    (first, second)
+}
+
+#[test]
+fn dedup_after_adding_pictures_searches_only_the_new_ones_and_groups_as_a_fresh_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, second) = two_batches(&tmp.path().join("data"));
+    let both = sources_yaml(&[("first", &first), ("second", &second)]);
+    let fresh = context(&tmp.path().join("fresh"), tmp.path(), &both);
+    let expected = {
+        ingest_and_dedup(&fresh);
+        verdicts(&fresh)
+    };
+    // The planted pairs, so that equality below means something: 4 duplicates in 3 groups.
+    let planted: BTreeMap<String, (String, String)> = [
+        ("second/other_1_q70.jpg", "first/other_1.png"),
+        ("second/a_crop.png", "first/a.png"),
+        ("first/b_crop.png", "second/b.png"),
+        ("second/c_half.png", "second/c.png"),
+    ]
+    .into_iter()
+    .map(|(k, of)| (k.to_string(), dup("near", of)))
+    .collect();
+    assert_eq!(duplicates(&rows_of(&fresh)), planted);
+
+    let work = tmp.path().join("grown");
+    let grown_first = context(&work, tmp.path(), &sources_yaml(&[("first", &first)]));
+    let summary = {
+        ingest_and_dedup(&grown_first);
+        grown_first.run(Stage::Dedup).unwrap()
+    };
+    assert_eq!((count(&summary, "pictures reused"), count(&summary, "pictures searched")), (6, 0));
+    let grown = context(&work, tmp.path(), &both);
+    grown.run(Stage::Ingest).unwrap();
+    let summary = grown.run(Stage::Dedup).unwrap();
+    assert_eq!(count(&summary, "pictures reused"), 6);
+    assert_eq!(count(&summary, "pictures searched"), 6);
+    assert_eq!(verdicts(&grown), expected);
+
+    // Removing the first batch and adding it back: its pictures' pairs with the second batch are searched again
+    // (the memo holds only what the last run searched), and the result is again the fresh one.
+    let only_second = context(&work, tmp.path(), &sources_yaml(&[("second", &second)]));
+    only_second.run(Stage::Ingest).unwrap();
+    let summary = only_second.run(Stage::Dedup).unwrap();
+    assert_eq!((count(&summary, "pictures reused"), count(&summary, "pictures searched")), (6, 0));
+    let alone = duplicates(&rows_of(&only_second));
+    assert_eq!(alone.get("second/c_half.png"), Some(&dup("near", "second/c.png")));
+    assert!(!alone.contains_key("second/b.png"));
+    grown.run(Stage::Ingest).unwrap();
+    let summary = grown.run(Stage::Dedup).unwrap();
+    assert_eq!((count(&summary, "pictures reused"), count(&summary, "pictures searched")), (6, 6));
+    assert_eq!(verdicts(&grown), expected);
+    let manifest = |ctx: &Ctx| fs::read(ctx.workdir.manifest_path("dedup")).unwrap();
+    assert_eq!(manifest(&grown), manifest(&fresh), "byte-identical to the fresh run's manifest");
+}

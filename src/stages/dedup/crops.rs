@@ -14,29 +14,47 @@ const VERIFIED_WINDOWS: usize = 2;
 const PICTURES_PER_CHUNK: usize = 1 << 16;
 
 /// The verified pairs (i, j), i < j, of indices into `sigs` where one picture is a crop of the other; sorted.
-pub fn crop_pairs(sigs: &[&Measures]) -> Vec<(u32, u32)> {
-    let index: Vec<u64> = sigs.iter().map(|s| s.phash).collect();
+pub fn all_crop_pairs(sigs: &[&Measures]) -> Vec<(u32, u32)> {
+    let all: Vec<u32> = (0..sigs.len() as u32).collect();
+    crop_pairs(sigs, &all, &all)
+}
+
+/// The verified crop pairs (as (min, max) indices into `sigs`, sorted) where the original is one of `originals`
+/// and the copy one of `indexed`. An incremental run asks for new originals against all pictures and old
+/// originals against new pictures only; the pairs of one (original, copy) are the same whichever set asks.
+pub fn crop_pairs(sigs: &[&Measures], originals: &[u32], indexed: &[u32]) -> Vec<(u32, u32)> {
+    let index: Vec<u64> = indexed.iter().map(|&j| sigs[j as usize].phash).collect();
     let search = MatchIndex::build(&index, CROP_MAX_HAMMING);
     let mut pairs = Vec::new();
-    for first in (0..sigs.len()).step_by(PICTURES_PER_CHUNK) {
-        let chunk = &sigs[first..(first + PICTURES_PER_CHUNK).min(sigs.len())];
-        pairs.extend(verified_pairs(sigs, &candidates(chunk, first, &search, &index)));
+    for chunk in originals.chunks(PICTURES_PER_CHUNK) {
+        let found = candidates(sigs, chunk, Indexed { ids: indexed, hashes: &index, search: &search });
+        pairs.extend(verified_pairs(sigs, &found));
     }
     pairs.sort_unstable();
     pairs.dedup();
     pairs
 }
 
-/// (original, copy, distance, window) for the pictures of `chunk` (the first at `first`) as originals: the
-/// copy's whole hash is near the original's window. Sorted, so each pair's windows are together, closest first.
-fn candidates(chunk: &[&Measures], first: usize, search: &MatchIndex, index: &[u64]) -> Vec<(u32, u32, u32, u8)> {
-    let queries: Vec<u64> = chunk.iter().flat_map(|s| s.crop.windows).collect();
-    let mut found: Vec<(u32, u32, u32, u8)> = search
+/// The searched whole-image hashes: picture ids, their hashes, and the search tables over them.
+#[derive(Clone, Copy)]
+struct Indexed<'a> {
+    ids: &'a [u32],
+    hashes: &'a [u64],
+    search: &'a MatchIndex,
+}
+
+/// (original, copy, distance, window) for the pictures of `chunk` as originals: the copy's whole hash is near the
+/// original's window. Sorted, so each pair's windows are together, closest first.
+fn candidates(sigs: &[&Measures], chunk: &[u32], indexed: Indexed) -> Vec<(u32, u32, u32, u8)> {
+    let queries: Vec<u64> = chunk.iter().flat_map(|&i| sigs[i as usize].crop.windows).collect();
+    let mut found: Vec<(u32, u32, u32, u8)> = indexed
+        .search
         .matches(&queries)
         .into_iter()
         .map(|(q, j)| {
-            let i = (first + q as usize / WINDOWS) as u32;
-            (i, j, (queries[q as usize] ^ index[j as usize]).count_ones(), (q as usize % WINDOWS) as u8)
+            let i = chunk[q as usize / WINDOWS];
+            let distance = (queries[q as usize] ^ indexed.hashes[j as usize]).count_ones();
+            (i, indexed.ids[j as usize], distance, (q as usize % WINDOWS) as u8)
         })
         .filter(|&(i, j, _, _)| i != j)
         .collect();

@@ -1,6 +1,6 @@
 //! Duplicate groups: equal bytes, equal pixels and confirmed near pHashes are merged with union-find, and the keep
 //! policy picks one row per group (see the `dedup` module docs).
-use super::crops::crop_pairs;
+use super::crops::all_crop_pairs;
 use crate::imagehash::{colour_difference, near_pairs, NEAR_MAX_COLOUR_DIFFERENCE};
 use crate::manifest::{Item, Reason};
 use crate::measure::Measures;
@@ -52,7 +52,22 @@ pub struct Near {
 
 /// Unions items with equal bytes, equal pixels and (with `near`) confirmed near duplicates, then applies the
 /// keep policy per component.
+#[cfg(test)]
 pub fn group(items: &[Item], sigs: &[&Measures], near: Option<Near>) -> Vec<Verdict> {
+    match near {
+        Some(near) => group_with(items, sigs, Some(|pictures: &[&Measures]| near_pairs_of(pictures, near))),
+        None => group_with(items, sigs, None::<fn(&[&Measures]) -> Vec<(u32, u32)>>),
+    }
+}
+
+/// [`group`] with the near pairs from `near_pairs`, called once with the distinct pictures (one per pixel hash,
+/// in item order) and returning pairs of indices into them. The verdicts depend only on the pairs' connected
+/// components, so any source of the same pair set (a fresh search, or one that reuses earlier pairs) groups alike.
+pub fn group_with(
+    items: &[Item],
+    sigs: &[&Measures],
+    near_pairs: Option<impl FnOnce(&[&Measures]) -> Vec<(u32, u32)>>,
+) -> Vec<Verdict> {
     let rank = |i: usize| rank(&items[i]);
     let decodable: Vec<usize> = (0..items.len()).collect();
     let sig = |i: usize| sigs[i];
@@ -68,12 +83,12 @@ pub fn group(items: &[Item], sigs: &[&Measures], near: Option<Near>) -> Vec<Verd
     for &i in &bytes_reps {
         uf.union(i as u32, pixels_best[sig(i).pixel_hash.as_str()] as u32);
     }
-    if let Some(near) = near {
+    if let Some(near_pairs) = near_pairs {
         // One search entry per distinct picture (pixel class); identical pictures share all measures.
         let mut reps: Vec<usize> = pixels_best.values().copied().collect();
         reps.sort_unstable();
         let rep_sigs: Vec<&Measures> = reps.iter().map(|&i| sig(i)).collect();
-        for (a, b) in near_pairs_of(&rep_sigs, near) {
+        for (a, b) in near_pairs(&rep_sigs) {
             uf.union(reps[a as usize] as u32, reps[b as usize] as u32);
         }
     }
@@ -102,7 +117,7 @@ pub fn group(items: &[Item], sigs: &[&Measures], near: Option<Near>) -> Vec<Verd
 }
 
 /// Pairs of indices into `sigs` that are near duplicates: colour-confirmed pHash pairs, then verified crops.
-fn near_pairs_of(sigs: &[&Measures], near: Near) -> Vec<(u32, u32)> {
+pub fn near_pairs_of(sigs: &[&Measures], near: Near) -> Vec<(u32, u32)> {
     let hashes: Vec<u64> = sigs.iter().map(|s| s.phash).collect();
     let mut pairs: Vec<(u32, u32)> = near_pairs(&hashes, near.threshold)
         .into_iter()
@@ -111,7 +126,7 @@ fn near_pairs_of(sigs: &[&Measures], near: Near) -> Vec<(u32, u32)> {
         })
         .collect();
     if near.crops {
-        pairs.extend(crop_pairs(sigs));
+        pairs.extend(all_crop_pairs(sigs));
     }
     pairs
 }
