@@ -84,6 +84,10 @@ pub enum Command {
     /// Scan sources (folders, .zip, .tar, .tar.gz) into the content-addressed cache and manifests/ingest.parquet
     Ingest(IngestArgs),
     /// Mark exact (bytes, pixels) and near (perceptual hash) duplicates in manifests/dedup.parquet
+    ///
+    /// Nothing is decoded: ingest's measures are read from ingest.parquet. A re-run reuses the near pairs the last
+    /// run found (cache/memo/dedup/) and searches only pairs that involve a new picture; the groups are exactly a
+    /// fresh run's (the summary says how many pictures were reused and searched).
     Dedup(DedupArgs),
     /// Detect faces (FaceBoxes/YOLO via ONNX Runtime) and cut square crops into the cache and manifests/crop.parquet
     Crop(CropArgs),
