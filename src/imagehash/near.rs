@@ -8,17 +8,17 @@ use rayon::prelude::*;
 /// that block's value (counting sort, CSR layout, full hashes stored beside the ids); each hash enumerates the
 /// block values within radius r of its own and verifies the candidates in those buckets on all 64 bits. A pair is
 /// reported from the first block where it qualifies only, so it is found once. Queries run in bucket order, so
-/// the probed buckets stream through memory. `m` (3..=8) minimises the expected work
-/// m * (neighbours per block) * (4 + n / 2^block_bits) (a probe costs about 4 comparisons). For n = 1M and t = 6
-/// that is m = 4 (16-bit blocks, r = 1): 68 bucket probes and ~1,000 64-bit comparisons per hash, O(n) overall
-/// instead of n²/2 (measured: ~3 s single-threaded in a release build for 1M random hashes; t = 10 needs r = 2,
-/// 548 probes per hash, ~25 s). Memory: per block, n ids + n hashes + 2^block_bits offsets.
+/// the probed buckets stream through memory. `m` (3..=8) minimises the work measured on the hashes themselves
+/// ([`Blocks::choose_for`]). For n = 1M uniform hashes and t = 6 that is m = 4 (16-bit blocks, r = 1): 68 bucket
+/// probes and ~1,000 64-bit comparisons per hash, O(n) overall instead of n²/2 (measured: ~3 s single-threaded
+/// in a release build for 1M random hashes; t = 10 needs r = 2, 548 probes per hash, ~25 s). Memory: per block,
+/// n ids + n hashes + 2^block_bits offsets.
 pub fn near_pairs(hashes: &[u64], threshold: u32) -> Vec<(u32, u32)> {
     let n = hashes.len();
     if n < 2 {
         return Vec::new();
     }
-    let blocks = Blocks::choose(n, threshold);
+    let blocks = Blocks::choose_for(hashes, threshold);
     let tables: Vec<BlockTable> = (0..blocks.m).map(|b| BlockTable::build(hashes, blocks.range(b))).collect();
     let mut pairs = Vec::new();
     for (b, table) in tables.iter().enumerate() {
@@ -49,7 +49,7 @@ pub struct MatchIndex {
 
 impl MatchIndex {
     pub fn build(index: &[u64], threshold: u32) -> Self {
-        let blocks = Blocks::choose(index.len().max(1), threshold);
+        let blocks = Blocks::choose_for(index, threshold);
         let tables = (0..blocks.m).map(|b| BlockTable::build(index, blocks.range(b))).collect();
         Self { blocks, tables, threshold }
     }
@@ -112,6 +112,42 @@ fn probe_queries(
     radius: u32,
     out: &mut Vec<(u32, u32)>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU has POPCNT, checked just above.
+        return unsafe { probe_queries_popcnt(tables, b, query, flips, threshold, radius, out) };
+    }
+    probe_queries_body(tables, b, query, flips, threshold, radius, out)
+}
+
+/// [`probe_queries`] compiled with the POPCNT instruction. Rust's x86-64 baseline predates it, so `count_ones`
+/// is otherwise a dozen shift-and-multiply instructions, and comparing hashes in crowded buckets is most of the
+/// search (perf on 100k alike pictures; BENCHMARKS.md, "Dedup at scale"). Checked at run time, not required
+/// at build time, so the binary still runs on any x86-64.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn probe_queries_popcnt(
+    tables: &[BlockTable],
+    b: usize,
+    query: &QueryBucket<'_>,
+    flips: &[u32],
+    threshold: u32,
+    radius: u32,
+    out: &mut Vec<(u32, u32)>,
+) {
+    probe_queries_body(tables, b, query, flips, threshold, radius, out)
+}
+
+#[inline(always)]
+fn probe_queries_body(
+    tables: &[BlockTable],
+    b: usize,
+    query: &QueryBucket<'_>,
+    flips: &[u32],
+    threshold: u32,
+    radius: u32,
+    out: &mut Vec<(u32, u32)>,
+) {
     if query.ids.is_empty() {
         return;
     }
@@ -132,6 +168,39 @@ fn probe_queries(
 /// Pairs (i, j), i < j, with i in bucket `v` of block `b`, j in a bucket within the radius, within the threshold
 /// on all 64 bits, and not within the radius on an earlier block (so each pair is reported by one block only).
 fn probe_bucket(
+    tables: &[BlockTable],
+    b: usize,
+    v: u32,
+    flips: &[u32],
+    threshold: u32,
+    radius: u32,
+    out: &mut Vec<(u32, u32)>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU has POPCNT, checked just above.
+        return unsafe { probe_bucket_popcnt(tables, b, v, flips, threshold, radius, out) };
+    }
+    probe_bucket_body(tables, b, v, flips, threshold, radius, out)
+}
+
+/// [`probe_bucket`] with POPCNT, as [`probe_queries_popcnt`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn probe_bucket_popcnt(
+    tables: &[BlockTable],
+    b: usize,
+    v: u32,
+    flips: &[u32],
+    threshold: u32,
+    radius: u32,
+    out: &mut Vec<(u32, u32)>,
+) {
+    probe_bucket_body(tables, b, v, flips, threshold, radius, out)
+}
+
+#[inline(always)]
+fn probe_bucket_body(
     tables: &[BlockTable],
     b: usize,
     v: u32,
@@ -161,21 +230,43 @@ fn probe_bucket(
     }
 }
 
+/// A bucket probe is a likely cache miss, worth about 4 hash comparisons (which scan contiguous ids).
+const PROBE_COST: f64 = 4.0;
+
 struct Blocks {
     m: usize,
     radius: u32,
 }
 
 impl Blocks {
-    fn choose(n: usize, threshold: u32) -> Self {
-        let cost = |m: usize| {
-            let bits = 64usize.div_ceil(m) as u32;
-            let radius = threshold / m as u32;
-            let neighbours: f64 = (0..=radius.min(bits)).map(|k| binomial(bits, k)).sum();
-            // A bucket probe is a likely cache miss (~4 candidate checks, which scan contiguous ids).
-            m as f64 * neighbours * (4.0 + n as f64 / 2f64.powi(bits as i32))
+    /// The block count whose search costs least on these hashes: per m, the bucket probes and the 64-bit
+    /// comparisons that a sample of the hashes would make as queries, counted on exact block histograms. The
+    /// textbook estimate assumes uniform hashes (n / 2^bits per bucket); pictures alike enough to agree on most
+    /// low-frequency bits crowd into few buckets, where it is off by orders of magnitude (on 100k mosaics of real
+    /// faces it chose 5 blocks at 8,335 comparisons per query where 3 blocks cost 3,814). The pairs found do not
+    /// depend on m, only the time.
+    fn choose_for(hashes: &[u64], threshold: u32) -> Self {
+        const SAMPLE: usize = 1024;
+        let sample: Vec<u64> = hashes.iter().step_by((hashes.len() / SAMPLE).max(1)).copied().collect();
+        let work = |m: usize| {
+            let blocks = Self { m, radius: threshold / m as u32 };
+            let mut work = 0.0f64;
+            for b in 0..m {
+                let (shift, bits) = blocks.range(b);
+                let mask = (1u64 << bits) - 1;
+                let mut counts = vec![0u32; 1 << bits];
+                for &h in hashes {
+                    counts[((h >> shift) & mask) as usize] += 1;
+                }
+                for &flip in &flip_masks(bits, blocks.radius) {
+                    for &q in &sample {
+                        work += PROBE_COST + f64::from(counts[(((q >> shift) & mask) as u32 ^ flip) as usize]);
+                    }
+                }
+            }
+            work
         };
-        let m = (3..=8).min_by(|&a, &b| cost(a).total_cmp(&cost(b))).expect("non-empty range");
+        let m = (3..=8).map(|m| (work(m), m)).min_by(|a, b| a.0.total_cmp(&b.0)).expect("non-empty range").1;
         Self { m, radius: threshold / m as u32 }
     }
 
@@ -186,10 +277,6 @@ impl Blocks {
         let len = base + usize::from(b < extra);
         (start as u32, len as u32)
     }
-}
-
-fn binomial(n: u32, k: u32) -> f64 {
-    (0..k).fold(1.0, |acc, i| acc * f64::from(n - i) / f64::from(i + 1))
 }
 
 /// Every `bits`-bit mask with at most `radius` bits set.
@@ -350,8 +437,21 @@ mod tests {
             assert_eq!(total, 64);
             assert_eq!(b.range(m - 1).0 + b.range(m - 1).1, 64);
         }
-        assert_eq!(Blocks::choose(1_000_000, 6).m, 4);
         assert_eq!(flip_masks(16, 2).len(), 1 + 16 + 120);
+    }
+
+    #[test]
+    fn block_choice_follows_how_the_hashes_crowd() {
+        let mut s = 3u64;
+        let uniform: Vec<u64> = (0..1_000_000).map(|_| rng(&mut s)).collect();
+        // Uniform: 4 blocks of 16 bits at 6 bits (17 probes of ~15 hashes each beat 3 blocks' 254 probes).
+        assert_eq!(Blocks::choose_for(&uniform, 6).m, 4);
+        // Only the low 20 bits vary: every block above them is one full bucket, probed at every flip. The fewest
+        // such blocks and flips win: 3 blocks, although the uniform estimate for 1M hashes says 4.
+        let crowded: Vec<u64> = uniform.iter().map(|h| 0xA5A5_A5A5_A5A0_0000 | (h & 0xF_FFFF)).collect();
+        assert_eq!(Blocks::choose_for(&crowded, 6).m, 3);
+        let pairs = near_pairs(&crowded[..3000], 6);
+        assert_eq!(pairs, brute_force(&crowded[..3000], 6));
     }
 
     #[test]

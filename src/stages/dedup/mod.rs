@@ -100,7 +100,7 @@ pub struct DedupSettings {
 }
 
 /// Bumped when the output for the same inputs changes, so stamps made by older code no longer match.
-pub const ALGORITHM: &str = "dedup/3";
+pub const ALGORITHM: &str = "dedup/4";
 
 /// Everything dedup's output depends on.
 #[derive(Debug, Clone, Serialize)]
