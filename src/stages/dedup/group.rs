@@ -121,14 +121,17 @@ pub fn near_pairs_of(sigs: &[&Measures], near: Near) -> Vec<(u32, u32)> {
     let hashes: Vec<u64> = sigs.iter().map(|s| s.phash).collect();
     let mut pairs: Vec<(u32, u32)> = near_pairs(&hashes, near.threshold)
         .into_iter()
-        .filter(|&(a, b)| {
-            colour_difference(&sigs[a as usize].thumb, &sigs[b as usize].thumb) <= NEAR_MAX_COLOUR_DIFFERENCE
-        })
+        .filter(|&(a, b)| colour_confirmed(sigs[a as usize], sigs[b as usize]))
         .collect();
     if near.crops {
         pairs.extend(all_crop_pairs(sigs));
     }
     pairs
+}
+
+/// A whole-image pHash candidate is a near duplicate only if the colours agree too (pHash sees luma only).
+pub fn colour_confirmed(a: &Measures, b: &Measures) -> bool {
+    colour_difference(&a.thumb, &b.thumb) <= NEAR_MAX_COLOUR_DIFFERENCE
 }
 
 /// The keep policy's order (smaller is better): largest resolution, then lowest source_index, then path, then key.

@@ -15,8 +15,8 @@
 //! searched count (u64 LE) and each pixel hash (u8 length + bytes), pair count (u64 LE) and each pair as two
 //! indices (u32 LE) into the searched list. Written atomically after the search, before the manifest.
 use super::crops::crop_pairs;
-use super::group::{near_pairs_of, Near};
-use crate::imagehash::{colour_difference, MatchIndex, NEAR_MAX_COLOUR_DIFFERENCE};
+use super::group::{colour_confirmed, near_pairs_of, Near};
+use crate::imagehash::MatchIndex;
 use crate::measure::Measures;
 use crate::workdir::{atomic_write, Workdir};
 use anyhow::{bail, Context, Result};
@@ -168,11 +168,7 @@ fn whole_image_pairs_of(pictures: &[&Measures], queries: &[u32], threshold: u32)
         .matches(&asked)
         .into_iter()
         .map(|(q, j)| (queries[q as usize], j))
-        .filter(|&(i, j)| {
-            i != j
-                && colour_difference(&pictures[i as usize].thumb, &pictures[j as usize].thumb)
-                    <= NEAR_MAX_COLOUR_DIFFERENCE
-        })
+        .filter(|&(i, j)| i != j && colour_confirmed(pictures[i as usize], pictures[j as usize]))
         .map(|(i, j)| ordered(i, j))
         .collect()
 }
