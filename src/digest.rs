@@ -58,11 +58,12 @@ pub fn shard_paths(workdir: &Workdir) -> Result<Vec<String>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let df = crate::manifest::read_parquet(&path)?;
-    let mut shards: Vec<String> = columns::opt_strings(&df, "shard")?.into_iter().flatten().collect();
-    shards.sort();
-    shards.dedup();
-    Ok(shards)
+    // One column, a row group at a time: pack.parquet has a row per image and size.
+    let mut shards = std::collections::BTreeSet::new();
+    for group in crate::manifest::RowGroups::open(&path)?.with_columns(&["shard"]) {
+        shards.extend(columns::opt_strings(&group?, "shard")?.into_iter().flatten());
+    }
+    Ok(shards.into_iter().collect())
 }
 
 fn add_file(hasher: &mut blake3::Hasher, kind: &str, name: &str, path: &Path) -> Result<()> {

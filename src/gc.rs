@@ -79,10 +79,13 @@ fn current_memo_keys(env: &Env, plan: &Plan) -> BTreeSet<(String, String)> {
 fn referenced_by_manifests(env: &Env) -> Result<BTreeSet<String>> {
     let mut keep = BTreeSet::new();
     for name in crate::digest::manifest_names(&env.workdir)? {
-        let df = crate::manifest::read_parquet(&env.workdir.manifests_dir().join(&name))?;
-        for column in ["object", "upscaled_object", "parent_object"] {
-            if columns::has(&df, column) {
-                keep.extend(columns::opt_strings(&df, column)?.into_iter().flatten());
+        let path = env.workdir.manifests_dir().join(&name);
+        let wanted = ["object", "upscaled_object", "parent_object"];
+        // Only the object columns, a row group at a time.
+        for group in crate::manifest::RowGroups::open(&path)?.with_columns(&wanted) {
+            let group = group?;
+            for column in wanted.iter().filter(|c| columns::has(&group, c)) {
+                keep.extend(columns::opt_strings(&group, column)?.into_iter().flatten());
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The one item type that stages hand on: an accepted row of a manifest (a source image, a face crop, an
 //! upscaled item) with its measures, and the one reader of such rows.
 use super::columns::{self, col};
-use super::{Status, Upstream};
+use super::{RowGroups, Status, Upstream, ROW_GROUP};
 use crate::imagehash::{CropSignature, WINDOWS};
 use crate::measure::{thumb_from_hex, thumb_hex, Measures};
 use crate::named::Named;
@@ -32,9 +32,71 @@ pub struct Item {
 /// The rows with status "ok" of the upstream manifest, in canonical order (source_index, path; ties keep the
 /// manifest's order). The manifest must still be the one the upstream's hash names.
 pub fn read_items(workdir: &Workdir, upstream: &Upstream) -> Result<Vec<Item>> {
-    let mut items = items_of(upstream.read(workdir)?, &upstream.stage)?;
-    items.sort_by(|a, b| (a.source_index, &a.path).cmp(&(b.source_index, &b.path)));
+    let mut items = Vec::new();
+    for batch in item_batches(workdir, upstream)? {
+        items.extend(batch?);
+    }
     Ok(items)
+}
+
+/// The same items as [`read_items`], one row group at a time: a stage that judges each item on its own holds a
+/// row group of them, not the manifest. Every manifest anime-pipe writes is in canonical order, which a first pass
+/// over two columns checks; one that is not (written by another tool) is read whole and sorted instead.
+pub fn item_batches(workdir: &Workdir, upstream: &Upstream) -> Result<ItemBatches> {
+    let groups = upstream.row_groups(workdir)?;
+    let stage = upstream.stage.clone();
+    if in_canonical_order(groups.with_only(&["source_index", "path"])?)? {
+        return Ok(ItemBatches { batches: Batches::InOrder(groups), stage });
+    }
+    let mut items = Vec::new();
+    for group in groups {
+        items.extend(items_of(group?, &stage)?);
+    }
+    items.sort_by(|a, b| (a.source_index, &a.path).cmp(&(b.source_index, &b.path)));
+    let mut batches = Vec::new();
+    while !items.is_empty() {
+        let rest = items.split_off(items.len().min(ROW_GROUP));
+        batches.push(std::mem::replace(&mut items, rest));
+    }
+    Ok(ItemBatches { batches: Batches::Sorted(batches.into_iter()), stage })
+}
+
+/// Whether every row, accepted or not, comes after the one before it in (source_index, path).
+fn in_canonical_order(groups: RowGroups) -> Result<bool> {
+    let mut last: Option<(u32, String)> = None;
+    for group in groups {
+        let group = group?;
+        let (index, path) = (columns::u32s(&group, "source_index")?, columns::strings(&group, "path")?);
+        for (i, p) in index.into_iter().zip(path) {
+            if last.as_ref().is_some_and(|(li, lp)| (*li, lp.as_str()) > (i, p.as_str())) {
+                return Ok(false);
+            }
+            last = Some((i, p));
+        }
+    }
+    Ok(true)
+}
+
+/// See [`item_batches`].
+pub struct ItemBatches {
+    batches: Batches,
+    stage: String,
+}
+
+enum Batches {
+    InOrder(RowGroups),
+    Sorted(std::vec::IntoIter<Vec<Item>>),
+}
+
+impl Iterator for ItemBatches {
+    type Item = Result<Vec<Item>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.batches {
+            Batches::InOrder(groups) => Some(groups.next()?.and_then(|df| items_of(df, &self.stage))),
+            Batches::Sorted(batches) => batches.next().map(Ok),
+        }
+    }
 }
 
 /// The accepted rows of `df`. The frame is dropped once its columns are read and every value is moved, not

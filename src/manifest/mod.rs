@@ -6,27 +6,26 @@
 pub mod columns;
 mod item;
 mod status;
+mod stream;
 
-pub use item::{measure_columns, read_items, read_measures, Item, MEASURE_COLUMNS};
+pub use item::{item_batches, measure_columns, read_items, read_measures, Item, ItemBatches, MEASURE_COLUMNS};
 pub use status::{status_column, Reason, Status};
+pub use stream::{ManifestWriter, RowGroups, ROW_GROUP};
 
-use crate::workdir::{atomic_write, atomic_write_with, Workdir};
+use crate::workdir::{atomic_write, Workdir};
 use anyhow::{Context, Result};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::path::Path;
 
-/// Writes `df` as Parquet at `path`, atomically. Rows must already be in their canonical (deterministic) order.
+/// Writes `df` as Parquet at `path`, atomically, in [`ROW_GROUP`]-row groups. Rows must already be in their
+/// canonical (deterministic) order.
 pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<()> {
-    atomic_write_with(path, |file| {
-        ParquetWriter::new(file)
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_statistics(StatisticsOptions::default())
-            .finish(df)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-        Ok(())
-    })
+    let mut writer = ManifestWriter::create(path)?;
+    writer.push(df.clone())?;
+    writer.finish()?;
+    Ok(())
 }
 
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
@@ -61,22 +60,6 @@ impl Upstream {
         })?;
         Ok(Self { stage: stage.to_string(), blake3 })
     }
-
-    /// The manifest's rows, refusing a file that changed since [`Upstream::of`].
-    pub fn read(&self, workdir: &Workdir) -> Result<DataFrame> {
-        let path = workdir.manifest_path(&self.stage);
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let actual = blake3::hash(&bytes).to_hex();
-        if actual.as_str() != self.blake3 {
-            anyhow::bail!(
-                "{} changed while this stage was starting (another process rewrote it): run the command again",
-                path.display()
-            );
-        }
-        ParquetReader::new(std::io::Cursor::new(bytes))
-            .finish()
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
-    }
 }
 
 /// The record, written after a stage's manifest, of what that manifest was computed from.
@@ -90,16 +73,26 @@ pub struct Stamp {
 
 pub fn file_blake3(path: &Path) -> Result<String> {
     let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap(path).with_context(|| format!("cannot hash {}", path.display()))?;
+    // Read, not memory-mapped: a mapped manifest's pages would count in the process's resident memory (a
+    // million-row manifest is ~700 MB), though the stage itself never holds them.
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    hasher.update_reader(file).with_context(|| format!("cannot hash {}", path.display()))?;
     Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// Publishes `df` as the stage's manifest, then its stamp.
 pub fn publish_stage(workdir: &Workdir, stage: &str, df: &mut DataFrame, inputs: &str) -> Result<()> {
-    let path = workdir.manifest_path(stage);
-    write_parquet(&path, df)?;
-    let stamp = Stamp { inputs: inputs.to_string(), manifest: file_blake3(&path)? };
-    atomic_write(&workdir.stamp_path(stage), serde_json::to_string_pretty(&stamp)?.as_bytes())
+    let mut writer = ManifestWriter::create(&workdir.manifest_path(stage))?;
+    writer.push(df.clone())?;
+    publish_written(workdir, stage, writer, inputs).map(drop)
+}
+
+/// Finishes `writer` (opened on the stage's manifest path) and stamps it; returns its row count.
+pub fn publish_written(workdir: &Workdir, stage: &str, writer: ManifestWriter, inputs: &str) -> Result<usize> {
+    let rows = writer.finish()?;
+    let stamp = Stamp { inputs: inputs.to_string(), manifest: file_blake3(&workdir.manifest_path(stage))? };
+    atomic_write(&workdir.stamp_path(stage), serde_json::to_string_pretty(&stamp)?.as_bytes())?;
+    Ok(rows)
 }
 
 /// True when the stage's manifest exists, is the one its stamp vouches for, and was computed from `inputs`.

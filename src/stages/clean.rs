@@ -32,7 +32,7 @@
 //! `width`/`height`.
 use crate::env::Env;
 use crate::manifest::columns::{col, frame};
-use crate::manifest::{read_items, Item, Reason, Upstream};
+use crate::manifest::{item_batches, Item, Reason, Upstream};
 use crate::manifest::{status_column, Status};
 use crate::named::Named;
 use crate::quality::Scores;
@@ -80,23 +80,31 @@ impl Inputs {
 
 pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     let mut summary = Summary::start(Stage::Clean.name());
-    let all = read_items(&env.workdir, &inputs.upstream)?;
-    let items = parts::select(env, &all);
-    let scores = items.iter().map(|it| scores_of(it)).collect::<Result<Vec<_>>>()?;
-    let verdicts: Vec<Vec<Reason>> =
-        items.iter().zip(&scores).map(|(it, s)| rejection_reasons(it.width, it.height, s, &inputs.settings)).collect();
-    let mut df = manifest(&items, &scores, &verdicts)?;
-    let published = parts::publish(env, Stage::Clean, &mut df, fingerprint, items.len() as u64, 0)?;
-
-    let accepted = verdicts.iter().filter(|r| r.is_empty()).count();
-    summary
-        .count("input", items.len() as u64)
-        .count("accepted", accepted as u64)
-        .count("rejected", (items.len() - accepted) as u64)
-        .count("images decoded", 0);
-    for reason in verdicts.iter().filter_map(|r| r.first()) {
-        summary.reject(reason.name());
+    let mut publisher = parts::Publisher::start(env, Stage::Clean, fingerprint)?;
+    let (mut judged, mut accepted) = (0, 0);
+    // One row group at a time: each verdict needs its own item only, so memory does not grow with the input.
+    for batch in item_batches(&env.workdir, &inputs.upstream)? {
+        let all = batch?;
+        let items = parts::select(env, &all);
+        let scores = items.iter().map(|it| scores_of(it)).collect::<Result<Vec<_>>>()?;
+        let verdicts: Vec<Vec<Reason>> = items
+            .iter()
+            .zip(&scores)
+            .map(|(it, s)| rejection_reasons(it.width, it.height, s, &inputs.settings))
+            .collect();
+        publisher.push(manifest(&items, &scores, &verdicts)?)?;
+        judged += items.len() as u64;
+        accepted += verdicts.iter().filter(|r| r.is_empty()).count() as u64;
+        for reason in verdicts.iter().filter_map(|r| r.first()) {
+            summary.reject(reason.name());
+        }
     }
+    let published = publisher.finish(judged, 0)?;
+    summary
+        .count("input", judged)
+        .count("accepted", accepted)
+        .count("rejected", judged - accepted)
+        .count("images decoded", 0);
     let c = &inputs.settings;
     summary.fact("input manifest", format!("{}.parquet", inputs.upstream.stage)).fact(
         "thresholds",

@@ -82,7 +82,7 @@ use crate::cache;
 use crate::env::Env;
 use crate::imageio::Limits;
 use crate::manifest::columns::{col, frame};
-use crate::manifest::{read_items, Reason, Upstream};
+use crate::manifest::{item_batches, Reason, Upstream};
 use crate::manifest::{status_column, Status};
 use crate::memo::{Memo, Record};
 use crate::named::Named;
@@ -403,15 +403,16 @@ fn sizes(settings: &PackSettings) -> Vec<u32> {
 
 /// Accepted clean rows with their split, in canonical order: (split, object, key).
 fn accepted_samples(env: &Env, inputs: &Inputs) -> Result<Vec<Sample>> {
-    let mut samples: Vec<Sample> = read_items(&env.workdir, &inputs.upstream)?
-        .into_iter()
-        .map(|item| Sample {
+    let mut samples = Vec::new();
+    // A row group of items at a time: a sample keeps only the three names pack needs.
+    for batch in item_batches(&env.workdir, &inputs.upstream)? {
+        samples.extend(batch?.into_iter().map(|item| Sample {
             split: split_of(&item.object, inputs.settings.val_fraction),
             key: item.key,
             object: item.object,
             upscaled_object: item.upscaled_object,
-        })
-        .collect();
+        }));
+    }
     samples.sort_by(|a, b| (a.split, &a.object, &a.key).cmp(&(b.split, &b.object, &b.key)));
     Ok(samples)
 }

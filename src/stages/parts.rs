@@ -8,7 +8,7 @@
 //! more without a partition: every item is then read from the memo, so the merged manifest is the very one an
 //! unpartitioned run writes.
 use crate::env::Env;
-use crate::manifest::{publish_stage, write_parquet, Item};
+use crate::manifest::{publish_written, Item, ManifestWriter};
 use crate::named::Named;
 use crate::partition::Partition;
 use crate::stages::Stage;
@@ -57,17 +57,51 @@ pub fn publish(
     computed: u64,
     reused: u64,
 ) -> Result<PathBuf> {
-    let Some(p) = &env.partition else {
-        publish_stage(&env.workdir, stage.name(), df, fingerprint)?;
-        return Ok(env.workdir.manifest_path(stage.name()));
-    };
-    let dir = parts_dir(&env.workdir, stage, fingerprint);
-    let part = dir.join(format!("{}.parquet", part_name(p)));
-    write_parquet(&part, df)?;
-    let marker =
-        Marker { index: p.index, count: p.count, origin: p.origin.clone(), rows: df.height(), computed, reused };
-    atomic_write(&dir.join(format!("{}.done.json", part_name(p))), serde_json::to_string_pretty(&marker)?.as_bytes())?;
-    Ok(part)
+    let mut publisher = Publisher::start(env, stage, fingerprint)?;
+    publisher.push(df.clone())?;
+    publisher.finish(computed, reused)
+}
+
+/// [`publish`] a batch of rows at a time: the rows go to a temporary file as they come, and appear (stage
+/// manifest and stamp, or part and marker) only on [`Publisher::finish`].
+pub struct Publisher<'a> {
+    env: &'a Env,
+    stage: Stage,
+    fingerprint: String,
+    writer: ManifestWriter,
+    target: PathBuf,
+}
+
+impl<'a> Publisher<'a> {
+    pub fn start(env: &'a Env, stage: Stage, fingerprint: &str) -> Result<Self> {
+        let target = match &env.partition {
+            None => env.workdir.manifest_path(stage.name()),
+            Some(p) => parts_dir(&env.workdir, stage, fingerprint).join(format!("{}.parquet", part_name(p))),
+        };
+        let writer = ManifestWriter::create(&target)?;
+        Ok(Self { env, stage, fingerprint: fingerprint.to_string(), writer, target })
+    }
+
+    /// Appends rows, in the manifest's canonical order.
+    pub fn push(&mut self, df: DataFrame) -> Result<()> {
+        self.writer.push(df)
+    }
+
+    pub fn finish(self, computed: u64, reused: u64) -> Result<PathBuf> {
+        let Self { env, stage, fingerprint, writer, target } = self;
+        let Some(p) = &env.partition else {
+            publish_written(&env.workdir, stage.name(), writer, &fingerprint)?;
+            return Ok(target);
+        };
+        let rows = writer.finish()?;
+        let marker = Marker { index: p.index, count: p.count, origin: p.origin.clone(), rows, computed, reused };
+        let dir = parts_dir(&env.workdir, stage, &fingerprint);
+        atomic_write(
+            &dir.join(format!("{}.done.json", part_name(p))),
+            serde_json::to_string_pretty(&marker)?.as_bytes(),
+        )?;
+        Ok(target)
+    }
 }
 
 /// The parts of `stage` under `fingerprint`: None when there are none; else the partition count and the indices

@@ -28,6 +28,7 @@ mod partitions;
 mod run_train;
 mod slurm;
 mod stats_verify;
+mod streaming;
 mod tensorboard;
 mod train_run;
 mod upscale;

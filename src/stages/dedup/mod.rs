@@ -75,7 +75,7 @@ mod reuse;
 
 use crate::env::Env;
 use crate::manifest::columns::{col, frame};
-use crate::manifest::{measure_columns, publish_stage, read_items, Item, Upstream};
+use crate::manifest::{measure_columns, publish_written, read_items, Item, ManifestWriter, Upstream, ROW_GROUP};
 use crate::manifest::{status_column, Status};
 use crate::measure::Measures;
 use crate::named::Named;
@@ -142,8 +142,7 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
         Some(near) => group_reusing_pairs(env, inputs, &items, &measures, near)?,
         None => (group_with(&items, &measures, None::<fn(&[&Measures]) -> Vec<(u32, u32)>>), None),
     };
-    let mut df = manifest_frame(&items, &measures, &verdicts)?;
-    publish_stage(&env.workdir, Stage::Dedup.name(), &mut df, fingerprint)?;
+    publish(env, &items, &measures, &verdicts, fingerprint)?;
     summarize(&mut summary, env, inputs, &items, &verdicts);
     if let Some(reuse) = reuse {
         summary
@@ -197,32 +196,53 @@ fn measures_of(items: &[Item]) -> Result<Vec<&Measures>> {
         .collect()
 }
 
-fn manifest_frame(items: &[Item], measures: &[&Measures], verdicts: &[Verdict]) -> Result<polars::prelude::DataFrame> {
+/// Writes the manifest a row group at a time, so that no second copy of every row is held as a frame.
+fn publish(env: &Env, items: &[Item], measures: &[&Measures], verdicts: &[Verdict], fingerprint: &str) -> Result<()> {
+    let mut writer = ManifestWriter::create(&env.workdir.manifest_path(Stage::Dedup.name()))?;
+    let mut start = 0;
+    loop {
+        let rows = start..(start + ROW_GROUP).min(items.len());
+        writer.push(manifest_frame(items, measures, verdicts, rows.clone())?)?;
+        start = rows.end;
+        if start == items.len() {
+            break;
+        }
+    }
+    publish_written(&env.workdir, Stage::Dedup.name(), writer, fingerprint).map(drop)
+}
+
+/// The manifest's `rows` (a duplicate names its kept item, which may be in any row).
+fn manifest_frame(
+    items: &[Item],
+    measures: &[&Measures],
+    verdicts: &[Verdict],
+    rows: std::ops::Range<usize>,
+) -> Result<polars::prelude::DataFrame> {
     let duplicate = |i: usize| match &verdicts[i] {
         Verdict::Duplicate { of, kind, hamming } => Some((*of, *kind, *hamming)),
         Verdict::Ok => None,
     };
-    let n = items.len();
-    let status = (0..n).map(|i| if duplicate(i).is_some() { Status::Duplicate } else { Status::Ok });
-    let kind: Vec<Option<&str>> = (0..n).map(|i| duplicate(i).map(|d| d.1.name())).collect();
-    let strs = |f: fn(&Item) -> String| items.iter().map(f).collect::<Vec<_>>();
+    let status = rows.clone().map(|i| if duplicate(i).is_some() { Status::Duplicate } else { Status::Ok });
+    let kind: Vec<Option<&str>> = rows.clone().map(|i| duplicate(i).map(|d| d.1.name())).collect();
+    let part = &items[rows.clone()];
+    let strs = |f: fn(&Item) -> &str| part.iter().map(f).collect::<Vec<_>>();
     let mut columns = vec![
-        col("key", strs(|it| it.key.clone())),
-        col("source", strs(|it| it.source.clone())),
-        col("source_index", items.iter().map(|it| it.source_index).collect::<Vec<u32>>()),
-        col("path", strs(|it| it.path.clone())),
-        col("already_cropped", items.iter().map(|it| it.already_cropped).collect::<Vec<Option<bool>>>()),
-        col("object", strs(|it| it.object.clone())),
-        col("width", items.iter().map(|it| it.width).collect::<Vec<u32>>()),
-        col("height", items.iter().map(|it| it.height).collect::<Vec<u32>>()),
+        col("key", strs(|it| &it.key)),
+        col("source", strs(|it| &it.source)),
+        col("source_index", part.iter().map(|it| it.source_index).collect::<Vec<u32>>()),
+        col("path", strs(|it| &it.path)),
+        col("already_cropped", part.iter().map(|it| it.already_cropped).collect::<Vec<Option<bool>>>()),
+        col("object", strs(|it| &it.object)),
+        col("width", part.iter().map(|it| it.width).collect::<Vec<u32>>()),
+        col("height", part.iter().map(|it| it.height).collect::<Vec<u32>>()),
         status_column(status),
         col("reason", kind.clone()),
-        col("duplicate_of", (0..n).map(|i| duplicate(i).map(|d| items[d.0].key.clone())).collect::<Vec<_>>()),
+        col("duplicate_of", rows.clone().map(|i| duplicate(i).map(|d| items[d.0].key.as_str())).collect::<Vec<_>>()),
         col("dup_kind", kind),
-        col("hamming", (0..n).map(|i| duplicate(i).and_then(|d| d.2)).collect::<Vec<Option<u32>>>()),
+        col("hamming", rows.clone().map(|i| duplicate(i).and_then(|d| d.2)).collect::<Vec<Option<u32>>>()),
     ];
-    columns.extend(measure_columns(measures.iter().map(|m| Some(*m))));
-    frame(n, columns)
+    columns.extend(measure_columns(measures[rows.clone()].iter().map(|m| Some(*m))));
+    frame(rows.len(), columns)
 }
 
 fn summarize(summary: &mut Summary, env: &Env, inputs: &Inputs, items: &[Item], verdicts: &[Verdict]) {

@@ -17,7 +17,7 @@ use super::rows::{Outcome, Row};
 use crate::cache;
 use crate::imageio::Limits;
 use crate::manifest::columns::{self, col, frame};
-use crate::manifest::{self, measure_columns, read_measures, Reason};
+use crate::manifest::{measure_columns, read_measures, ManifestWriter, Reason, RowGroups, ROW_GROUP};
 use crate::named::Named;
 use crate::workdir::Workdir;
 use anyhow::{bail, Result};
@@ -94,16 +94,18 @@ impl Index {
             parts.sort();
             paths.extend(parts);
         }
+        paths.retain(|p| p.exists());
         let mut by_origin: HashMap<(String, FileStamp), Vec<IndexRow>> = HashMap::new();
-        let mut seen = std::collections::HashSet::new();
-        for path in paths.iter().filter(|p| p.exists()) {
-            let rows = manifest::read_parquet(path).and_then(|df| index_rows(&df)).unwrap_or_else(|e| {
+        // The same row may be in the whole-run index and in a partition's (only then is there more than one file).
+        let mut seen = (paths.len() > 1).then(std::collections::HashSet::new);
+        for path in &paths {
+            let rows = index_file_rows(path).unwrap_or_else(|e| {
                 tracing::warn!("ignoring the ingest index {}: {e:#}", path.display());
                 Vec::new()
             });
             for row in rows.into_iter().filter(|r| r.limits == limits_tag) {
-                // The same row may be in the whole-run index and in a partition's.
-                if seen.insert((row.origin.clone(), row.stamp, row.ordinal, row.path.clone(), row.path_hex.clone())) {
+                let identity = || (row.origin.clone(), row.stamp, row.ordinal, row.path.clone(), row.path_hex.clone());
+                if seen.as_mut().is_none_or(|seen| seen.insert(identity())) {
                     by_origin.entry((row.origin.clone(), row.stamp)).or_default().push(row);
                 }
             }
@@ -138,11 +140,10 @@ impl Index {
 
     /// Saves the index of a whole run (and drops the partitions' indexes, which it covers), or of one partition.
     pub(super) fn save(workdir: &Workdir, rows: &[IndexRow], partition: Option<&str>) -> Result<()> {
-        let mut df = index_frame(rows)?;
         match partition {
-            Some(name) => manifest::write_parquet(&partitions_dir(workdir).join(format!("{name}.parquet")), &mut df),
+            Some(name) => write_index(&partitions_dir(workdir).join(format!("{name}.parquet")), rows),
             None => {
-                manifest::write_parquet(&index_path(workdir), &mut df)?;
+                write_index(&index_path(workdir), rows)?;
                 match fs::remove_dir_all(partitions_dir(workdir)) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
                     _ => Ok(()),
@@ -175,7 +176,7 @@ impl Checkpoints {
         }
         let rows: Vec<IndexRow> = rows.into_iter().map(|r| IndexRow { limits: self.limits.clone(), ..r }).collect();
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        manifest::write_parquet(&self.dir.join(format!("{}{n:06}.parquet", self.prefix)), &mut index_frame(&rows)?)
+        write_index(&self.dir.join(format!("{}{n:06}.parquet", self.prefix)), &rows)
     }
 
     /// Removes this run's progress files (its final index covers them).
@@ -191,11 +192,30 @@ impl Checkpoints {
     }
 }
 
-fn index_frame(rows: &[IndexRow]) -> Result<DataFrame> {
+/// Writes index rows a row group at a time (an index of a million files as one frame would be another copy).
+fn write_index(path: &std::path::Path, rows: &[IndexRow]) -> Result<()> {
     // Two sources naming the same folder or archive would record it twice.
     let mut seen = std::collections::HashSet::new();
     let rows: Vec<&IndexRow> =
         rows.iter().filter(|r| seen.insert((&r.origin, r.ordinal, &r.path, &r.path_hex))).collect();
+    drop(seen);
+    let mut writer = ManifestWriter::create(path)?;
+    for start in (0..rows.len().max(1)).step_by(ROW_GROUP) {
+        writer.push(index_frame(&rows[start..(start + ROW_GROUP).min(rows.len())])?)?;
+    }
+    writer.finish().map(drop)
+}
+
+/// The rows of one index file, a row group at a time.
+fn index_file_rows(path: &std::path::Path) -> Result<Vec<IndexRow>> {
+    let mut rows = Vec::new();
+    for group in RowGroups::open(path)? {
+        rows.extend(index_rows(&group?)?);
+    }
+    Ok(rows)
+}
+
+fn index_frame(rows: &[&IndexRow]) -> Result<DataFrame> {
     let strs = |f: fn(&IndexRow) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
     frame(
         rows.len(),

@@ -81,7 +81,7 @@ use crate::workdir::Workdir;
 use anyhow::Result;
 use index::{limits_tag, Checkpoints, Index};
 use listing::{Listing, Listings};
-use rows::{manifest_frame, sort_canonically, Outcome, Row};
+use rows::{manifest_frames, sort_canonically, Outcome, Row};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -168,9 +168,12 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     Index::save(&env.workdir, &new_index, env.partition.as_ref().map(parts::part_name).as_deref())?;
     stats.checkpoints.clear()?;
     sort_canonically(&mut rows);
-    let mut df = manifest_frame(&inputs.sources, &rows)?;
+    let mut publisher = parts::Publisher::start(env, Stage::Ingest, fingerprint)?;
+    for frame in manifest_frames(&inputs.sources, &rows) {
+        publisher.push(frame?)?;
+    }
     let (decoded, reused) = (stats.decoded.load(Ordering::Relaxed), stats.reused.load(Ordering::Relaxed));
-    let published = parts::publish(env, Stage::Ingest, &mut df, fingerprint, decoded, reused)?;
+    let published = publisher.finish(decoded, reused)?;
     summarize(&mut summary, ctx, &rows, &stats);
     if let Some(p) = &env.partition {
         summary.fact("partition", p.describe());

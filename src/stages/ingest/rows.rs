@@ -1,7 +1,7 @@
 //! Manifest rows: what ingest learned about each file, their canonical order, unique keys and the manifest frame.
 use super::Source;
 use crate::manifest::columns::{col, frame};
-use crate::manifest::{measure_columns, Reason};
+use crate::manifest::{measure_columns, Reason, ROW_GROUP};
 use crate::manifest::{status_column, Status};
 use crate::measure::Measures;
 use crate::named::Named;
@@ -97,8 +97,20 @@ pub(super) fn assign_keys(sources: &[Source], rows: &[Row]) -> Vec<String> {
     keys.into_iter().map(|k| k.expect("every key assigned")).collect()
 }
 
-pub(super) fn manifest_frame(sources: &[Source], rows: &[Row]) -> Result<DataFrame> {
+/// The manifest, a row group at a time: one frame of every row at once would be another copy of them all.
+pub(super) fn manifest_frames<'a>(
+    sources: &'a [Source],
+    rows: &'a [Row],
+) -> impl Iterator<Item = Result<DataFrame>> + 'a {
     let keys = assign_keys(sources, rows);
+    let starts = (0..rows.len().max(1)).step_by(ROW_GROUP);
+    starts.map(move |start| {
+        let end = (start + ROW_GROUP).min(rows.len());
+        manifest_frame(sources, &rows[start..end], &keys[start..end])
+    })
+}
+
+fn manifest_frame(sources: &[Source], rows: &[Row], keys: &[String]) -> Result<DataFrame> {
     let pick = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
     let names: Vec<String> = rows.iter().map(|r| sources[r.source_index as usize].name.clone()).collect();
     let cropped: Vec<bool> = rows.iter().map(|r| sources[r.source_index as usize].already_cropped).collect();
@@ -107,7 +119,7 @@ pub(super) fn manifest_frame(sources: &[Source], rows: &[Row]) -> Result<DataFra
     frame(
         rows.len(),
         vec![
-            col("key", keys),
+            col("key", keys.to_vec()),
             col("source", names),
             col("source_index", rows.iter().map(|r| r.source_index).collect::<Vec<u32>>()),
             col("path", rows.iter().map(|r| r.path.clone()).collect::<Vec<_>>()),
