@@ -102,11 +102,17 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Like [`atomic_write`] but lets the caller stream into the temp file.
-pub fn atomic_write_with(path: &Path, fill: impl FnOnce(&mut fs::File) -> Result<()>) -> Result<()> {
-    let dir = path.parent().context("atomic_write: path has no parent")?;
+/// `.<name>.<pid>.tmp` in `path`'s folder (created if missing): written there, then renamed over `path` (a
+/// rename within one folder is atomic, also on the shared file systems the workdir may live on).
+pub fn temp_path_beside(path: &Path) -> Result<PathBuf> {
+    let dir = path.parent().context("atomic write: the path has no parent folder")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path.file_name().context("atomic_write: path has no file name")?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let name = path.file_name().context("atomic write: the path has no file name")?.to_string_lossy();
+    Ok(dir.join(format!(".{name}.{}.tmp", std::process::id())))
+}
+
+pub fn atomic_write_with(path: &Path, fill: impl FnOnce(&mut fs::File) -> Result<()>) -> Result<()> {
+    let tmp = temp_path_beside(path)?;
     let result = (|| {
         let mut file = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         fill(&mut file)?;

@@ -10,7 +10,7 @@ mod stream;
 
 pub use item::{item_batches, measure_columns, read_items, read_measures, Item, ItemBatches, MEASURE_COLUMNS};
 pub use status::{status_column, Reason, Status};
-pub use stream::{ManifestWriter, RowGroups, ROW_GROUP};
+pub use stream::{row_group_ranges, ManifestWriter, RowGroups, ROW_GROUP};
 
 use crate::workdir::{atomic_write, Workdir};
 use anyhow::{Context, Result};
@@ -72,11 +72,15 @@ pub struct Stamp {
 }
 
 pub fn file_blake3(path: &Path) -> Result<String> {
-    let mut hasher = blake3::Hasher::new();
-    // Read, not memory-mapped: a mapped manifest's pages would count in the process's resident memory (a
-    // million-row manifest is ~700 MB), though the stage itself never holds them.
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    hasher.update_reader(file).with_context(|| format!("cannot hash {}", path.display()))?;
+    reader_blake3(file).with_context(|| format!("cannot hash {}", path.display()))
+}
+
+/// blake3 hex of everything `reader` yields. Read, not memory-mapped: a mapped manifest's pages would count in the
+/// process's resident memory (a million-row manifest is ~700 MB), though the stage itself never holds them.
+fn reader_blake3(reader: impl std::io::Read) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(reader)?;
     Ok(hasher.finalize().to_hex().to_string())
 }
 

@@ -4,8 +4,8 @@
 //! shorter), whatever batches the stage hands it: the file's bytes depend on its rows only, never on how a stage
 //! chunked its work, its thread count or the number of partitions. [`RowGroups`] reads one back a row group at a
 //! time, after checking that the file is the one the reading stage's fingerprint names.
-use super::Upstream;
-use crate::workdir::Workdir;
+use super::{reader_blake3, Upstream};
+use crate::workdir::{temp_path_beside, Workdir};
 use anyhow::{anyhow, Context, Result};
 use polars::io::parquet::write::BatchedWriter;
 use polars::prelude::*;
@@ -16,6 +16,12 @@ use std::path::{Path, PathBuf};
 /// Rows per row group: what a streamed stage holds of its input (and of its output) at a time. 65,536 rows of
 /// the widest manifest (ingest's, with its measures) are about 60 MB in memory.
 pub const ROW_GROUP: usize = 65_536;
+
+/// The row ranges of `rows` rows cut into row groups; one empty range when there are none, since even an empty
+/// manifest is written from one (empty) frame, for its columns.
+pub fn row_group_ranges(rows: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..rows.max(1)).step_by(ROW_GROUP).map(move |start| start..(start + ROW_GROUP).min(rows))
+}
 
 /// Writes one Parquet manifest atomically (a temporary file renamed on [`ManifestWriter::finish`]; dropped
 /// unfinished, it leaves nothing), re-cutting whatever frames it is given into row groups of [`ROW_GROUP`] rows.
@@ -31,10 +37,7 @@ pub struct ManifestWriter {
 
 impl ManifestWriter {
     pub fn create(path: &Path) -> Result<Self> {
-        let dir = path.parent().context("a manifest path has a parent folder")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let name = path.file_name().context("a manifest path has a file name")?.to_string_lossy();
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let tmp = temp_path_beside(path)?;
         Ok(Self { path: path.to_path_buf(), tmp, writer: None, file: None, pending: None, rows: 0 })
     }
 
@@ -174,9 +177,7 @@ impl Upstream {
     pub fn row_groups(&self, workdir: &Workdir) -> Result<RowGroups> {
         let path = workdir.manifest_path(&self.stage);
         let mut file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(&mut file).with_context(|| format!("cannot read {}", path.display()))?;
-        if hasher.finalize().to_hex().as_str() != self.blake3 {
+        if reader_blake3(&mut file).with_context(|| format!("cannot read {}", path.display()))? != self.blake3 {
             anyhow::bail!(
                 "{} changed while this stage was starting (another process rewrote it): run the command again",
                 path.display()
@@ -246,6 +247,14 @@ mod tests {
         drop(writer);
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("empty.parquet")]);
+    }
+
+    #[test]
+    fn row_group_ranges_cover_every_row_once_and_an_empty_input_once() {
+        let ends = |rows| row_group_ranges(rows).map(|r| (r.start, r.end)).collect::<Vec<_>>();
+        assert_eq!(ends(0), [(0, 0)]);
+        assert_eq!(ends(ROW_GROUP), [(0, ROW_GROUP)]);
+        assert_eq!(ends(ROW_GROUP + 1), [(0, ROW_GROUP), (ROW_GROUP, ROW_GROUP + 1)]);
     }
 
     #[test]

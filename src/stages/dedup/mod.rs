@@ -75,7 +75,7 @@ mod reuse;
 
 use crate::env::Env;
 use crate::manifest::columns::{col, frame};
-use crate::manifest::{measure_columns, publish_written, read_items, Item, ManifestWriter, Upstream, ROW_GROUP};
+use crate::manifest::{measure_columns, publish_written, read_items, row_group_ranges, Item, ManifestWriter, Upstream};
 use crate::manifest::{status_column, Status};
 use crate::measure::Measures;
 use crate::named::Named;
@@ -199,14 +199,8 @@ fn measures_of(items: &[Item]) -> Result<Vec<&Measures>> {
 /// Writes the manifest a row group at a time, so that no second copy of every row is held as a frame.
 fn publish(env: &Env, items: &[Item], measures: &[&Measures], verdicts: &[Verdict], fingerprint: &str) -> Result<()> {
     let mut writer = ManifestWriter::create(&env.workdir.manifest_path(Stage::Dedup.name()))?;
-    let mut start = 0;
-    loop {
-        let rows = start..(start + ROW_GROUP).min(items.len());
-        writer.push(manifest_frame(items, measures, verdicts, rows.clone())?)?;
-        start = rows.end;
-        if start == items.len() {
-            break;
-        }
+    for rows in row_group_ranges(items.len()) {
+        writer.push(manifest_frame(items, measures, verdicts, rows)?)?;
     }
     publish_written(&env.workdir, Stage::Dedup.name(), writer, fingerprint).map(drop)
 }

@@ -17,7 +17,7 @@ use super::rows::{Outcome, Row};
 use crate::cache;
 use crate::imageio::Limits;
 use crate::manifest::columns::{self, col, frame};
-use crate::manifest::{measure_columns, read_measures, ManifestWriter, Reason, RowGroups, ROW_GROUP};
+use crate::manifest::{measure_columns, read_measures, row_group_ranges, ManifestWriter, Reason, RowGroups};
 use crate::named::Named;
 use crate::workdir::Workdir;
 use anyhow::{bail, Result};
@@ -200,8 +200,8 @@ fn write_index(path: &std::path::Path, rows: &[IndexRow]) -> Result<()> {
         rows.iter().filter(|r| seen.insert((&r.origin, r.ordinal, &r.path, &r.path_hex))).collect();
     drop(seen);
     let mut writer = ManifestWriter::create(path)?;
-    for start in (0..rows.len().max(1)).step_by(ROW_GROUP) {
-        writer.push(index_frame(&rows[start..(start + ROW_GROUP).min(rows.len())])?)?;
+    for range in row_group_ranges(rows.len()) {
+        writer.push(index_frame(&rows[range])?)?;
     }
     writer.finish().map(drop)
 }

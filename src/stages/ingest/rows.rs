@@ -1,7 +1,7 @@
 //! Manifest rows: what ingest learned about each file, their canonical order, unique keys and the manifest frame.
 use super::Source;
 use crate::manifest::columns::{col, frame};
-use crate::manifest::{measure_columns, Reason, ROW_GROUP};
+use crate::manifest::{measure_columns, row_group_ranges, Reason};
 use crate::manifest::{status_column, Status};
 use crate::measure::Measures;
 use crate::named::Named;
@@ -103,11 +103,7 @@ pub(super) fn manifest_frames<'a>(
     rows: &'a [Row],
 ) -> impl Iterator<Item = Result<DataFrame>> + 'a {
     let keys = assign_keys(sources, rows);
-    let starts = (0..rows.len().max(1)).step_by(ROW_GROUP);
-    starts.map(move |start| {
-        let end = (start + ROW_GROUP).min(rows.len());
-        manifest_frame(sources, &rows[start..end], &keys[start..end])
-    })
+    row_group_ranges(rows.len()).map(move |r| manifest_frame(sources, &rows[r.clone()], &keys[r]))
 }
 
 fn manifest_frame(sources: &[Source], rows: &[Row], keys: &[String]) -> Result<DataFrame> {
