@@ -77,7 +77,11 @@ impl Summary {
         self
     }
     pub fn reject(&mut self, reason: &str) {
-        *self.rejects.entry(reason.to_string()).or_default() += 1;
+        self.reject_n(reason, 1);
+    }
+    /// `n` rejections for `reason`.
+    pub fn reject_n(&mut self, reason: &str, n: u64) {
+        *self.rejects.entry(reason.to_string()).or_default() += n;
     }
     pub fn fact(&mut self, what: &str, value: impl ToString) -> &mut Self {
         self.facts.push((what.to_string(), value.to_string()));

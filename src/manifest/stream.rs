@@ -33,12 +33,20 @@ pub struct ManifestWriter {
     file: Option<File>,
     pending: Option<DataFrame>,
     rows: usize,
+    group_rows: usize,
 }
 
 impl ManifestWriter {
     pub fn create(path: &Path) -> Result<Self> {
+        Self::with_row_group(path, ROW_GROUP)
+    }
+
+    /// A writer of row groups of `group_rows` rows: for private files read back by many readers at once (an
+    /// external sort's runs), where a manifest's [`ROW_GROUP`] per reader would be too much to hold.
+    pub fn with_row_group(path: &Path, group_rows: usize) -> Result<Self> {
         let tmp = temp_path_beside(path)?;
-        Ok(Self { path: path.to_path_buf(), tmp, writer: None, file: None, pending: None, rows: 0 })
+        let (writer, file, pending, rows) = (None, None, None, 0);
+        Ok(Self { path: path.to_path_buf(), tmp, writer, file, pending, rows, group_rows: group_rows.max(1) })
     }
 
     /// Appends `df`'s rows; full row groups are written at once, the rest waits for more rows or `finish`.
@@ -51,9 +59,10 @@ impl ManifestWriter {
                 pending
             }
         };
-        while pending.height() >= ROW_GROUP {
-            self.write_group(pending.slice(0, ROW_GROUP))?;
-            pending = pending.slice(ROW_GROUP as i64, pending.height() - ROW_GROUP);
+        let group = self.group_rows;
+        while pending.height() >= group {
+            self.write_group(pending.slice(0, group))?;
+            pending = pending.slice(group as i64, pending.height() - group);
         }
         self.pending = Some(pending);
         Ok(())

@@ -138,38 +138,6 @@ fn every_kind_of_bad_input_is_a_row_with_its_reason() {
     assert_eq!(by_path(&rows, "big.png").blake3, None);
 }
 
-fn zip_bytes(entries: &[(&str, &[u8])], method: zip::CompressionMethod) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default().compression_method(method);
-    for (name, bytes) in entries {
-        if name.ends_with('/') {
-            zip.add_directory(name.trim_end_matches('/'), options).unwrap();
-        } else {
-            zip.start_file(*name, options).unwrap();
-            zip.write_all(bytes).unwrap();
-        }
-    }
-    zip.finish().unwrap().into_inner()
-}
-
-/// A tar with raw entry names (the tar crate's path setters refuse `..`, which is the point here).
-fn tar_bytes(entries: &[(&[u8], &[u8], tar::EntryType)]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, bytes, kind) in entries {
-        let mut header = tar::Header::new_gnu();
-        header.as_old_mut().name[..name.len()].copy_from_slice(name);
-        header.set_size(bytes.len() as u64);
-        header.set_entry_type(*kind);
-        header.set_mode(0o644);
-        if *kind == tar::EntryType::Symlink {
-            header.set_link_name("a.png").unwrap();
-        }
-        header.set_cksum();
-        builder.append(&header, *bytes).unwrap();
-    }
-    builder.into_inner().unwrap()
-}
-
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(bytes).unwrap();

@@ -19,6 +19,7 @@ mod gan_graphs;
 mod gan_runner;
 mod ingest;
 mod ingest_resume;
+mod ingest_spill;
 mod lock;
 mod locks;
 mod models;

@@ -4,6 +4,7 @@ use super::examine::examine;
 use super::index::{Index, IndexRow, KnownEntries};
 use super::listing::{os_bytes, ArchiveFile, ArchiveKind, FileStamp};
 use super::rows::{hex, path_identity, Outcome, Row};
+use super::sink::Sink;
 use super::{Ctx, Source, Stats, BATCH_BYTES, BATCH_ENTRIES};
 use crate::imageio::Limits;
 use crate::manifest::Reason;
@@ -20,22 +21,23 @@ pub(super) fn ingest_archive(
     source_index: u32,
     archive: &ArchiveFile,
     index: &Index,
-    new_index: &mut Vec<IndexRow>,
+    sink: &mut Sink<'_>,
     stats: &Stats,
-) -> Result<Vec<Row>> {
+) -> Result<()> {
     let origin = hex(&os_bytes(archive.path.as_os_str()));
     if let Some(found) = index.reuse_archive(&origin, archive.stamp, &ctx.env.workdir) {
-        let mine: Vec<IndexRow> = found.into_iter().filter(|e| ctx.owns(&e.row(source_index))).collect();
-        stats.reused.fetch_add(mine.len() as u64, Ordering::Relaxed);
-        let rows = mine.iter().map(|e| e.row(source_index)).collect();
-        new_index.extend(mine);
-        return Ok(rows);
+        for entry in found.into_iter().filter(|e| ctx.owns(&e.row(source_index))) {
+            stats.reused.fetch_add(1, Ordering::Relaxed);
+            sink.row(entry.row(source_index))?;
+            sink.remember(entry)?;
+        }
+        return Ok(());
     }
     let kind = match archive.kind {
         Ok(kind) => kind,
         Err((reason, ref detail)) => {
             let row = Row::new(source_index, b"", 0, Outcome::rejected(reason, detail.clone()));
-            return Ok(if ctx.owns(&row) { vec![row] } else { Vec::new() });
+            return if ctx.owns(&row) { sink.row(row) } else { Ok(()) };
         }
     };
     // A zip's entry count is known up front (the bar gets its length in `read_zip`); a tar's is not.
@@ -43,34 +45,34 @@ pub(super) fn ingest_archive(
         if kind == ArchiveKind::Zip { ctx.env.reporter.bar(0, "ingest") } else { ctx.env.reporter.spinner("ingest") };
     bar.set_message(format!("{} ({})", source.name, archive.path.display()));
     let known = index.archive_entries(&origin, archive.stamp, &ctx.env.workdir);
-    let mut batch = Batch::new(ctx, source_index, stats, bar.clone(), known, (origin.clone(), archive.stamp));
+    let identity = (origin.clone(), archive.stamp);
+    let mut batch = Batch::new(ctx, source_index, stats, bar.clone(), known, identity, sink);
     let opened = File::open(&archive.path);
     match (kind, opened) {
-        (_, Err(e)) => batch.archive_row(Reason::Unreadable, format!("cannot open the archive: {e}")),
+        (_, Err(e)) => batch.archive_row(Reason::Unreadable, format!("cannot open the archive: {e}"))?,
         (ArchiveKind::Zip, Ok(file)) => read_zip(file, &mut batch)?,
         (ArchiveKind::Tar, Ok(file)) => read_tar(BufReader::new(file), &mut batch)?,
         (ArchiveKind::TarGz, Ok(file)) => {
             read_tar(BufReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))), &mut batch)?
         }
     }
-    let (rows, total, unreadable) = batch.finish()?;
+    let (total, unreadable) = batch.finish()?;
     bar.finish_and_clear();
-    if !unreadable {
-        new_index.extend(rows.iter().map(|r| IndexRow::entry(origin.clone(), archive.stamp, r, total)));
-    }
-    Ok(rows)
+    sink.archive_done(origin, archive.stamp, (!unreadable).then_some(total));
+    Ok(())
 }
 
-/// Archive entries read so far, validated in parallel once enough bytes are buffered. In a partition, rows of
-/// other partitions are counted (the archive's total goes into the re-run index) but neither examined nor kept.
-pub(super) struct Batch<'a> {
+/// Archive entries read so far, validated in parallel once enough bytes are buffered; each row goes to the sink
+/// once its outcome is known. In a partition, rows of other partitions are counted (the archive's total goes into
+/// the re-run index) but neither examined nor kept.
+pub(super) struct Batch<'a, 's, 'k> {
     ctx: &'a Ctx<'a>,
     source_index: u32,
     stats: &'a Stats,
     bar: ProgressBar,
     pending: Vec<(Row, Vec<u8>)>,
     pending_bytes: usize,
-    rows: Vec<Row>,
+    sink: &'s mut Sink<'k>,
     /// Rows of the archive, this partition's or not.
     total: u32,
     /// The archive itself could not be opened (its outcome must not be remembered).
@@ -78,11 +80,11 @@ pub(super) struct Batch<'a> {
     budget: Budget,
     /// Outcomes of entries examined before (an interrupted or partitioned run): not examined again.
     known: KnownEntries,
-    /// The archive's identity in the re-run index, for progress files.
+    /// The archive's identity in the re-run index.
     origin: (String, FileStamp),
 }
 
-impl<'a> Batch<'a> {
+impl<'a, 's, 'k> Batch<'a, 's, 'k> {
     fn new(
         ctx: &'a Ctx<'a>,
         source_index: u32,
@@ -90,10 +92,11 @@ impl<'a> Batch<'a> {
         bar: ProgressBar,
         known: KnownEntries,
         origin: (String, FileStamp),
+        sink: &'s mut Sink<'k>,
     ) -> Self {
         let budget = Budget { limits: ctx.inputs.limits, used: 0 };
-        let (pending, rows, pending_bytes, total, unreadable) = (Vec::new(), Vec::new(), 0, 0, false);
-        Self { ctx, source_index, stats, bar, pending, pending_bytes, rows, total, unreadable, budget, known, origin }
+        let (pending, pending_bytes, total, unreadable) = (Vec::new(), 0, 0, false);
+        Self { ctx, source_index, stats, bar, pending, pending_bytes, sink, total, unreadable, budget, known, origin }
     }
 
     fn row(&self, path: (String, Option<String>), ordinal: u32, out: Outcome) -> Row {
@@ -107,17 +110,24 @@ impl<'a> Batch<'a> {
         self.ctx.owns(row)
     }
 
-    fn reject(&mut self, path: (String, Option<String>), ordinal: u32, out: Outcome) {
+    /// A kept row with its outcome: into the manifest and the re-run index (its row count comes at the end).
+    fn found(&mut self, row: Row) -> Result<()> {
+        self.sink.remember(IndexRow::entry(self.origin.0.clone(), self.origin.1, &row, 0))?;
+        self.sink.row(row)
+    }
+
+    fn reject(&mut self, path: (String, Option<String>), ordinal: u32, out: Outcome) -> Result<()> {
         let row = self.row(path, ordinal, out);
         if self.keeps(&row) {
-            self.rows.push(row);
+            self.found(row)?;
         }
+        Ok(())
     }
 
     /// A row about the archive itself (path "").
-    fn archive_row(&mut self, reason: Reason, detail: String) {
+    fn archive_row(&mut self, reason: Reason, detail: String) -> Result<()> {
         self.unreadable |= reason == Reason::Unreadable;
-        self.reject((String::new(), None), u32::MAX, Outcome::rejected(reason, detail));
+        self.reject((String::new(), None), u32::MAX, Outcome::rejected(reason, detail))
     }
 
     fn add(&mut self, path: (String, Option<String>), ordinal: u32, data: Vec<u8>) -> Result<()> {
@@ -128,8 +138,7 @@ impl<'a> Batch<'a> {
         if let Some(out) = self.known.remove(&(row.ordinal, row.path.clone(), row.path_hex.clone())) {
             self.stats.reused.fetch_add(1, Ordering::Relaxed);
             row.out = out;
-            self.rows.push(row);
-            return Ok(());
+            return self.found(row);
         }
         self.pending_bytes += data.len();
         self.pending.push((row, data));
@@ -144,20 +153,21 @@ impl<'a> Batch<'a> {
         let outcomes =
             self.pending.par_iter().map(|(_, data)| examine(data, ctx, stats)).collect::<Result<Vec<_>>>()?;
         let mut done = Vec::with_capacity(outcomes.len());
-        for ((mut row, _), out) in self.pending.drain(..).zip(outcomes) {
+        let pending = std::mem::take(&mut self.pending);
+        for ((mut row, _), out) in pending.into_iter().zip(outcomes) {
             row.out = out;
             // The archive's row count is not known yet (0): progress rows never make the archive complete.
             done.push(IndexRow::entry(self.origin.0.clone(), self.origin.1, &row, 0));
-            self.rows.push(row);
+            self.found(row)?;
         }
         self.pending_bytes = 0;
         self.stats.checkpoints.save(done)
     }
 
-    /// The rows kept, the archive's row count, and whether the archive itself was unreadable.
-    fn finish(mut self) -> Result<(Vec<Row>, u32, bool)> {
+    /// The archive's row count, and whether the archive itself was unreadable.
+    fn finish(mut self) -> Result<(u32, bool)> {
         self.flush()?;
-        Ok((self.rows, self.total, self.unreadable))
+        Ok((self.total, self.unreadable))
     }
 
     /// Reads one entry under the size caps, queueing it for validation or recording why it was not read.
@@ -169,15 +179,11 @@ impl<'a> Batch<'a> {
         r: &mut impl Read,
     ) -> Result<()> {
         if let Err((reason, detail)) = self.budget.admit(declared) {
-            self.reject(path, ordinal, Outcome::rejected(reason, detail).with_bytes(Some(declared)));
-            return Ok(());
+            return self.reject(path, ordinal, Outcome::rejected(reason, detail).with_bytes(Some(declared)));
         }
         match self.budget.read(r, declared) {
             Ok(data) => self.add(path, ordinal, data),
-            Err((reason, detail)) => {
-                self.reject(path, ordinal, Outcome::rejected(reason, detail));
-                Ok(())
-            }
+            Err((reason, detail)) => self.reject(path, ordinal, Outcome::rejected(reason, detail)),
         }
     }
 }
@@ -269,7 +275,7 @@ pub(super) fn read_zip(file: File, batch: &mut Batch) -> Result<()> {
     let mut zip = match zip::ZipArchive::new(BufReader::new(file)) {
         Ok(zip) => zip,
         Err(e) => {
-            batch.archive_row(Reason::CorruptArchive, format!("cannot read the zip directory: {e}"));
+            batch.archive_row(Reason::CorruptArchive, format!("cannot read the zip directory: {e}"))?;
             return Ok(());
         }
     };
@@ -279,7 +285,7 @@ pub(super) fn read_zip(file: File, batch: &mut Batch) -> Result<()> {
         let ordinal = i as u32;
         if let Some(why) = unsafe_entry_name(raw) {
             let (path, out) = unsafe_row(raw, why);
-            batch.reject(path, ordinal, out);
+            batch.reject(path, ordinal, out)?;
             continue;
         }
         let normalized = normalize_entry_name(raw, true);
@@ -290,7 +296,7 @@ pub(super) fn read_zip(file: File, batch: &mut Batch) -> Result<()> {
                 let msg = e.to_string().to_ascii_lowercase();
                 let unreadable = ["password", "not supported", "unsupported"].iter().any(|m| msg.contains(m));
                 let reason = if unreadable { Reason::Unreadable } else { Reason::Corrupt };
-                batch.reject(path_identity(&normalized, None), ordinal, Outcome::rejected(reason, e.to_string()));
+                batch.reject(path_identity(&normalized, None), ordinal, Outcome::rejected(reason, e.to_string()))?;
                 continue;
             }
         };
@@ -302,7 +308,7 @@ pub(super) fn read_zip(file: File, batch: &mut Batch) -> Result<()> {
         let decoded = entry.name().ok().map(|n| normalize_entry_name(n.as_bytes(), true));
         let path = path_identity(&normalized, decoded.map(|d| String::from_utf8_lossy(&d).into_owned()));
         if entry.is_symlink() {
-            batch.reject(path, ordinal, Outcome::rejected(Reason::NotAFile, "symlink entry (not followed)"));
+            batch.reject(path, ordinal, Outcome::rejected(Reason::NotAFile, "symlink entry (not followed)"))?;
             continue;
         }
         let declared = entry.size();
@@ -316,7 +322,7 @@ pub(super) fn read_tar(reader: impl Read, batch: &mut Batch) -> Result<()> {
     let entries = match archive.entries() {
         Ok(entries) => entries,
         Err(e) => {
-            batch.archive_row(Reason::CorruptArchive, format!("cannot read the tar: {e}"));
+            batch.archive_row(Reason::CorruptArchive, format!("cannot read the tar: {e}"))?;
             return Ok(());
         }
     };
@@ -325,7 +331,7 @@ pub(super) fn read_tar(reader: impl Read, batch: &mut Batch) -> Result<()> {
         let mut entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
-                batch.archive_row(Reason::CorruptArchive, format!("the tar breaks off after {i} entries: {e}"));
+                batch.archive_row(Reason::CorruptArchive, format!("the tar breaks off after {i} entries: {e}"))?;
                 break;
             }
         };
@@ -336,7 +342,7 @@ pub(super) fn read_tar(reader: impl Read, batch: &mut Batch) -> Result<()> {
         }
         if let Some(why) = unsafe_entry_name(&raw) {
             let (path, out) = unsafe_row(&raw, why);
-            batch.reject(path, ordinal, out);
+            batch.reject(path, ordinal, out)?;
             continue;
         }
         let normalized = normalize_entry_name(&raw, false);
@@ -345,18 +351,18 @@ pub(super) fn read_tar(reader: impl Read, batch: &mut Batch) -> Result<()> {
         }
         let path = path_identity(&normalized, None);
         if !(kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse()) {
-            batch.reject(path, ordinal, Outcome::rejected(Reason::NotAFile, format!("tar entry of type {kind:?}")));
+            batch.reject(path, ordinal, Outcome::rejected(Reason::NotAFile, format!("tar entry of type {kind:?}")))?;
             continue;
         }
         let declared = entry.size();
         // A tar can only be listed by streaming through it: once the budget is spent, stop.
         if batch.budget.used.saturating_add(declared) > batch.budget.limits.max_archive_bytes {
             let detail = batch.budget.exceeded(declared);
-            batch.reject(path, ordinal, Outcome::rejected(Reason::ArchiveBudgetExceeded, detail.clone()));
+            batch.reject(path, ordinal, Outcome::rejected(Reason::ArchiveBudgetExceeded, detail.clone()))?;
             batch.archive_row(
                 Reason::ArchiveBudgetExceeded,
                 format!("stopped reading: {detail}; later entries not listed"),
-            );
+            )?;
             break;
         }
         if declared > batch.budget.limits.max_file_bytes {

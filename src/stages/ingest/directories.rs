@@ -4,6 +4,7 @@ use super::examine::examine;
 use super::index::{Index, IndexRow};
 use super::listing::{os_bytes, DirFile, DirListing};
 use super::rows::{hex, Outcome, Row};
+use super::sink::Sink;
 use super::{checkpoint_files, Ctx, Source, Stats};
 use crate::manifest::Reason;
 use anyhow::Result;
@@ -18,23 +19,23 @@ pub(super) fn ingest_dir(
     source_index: u32,
     dir: &DirListing,
     index: &Index,
-    new_index: &mut Vec<IndexRow>,
+    sink: &mut Sink,
     stats: &Stats,
-) -> Result<Vec<Row>> {
-    let mut rows: Vec<Row> = dir
-        .problems
-        .iter()
-        .map(|(rel, out)| Row::new(source_index, rel, 0, out.clone()))
-        .filter(|row| ctx.owns(row))
-        .collect();
+) -> Result<()> {
+    for (rel, out) in &dir.problems {
+        let row = Row::new(source_index, rel, 0, out.clone());
+        if ctx.owns(&row) {
+            sink.row(row)?;
+        }
+    }
     let mut todo = Vec::new();
     for f in dir.files.iter().filter(|f| ctx.owns(&Row::new(source_index, &f.rel, 0, Outcome::default()))) {
         let origin = hex(&os_bytes(f.abs.as_os_str()));
         match index.reuse_file(&origin, f.stamp, &ctx.env.workdir) {
             Some(out) => {
                 stats.reused.fetch_add(1, Ordering::Relaxed);
-                new_index.push(IndexRow::file(origin, f, out.clone()));
-                rows.push(Row::new(source_index, &f.rel, 0, out));
+                sink.remember(IndexRow::file(origin, f, out.clone()))?;
+                sink.row(Row::new(source_index, &f.rel, 0, out))?;
             }
             None => todo.push((f, origin)),
         }
@@ -56,13 +57,15 @@ pub(super) fn ingest_dir(
             if out.reason != Some(Reason::Unreadable) {
                 done.push(IndexRow::file(origin.clone(), f, out.clone()));
             }
-            rows.push(Row::new(source_index, &f.rel, 0, out));
+            sink.row(Row::new(source_index, &f.rel, 0, out))?;
         }
         stats.checkpoints.save(done.clone())?;
-        new_index.extend(done);
+        for entry in done {
+            sink.remember(entry)?;
+        }
     }
     bar.finish_and_clear();
-    Ok(rows)
+    Ok(())
 }
 
 fn read_and_examine(f: &DirFile, ctx: &Ctx<'_>, stats: &Stats) -> Result<Outcome> {

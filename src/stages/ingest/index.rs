@@ -13,12 +13,12 @@
 //! what it had not finished. A finished whole run replaces all of these files by its index; a finished partition
 //! removes its own progress files.
 use super::listing::{DirFile, FileStamp};
-use super::rows::{Outcome, Row};
+use super::rows::{outcome_columns, read_outcomes, Outcome, Row};
+use super::spill::Spillable;
 use crate::cache;
 use crate::imageio::Limits;
 use crate::manifest::columns::{self, col, frame};
-use crate::manifest::{measure_columns, read_measures, row_group_ranges, ManifestWriter, Reason, RowGroups};
-use crate::named::Named;
+use crate::manifest::{ManifestWriter, RowGroups, ROW_GROUP};
 use crate::workdir::Workdir;
 use anyhow::{bail, Result};
 use polars::prelude::DataFrame;
@@ -139,7 +139,11 @@ impl Index {
     }
 
     /// Saves the index of a whole run (and drops the partitions' indexes, which it covers), or of one partition.
-    pub(super) fn save(workdir: &Workdir, rows: &[IndexRow], partition: Option<&str>) -> Result<()> {
+    pub(super) fn save(
+        workdir: &Workdir,
+        rows: impl Iterator<Item = Result<IndexRow>>,
+        partition: Option<&str>,
+    ) -> Result<()> {
         match partition {
             Some(name) => write_index(&partitions_dir(workdir).join(format!("{name}.parquet")), rows),
             None => {
@@ -174,9 +178,10 @@ impl Checkpoints {
         if rows.is_empty() {
             return Ok(());
         }
-        let rows: Vec<IndexRow> = rows.into_iter().map(|r| IndexRow { limits: self.limits.clone(), ..r }).collect();
+        let mut rows: Vec<IndexRow> = rows.into_iter().map(|r| IndexRow { limits: self.limits.clone(), ..r }).collect();
+        rows.sort_by(Spillable::order);
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        write_index(&self.dir.join(format!("{}{n:06}.parquet", self.prefix)), &rows)
+        write_index(&self.dir.join(format!("{}{n:06}.parquet", self.prefix)), rows.into_iter().map(Ok))
     }
 
     /// Removes this run's progress files (its final index covers them).
@@ -192,16 +197,28 @@ impl Checkpoints {
     }
 }
 
-/// Writes index rows a row group at a time (an index of a million files as one frame would be another copy).
-fn write_index(path: &std::path::Path, rows: &[IndexRow]) -> Result<()> {
-    // Two sources naming the same folder or archive would record it twice.
-    let mut seen = std::collections::HashSet::new();
-    let rows: Vec<&IndexRow> =
-        rows.iter().filter(|r| seen.insert((&r.origin, r.ordinal, &r.path, &r.path_hex))).collect();
-    drop(seen);
+/// Writes index rows (in the index's order) a row group at a time. Two sources naming the same folder or archive
+/// record it twice: the repeats, adjacent in that order, are written once.
+fn write_index(path: &std::path::Path, rows: impl Iterator<Item = Result<IndexRow>>) -> Result<()> {
     let mut writer = ManifestWriter::create(path)?;
-    for range in row_group_ranges(rows.len()) {
-        writer.push(index_frame(&rows[range])?)?;
+    let mut group: Vec<IndexRow> = Vec::with_capacity(ROW_GROUP);
+    let (mut last, mut pushed) = (None, false);
+    for row in rows {
+        let row = row?;
+        let identity = Some((row.origin.clone(), row.ordinal, row.path.clone(), row.path_hex.clone()));
+        if identity == last {
+            continue;
+        }
+        last = identity;
+        group.push(row);
+        if group.len() == ROW_GROUP {
+            writer.push(index_frame(&group)?)?;
+            group.clear();
+            pushed = true;
+        }
+    }
+    if !group.is_empty() || !pushed {
+        writer.push(index_frame(&group)?)?;
     }
     writer.finish().map(drop)
 }
@@ -215,35 +232,21 @@ fn index_file_rows(path: &std::path::Path) -> Result<Vec<IndexRow>> {
     Ok(rows)
 }
 
-fn index_frame(rows: &[&IndexRow]) -> Result<DataFrame> {
-    let strs = |f: fn(&IndexRow) -> Option<String>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
-    frame(
-        rows.len(),
-        vec![
-            col("version", vec![INDEX_VERSION; rows.len()]),
-            col("origin", strs(|r| Some(r.origin.clone()))),
-            col("size", rows.iter().map(|r| r.stamp.size).collect::<Vec<u64>>()),
-            col("mtime_ns", rows.iter().map(|r| r.stamp.mtime_ns).collect::<Vec<i64>>()),
-            col("ctime_ns", rows.iter().map(|r| r.stamp.ctime_ns).collect::<Vec<i64>>()),
-            col("limits", strs(|r| Some(r.limits.clone()))),
-            col("ordinal", rows.iter().map(|r| r.ordinal).collect::<Vec<u32>>()),
-            col("path", strs(|r| Some(r.path.clone()))),
-            col("path_hex", strs(|r| r.path_hex.clone())),
-            col("origin_rows", rows.iter().map(|r| r.origin_rows).collect::<Vec<u32>>()),
-            col("bytes", rows.iter().map(|r| r.out.bytes).collect::<Vec<Option<u64>>>()),
-            col("blake3", strs(|r| r.out.blake3.clone())),
-            col("format", strs(|r| r.out.format.clone())),
-            col("width", rows.iter().map(|r| r.out.width).collect::<Vec<Option<u32>>>()),
-            col("height", rows.iter().map(|r| r.out.height).collect::<Vec<Option<u32>>>()),
-            col("color", strs(|r| r.out.color.clone())),
-            col("frames", rows.iter().map(|r| r.out.frames).collect::<Vec<Option<u32>>>()),
-            col("reason", rows.iter().map(|r| r.out.reason.map(|r| r.name())).collect::<Vec<_>>()),
-            col("error", strs(|r| r.out.error.clone())),
-        ]
-        .into_iter()
-        .chain(measure_columns(rows.iter().map(|r| r.out.measures.as_deref())))
-        .collect(),
-    )
+fn index_frame(rows: &[IndexRow]) -> Result<DataFrame> {
+    let strs = |f: fn(&IndexRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    let head = vec![
+        col("version", vec![INDEX_VERSION; rows.len()]),
+        col("origin", strs(|r| Some(r.origin.clone()))),
+        col("size", rows.iter().map(|r| r.stamp.size).collect::<Vec<u64>>()),
+        col("mtime_ns", rows.iter().map(|r| r.stamp.mtime_ns).collect::<Vec<i64>>()),
+        col("ctime_ns", rows.iter().map(|r| r.stamp.ctime_ns).collect::<Vec<i64>>()),
+        col("limits", strs(|r| Some(r.limits.clone()))),
+        col("ordinal", rows.iter().map(|r| r.ordinal).collect::<Vec<u32>>()),
+        col("path", strs(|r| Some(r.path.clone()))),
+        col("path_hex", strs(|r| r.path_hex.clone())),
+        col("origin_rows", rows.iter().map(|r| r.origin_rows).collect::<Vec<u32>>()),
+    ];
+    frame(rows.len(), head.into_iter().chain(outcome_columns(rows.iter().map(|r| &r.out))).collect())
 }
 
 /// An accepted row can be reused only while its cache object is still there, whole.
@@ -268,19 +271,11 @@ pub(super) fn index_rows(df: &DataFrame) -> Result<Vec<IndexRow>> {
         (columns::u64s(df, "size")?, columns::i64s(df, "mtime_ns")?, columns::i64s(df, "ctime_ns")?);
     let (ordinal, origin_rows) = (columns::u32s(df, "ordinal")?, columns::u32s(df, "origin_rows")?);
     let path_hex = columns::opt_strings(df, "path_hex")?;
-    let bytes = columns::opt_u64s(df, "bytes")?;
-    let (blake3, format, color) =
-        (columns::opt_strings(df, "blake3")?, columns::opt_strings(df, "format")?, columns::opt_strings(df, "color")?);
-    let (width, height, frames) =
-        (columns::opt_u32s(df, "width")?, columns::opt_u32s(df, "height")?, columns::opt_u32s(df, "frames")?);
-    let (reason, error) = (columns::opt_strings(df, "reason")?, columns::opt_strings(df, "error")?);
-    let reason = reason
+    let outcomes = read_outcomes(df)?;
+    Ok(outcomes
         .into_iter()
-        .map(|r| r.map(|r| r.parse::<Reason>().map_err(anyhow::Error::msg)).transpose())
-        .collect::<Result<Vec<_>>>()?;
-    let mut measures = read_measures(df)?;
-    Ok((0..df.height())
-        .map(|i| IndexRow {
+        .enumerate()
+        .map(|(i, out)| IndexRow {
             origin: origin[i].clone(),
             stamp: FileStamp { size: size[i], mtime_ns: mtime[i], ctime_ns: ctime[i] },
             limits: limits[i].clone(),
@@ -288,18 +283,25 @@ pub(super) fn index_rows(df: &DataFrame) -> Result<Vec<IndexRow>> {
             path: path[i].clone(),
             path_hex: path_hex[i].clone(),
             origin_rows: origin_rows[i],
-            out: Outcome {
-                bytes: bytes[i],
-                blake3: blake3[i].clone(),
-                format: format[i].clone(),
-                width: width[i],
-                height: height[i],
-                color: color[i].clone(),
-                frames: frames[i],
-                reason: reason[i],
-                measures: measures[i].take().map(std::sync::Arc::new),
-                error: error[i].clone(),
-            },
+            out,
         })
         .collect())
+}
+
+/// Index rows spill to disk in the index's own order: by origin, then entry.
+impl Spillable for IndexRow {
+    fn order(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.origin, self.ordinal, &self.path, &self.path_hex).cmp(&(
+            &other.origin,
+            other.ordinal,
+            &other.path,
+            &other.path_hex,
+        ))
+    }
+    fn to_frame(rows: &[Self]) -> Result<DataFrame> {
+        index_frame(rows)
+    }
+    fn from_frame(df: &DataFrame) -> Result<Vec<Self>> {
+        index_rows(df)
+    }
 }

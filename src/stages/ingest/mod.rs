@@ -70,6 +70,8 @@ mod examine;
 mod index;
 mod listing;
 mod rows;
+mod sink;
+mod spill;
 
 use crate::cache;
 use crate::env::Env;
@@ -79,11 +81,12 @@ use crate::report::Summary;
 use crate::stages::{parts, Plan, Stage};
 use crate::workdir::Workdir;
 use anyhow::Result;
+use examine::Seen;
 use index::{limits_tag, Checkpoints, Index};
 use listing::{Listing, Listings};
-use rows::{manifest_frames, sort_canonically, Outcome, Row};
+use rows::{publish_rows, Row};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use sink::Sink;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -146,35 +149,30 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     let limits_tag = limits_tag(&inputs.limits);
     let index = Index::load(&env.workdir, &limits_tag);
     let stats = Stats::new(&env.workdir, &limits_tag);
-    let mut new_index = Vec::new();
-    let mut rows = Vec::new();
+    let mut sink = Sink::new(&inputs.sources, &limits_tag);
     for (i, (source, listing)) in inputs.sources.iter().zip(&inputs.listing.0).enumerate() {
         let source_index = i as u32;
-        let found = match listing {
-            Listing::Dir(dir) => {
-                directories::ingest_dir(ctx, source, source_index, dir, &index, &mut new_index, &stats)?
-            }
-            Listing::Archive(a) => {
-                archives::ingest_archive(ctx, source, source_index, a, &index, &mut new_index, &stats)?
-            }
-        };
-        rows.extend(found);
+        match listing {
+            Listing::Dir(dir) => directories::ingest_dir(ctx, source, source_index, dir, &index, &mut sink, &stats)?,
+            Listing::Archive(a) => archives::ingest_archive(ctx, source, source_index, a, &index, &mut sink, &stats)?,
+        }
     }
+    drop(index);
     stats.new_objects.store(stats.writer.finish()?, Ordering::Relaxed);
     cache::sync_objects(&env.workdir)?;
-    for entry in &mut new_index {
-        entry.limits.clone_from(&limits_tag);
-    }
-    Index::save(&env.workdir, &new_index, env.partition.as_ref().map(parts::part_name).as_deref())?;
+    Index::save(&env.workdir, sink.take_index()?, env.partition.as_ref().map(parts::part_name).as_deref())?;
     stats.checkpoints.clear()?;
-    sort_canonically(&mut rows);
+    let (rows, keys, tally) = sink.into_rows()?;
     let mut publisher = parts::Publisher::start(env, Stage::Ingest, fingerprint)?;
-    for frame in manifest_frames(&inputs.sources, &rows) {
-        publisher.push(frame?)?;
-    }
+    publish_rows(&mut publisher, &inputs.sources, rows, keys)?;
     let (decoded, reused) = (stats.decoded.load(Ordering::Relaxed), stats.reused.load(Ordering::Relaxed));
     let published = publisher.finish(decoded, reused)?;
-    summarize(&mut summary, ctx, &rows, &stats);
+    summary.count("sources", inputs.sources.len() as u64);
+    tally.summarize(&mut summary);
+    summary
+        .count("images decoded", decoded)
+        .count("reused", reused)
+        .count("new objects", stats.new_objects.load(Ordering::Relaxed));
     if let Some(p) = &env.partition {
         summary.fact("partition", p.describe());
     }
@@ -187,8 +185,8 @@ struct Stats {
     reused: AtomicU64,
     new_objects: AtomicU64,
     writer: cache::ObjectWriter,
-    /// Outcomes by content hash, so repeated bytes are decoded and measured once per run.
-    seen: Mutex<HashMap<String, Outcome>>,
+    /// Recent outcomes by content hash, so repeated bytes are decoded and measured once.
+    seen: Mutex<Seen>,
     checkpoints: Checkpoints,
 }
 
@@ -202,26 +200,8 @@ impl Stats {
             reused: AtomicU64::new(0),
             new_objects: AtomicU64::new(0),
             writer: cache::ObjectWriter::new(workdir, OBJECT_WRITERS),
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::default()),
             checkpoints: Checkpoints::new(workdir, limits_tag),
         }
-    }
-}
-
-fn summarize(summary: &mut Summary, ctx: &Ctx<'_>, rows: &[Row], stats: &Stats) {
-    let accepted = rows.iter().filter(|r| r.out.is_ok()).count() as u64;
-    let unique: BTreeSet<&str> =
-        rows.iter().filter(|r| r.out.is_ok()).filter_map(|r| r.out.blake3.as_deref()).collect();
-    summary
-        .count("sources", ctx.inputs.sources.len() as u64)
-        .count("files", rows.len() as u64)
-        .count("accepted", accepted)
-        .count("rejected", rows.len() as u64 - accepted)
-        .count("unique images", unique.len() as u64)
-        .count("images decoded", stats.decoded.load(Ordering::Relaxed))
-        .count("reused", stats.reused.load(Ordering::Relaxed))
-        .count("new objects", stats.new_objects.load(Ordering::Relaxed));
-    for reason in rows.iter().filter_map(|r| r.out.reason) {
-        summary.reject(reason.name());
     }
 }

@@ -1,13 +1,15 @@
-//! Manifest rows: what ingest learned about each file, their canonical order, unique keys and the manifest frame.
+//! Manifest rows: what ingest learned about each file, their canonical order, unique keys and the manifest frames.
+use super::spill::Spillable;
 use super::Source;
-use crate::manifest::columns::{col, frame};
-use crate::manifest::{measure_columns, row_group_ranges, Reason};
+use crate::manifest::columns::{self, col, frame};
+use crate::manifest::{measure_columns, read_measures, Reason, ROW_GROUP};
 use crate::manifest::{status_column, Status};
 use crate::measure::Measures;
 use crate::named::Named;
+use crate::stages::parts::Publisher;
 use anyhow::Result;
-use polars::prelude::DataFrame;
-use std::collections::BTreeSet;
+use polars::prelude::{Column, DataFrame};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// What ingest learned about one file.
@@ -73,68 +75,189 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Canonical row order: (source_index, path, path_hex, entry order) — independent of listing order and threads.
-pub(super) fn sort_canonically(rows: &mut [Row]) {
-    rows.sort_by(|a, b| {
-        (a.source_index, &a.path, &a.path_hex, a.ordinal).cmp(&(b.source_index, &b.path, &b.path_hex, b.ordinal))
-    });
+pub(super) fn canonical_order(a: &Row, b: &Row) -> std::cmp::Ordering {
+    (a.source_index, &a.path, &a.path_hex, a.ordinal).cmp(&(b.source_index, &b.path, &b.path_hex, b.ordinal))
 }
 
-/// `<source>/<path>`, made unique with `#2`, `#3`, ... in canonical order for repeated names (a zip may hold the
-/// same entry name twice; distinct non-UTF-8 names may be equal once made lossy). Natural keys are reserved first,
-/// so a file really named `a.jpg#2` keeps its key.
-pub(super) fn assign_keys(sources: &[Source], rows: &[Row]) -> Vec<String> {
-    let base: Vec<String> =
-        rows.iter().map(|r| format!("{}/{}", sources[r.source_index as usize].name, r.path)).collect();
-    let mut used = BTreeSet::new();
-    let mut keys: Vec<Option<String>> = base.iter().map(|b| used.insert(b.clone()).then(|| b.clone())).collect();
-    for (key, base) in keys.iter_mut().zip(&base).filter(|(k, _)| k.is_none()) {
-        let mut n = 2;
-        while !used.insert(format!("{base}#{n}")) {
-            n += 1;
-        }
-        *key = Some(format!("{base}#{n}"));
+/// Rows spill to disk in canonical order, with their outcomes in the index's columns.
+impl Spillable for Row {
+    fn order(&self, other: &Self) -> std::cmp::Ordering {
+        canonical_order(self, other)
     }
-    keys.into_iter().map(|k| k.expect("every key assigned")).collect()
-}
 
-/// The manifest, a row group at a time: one frame of every row at once would be another copy of them all.
-pub(super) fn manifest_frames<'a>(
-    sources: &'a [Source],
-    rows: &'a [Row],
-) -> impl Iterator<Item = Result<DataFrame>> + 'a {
-    let keys = assign_keys(sources, rows);
-    row_group_ranges(rows.len()).map(move |r| manifest_frame(sources, &rows[r.clone()], &keys[r]))
-}
-
-fn manifest_frame(sources: &[Source], rows: &[Row], keys: &[String]) -> Result<DataFrame> {
-    let pick = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-    let names: Vec<String> = rows.iter().map(|r| sources[r.source_index as usize].name.clone()).collect();
-    let cropped: Vec<bool> = rows.iter().map(|r| sources[r.source_index as usize].already_cropped).collect();
-    let status = status_column(rows.iter().map(|r| Status::ok_if(r.out.is_ok())));
-    let object = pick(|r| r.out.blake3.clone().filter(|_| r.out.is_ok()));
-    frame(
-        rows.len(),
-        vec![
-            col("key", keys.to_vec()),
-            col("source", names),
+    fn to_frame(rows: &[Self]) -> Result<DataFrame> {
+        let head = vec![
             col("source_index", rows.iter().map(|r| r.source_index).collect::<Vec<u32>>()),
             col("path", rows.iter().map(|r| r.path.clone()).collect::<Vec<_>>()),
+            col("path_hex", rows.iter().map(|r| r.path_hex.clone()).collect::<Vec<_>>()),
+            col("ordinal", rows.iter().map(|r| r.ordinal).collect::<Vec<u32>>()),
+        ];
+        frame(rows.len(), head.into_iter().chain(outcome_columns(rows.iter().map(|r| &r.out))).collect())
+    }
+
+    fn from_frame(df: &DataFrame) -> Result<Vec<Self>> {
+        let (source_index, ordinal) = (columns::u32s(df, "source_index")?, columns::u32s(df, "ordinal")?);
+        let (path, path_hex) = (columns::strings(df, "path")?, columns::opt_strings(df, "path_hex")?);
+        let rows = source_index.into_iter().zip(path).zip(path_hex).zip(ordinal).zip(read_outcomes(df)?);
+        Ok(rows
+            .map(|((((source_index, path), path_hex), ordinal), out)| Row {
+                source_index,
+                path,
+                path_hex,
+                ordinal,
+                out,
+            })
+            .collect())
+    }
+}
+
+/// An outcome's columns, as the re-run index and spilled rows store them.
+pub(super) fn outcome_columns<'a>(outs: impl Iterator<Item = &'a Outcome> + Clone) -> Vec<Column> {
+    let strs = |f: fn(&Outcome) -> Option<String>| outs.clone().map(f).collect::<Vec<_>>();
+    vec![
+        col("bytes", outs.clone().map(|o| o.bytes).collect::<Vec<Option<u64>>>()),
+        col("blake3", strs(|o| o.blake3.clone())),
+        col("format", strs(|o| o.format.clone())),
+        col("width", outs.clone().map(|o| o.width).collect::<Vec<Option<u32>>>()),
+        col("height", outs.clone().map(|o| o.height).collect::<Vec<Option<u32>>>()),
+        col("color", strs(|o| o.color.clone())),
+        col("frames", outs.clone().map(|o| o.frames).collect::<Vec<Option<u32>>>()),
+        col("reason", outs.clone().map(|o| o.reason.map(|r| r.name())).collect::<Vec<_>>()),
+        col("error", strs(|o| o.error.clone())),
+    ]
+    .into_iter()
+    .chain(measure_columns(outs.map(|o| o.measures.as_deref())))
+    .collect()
+}
+
+/// The outcomes of [`outcome_columns`], read back.
+pub(super) fn read_outcomes(df: &DataFrame) -> Result<Vec<Outcome>> {
+    let bytes = columns::opt_u64s(df, "bytes")?;
+    let (blake3, format, color) =
+        (columns::opt_strings(df, "blake3")?, columns::opt_strings(df, "format")?, columns::opt_strings(df, "color")?);
+    let (width, height, frames) =
+        (columns::opt_u32s(df, "width")?, columns::opt_u32s(df, "height")?, columns::opt_u32s(df, "frames")?);
+    let (reason, error) = (columns::opt_strings(df, "reason")?, columns::opt_strings(df, "error")?);
+    let reason = reason
+        .into_iter()
+        .map(|r| r.map(|r| r.parse::<Reason>().map_err(anyhow::Error::msg)).transpose())
+        .collect::<Result<Vec<_>>>()?;
+    let mut measures = read_measures(df)?;
+    Ok((0..df.height())
+        .map(|i| Outcome {
+            bytes: bytes[i],
+            blake3: blake3[i].clone(),
+            format: format[i].clone(),
+            width: width[i],
+            height: height[i],
+            color: color[i].clone(),
+            frames: frames[i],
+            reason: reason[i],
+            measures: measures[i].take().map(Arc::new),
+            error: error[i].clone(),
+        })
+        .collect())
+}
+
+/// Keys, `<source>/<path>`, assigned as the rows stream by in canonical order, made unique with `#2`, `#3`, ...
+/// for repeated names (a zip may hold the same entry name twice; distinct non-UTF-8 names may be equal once made
+/// lossy). Natural keys are reserved first, so a file really named `a.jpg#2` keeps its key. A repeated name's
+/// rows are adjacent in canonical order (source names are unique and have no '/'), and a suffixed key can only
+/// collide with a natural key that ends in `#` and digits: those are all this needs to remember, noted while the
+/// rows were found.
+#[derive(Default)]
+pub(super) struct Keys {
+    suffixed_natural: HashSet<String>,
+    /// The (source_index, path) of the previous row, and the next suffix to try for it.
+    current: Option<(u32, String, u32)>,
+}
+
+impl Keys {
+    /// Remembers `row`'s natural key if it looks like a suffixed one; call for every row before [`Keys::assign`].
+    pub(super) fn note(&mut self, sources: &[Source], row: &Row) {
+        let base = natural_key(sources, row);
+        if base.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+            self.suffixed_natural.insert(base);
+        }
+    }
+
+    /// The key of the next row in canonical order.
+    pub(super) fn assign(&mut self, sources: &[Source], row: &Row) -> String {
+        let base = natural_key(sources, row);
+        match &mut self.current {
+            Some((source, path, next)) if *source == row.source_index && *path == row.path => loop {
+                let key = format!("{base}#{next}");
+                *next += 1;
+                if !self.suffixed_natural.contains(&key) {
+                    return key;
+                }
+            },
+            _ => {
+                self.current = Some((row.source_index, row.path.clone(), 2));
+                base
+            }
+        }
+    }
+}
+
+fn natural_key(sources: &[Source], row: &Row) -> String {
+    format!("{}/{}", sources[row.source_index as usize].name, row.path)
+}
+
+/// Writes the manifest from rows in canonical order, a row group at a time.
+pub(super) fn publish_rows(
+    publisher: &mut Publisher,
+    sources: &[Source],
+    rows: impl Iterator<Item = Result<Row>>,
+    mut keys: Keys,
+) -> Result<()> {
+    let mut batch: Vec<(String, Row)> = Vec::with_capacity(ROW_GROUP);
+    let mut pushed = false;
+    for row in rows {
+        let row = row?;
+        batch.push((keys.assign(sources, &row), row));
+        if batch.len() == ROW_GROUP {
+            publisher.push(manifest_frame(sources, &batch)?)?;
+            batch.clear();
+            pushed = true;
+        }
+    }
+    if !batch.is_empty() || !pushed {
+        publisher.push(manifest_frame(sources, &batch)?)?;
+    }
+    Ok(())
+}
+
+fn manifest_frame(sources: &[Source], keyed: &[(String, Row)]) -> Result<DataFrame> {
+    let rows = || keyed.iter().map(|(_, r)| r);
+    let pick = |f: fn(&Row) -> Option<String>| rows().map(f).collect::<Vec<_>>();
+    let names: Vec<String> = rows().map(|r| sources[r.source_index as usize].name.clone()).collect();
+    let cropped: Vec<bool> = rows().map(|r| sources[r.source_index as usize].already_cropped).collect();
+    let status = status_column(rows().map(|r| Status::ok_if(r.out.is_ok())));
+    let object = pick(|r| r.out.blake3.clone().filter(|_| r.out.is_ok()));
+    frame(
+        keyed.len(),
+        vec![
+            col("key", keyed.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()),
+            col("source", names),
+            col("source_index", rows().map(|r| r.source_index).collect::<Vec<u32>>()),
+            col("path", rows().map(|r| r.path.clone()).collect::<Vec<_>>()),
             col("path_hex", pick(|r| r.path_hex.clone())),
             col("already_cropped", cropped),
-            col("bytes", rows.iter().map(|r| r.out.bytes).collect::<Vec<Option<u64>>>()),
+            col("bytes", rows().map(|r| r.out.bytes).collect::<Vec<Option<u64>>>()),
             col("blake3", pick(|r| r.out.blake3.clone())),
             col("object", object),
             col("format", pick(|r| r.out.format.clone())),
-            col("width", rows.iter().map(|r| r.out.width).collect::<Vec<Option<u32>>>()),
-            col("height", rows.iter().map(|r| r.out.height).collect::<Vec<Option<u32>>>()),
+            col("width", rows().map(|r| r.out.width).collect::<Vec<Option<u32>>>()),
+            col("height", rows().map(|r| r.out.height).collect::<Vec<Option<u32>>>()),
             col("color", pick(|r| r.out.color.clone())),
-            col("frames", rows.iter().map(|r| r.out.frames).collect::<Vec<Option<u32>>>()),
+            col("frames", rows().map(|r| r.out.frames).collect::<Vec<Option<u32>>>()),
             status,
-            col("reason", rows.iter().map(|r| r.out.reason.map(|r| r.name())).collect::<Vec<_>>()),
+            col("reason", rows().map(|r| r.out.reason.map(|r| r.name())).collect::<Vec<_>>()),
             col("error", pick(|r| r.out.error.clone())),
         ]
         .into_iter()
-        .chain(measure_columns(rows.iter().map(|r| r.out.measures.as_deref())))
+        .chain(measure_columns(rows().map(|r| r.out.measures.as_deref())))
         .collect(),
     )
 }
@@ -142,6 +265,7 @@ fn manifest_frame(sources: &[Source], rows: &[Row], keys: &[String]) -> Result<D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn non_utf8_paths_keep_their_bytes_in_hex() {
@@ -158,8 +282,10 @@ mod tests {
             .iter()
             .map(|&(ord, p)| Row::new(0, p.as_bytes(), ord, Outcome::default()))
             .collect();
-        sort_canonically(&mut rows);
-        let keys = assign_keys(&sources, &rows);
+        rows.sort_by(canonical_order);
+        let mut keys = Keys::default();
+        rows.iter().for_each(|r| keys.note(&sources, r));
+        let keys: Vec<String> = rows.iter().map(|r| keys.assign(&sources, r)).collect();
         assert_eq!(keys, vec!["s/a.jpg", "s/a.jpg#3", "s/a.jpg#2", "s/b.jpg"]);
         let unique: BTreeSet<_> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len());

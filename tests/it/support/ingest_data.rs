@@ -5,6 +5,7 @@ use anime_pipe::manifest::columns;
 use anime_pipe::manifest::read_parquet;
 use anime_pipe::report::Summary;
 use image::{DynamicImage, ImageFormat, RgbImage};
+use std::io::Write;
 use std::path::Path;
 
 /// A context whose config is `yaml`, with relative paths resolved against `base`, working in `workdir`.
@@ -134,4 +135,37 @@ pub fn picture(w: u32, h: u32, seed: u64) -> RgbImage {
         }
         image::Rgb(c.map(|v| v.round().clamp(0.0, 255.0) as u8))
     })
+}
+
+/// A zip of (name, bytes) entries; a name ending in '/' is a directory entry.
+pub fn zip_bytes(entries: &[(&str, &[u8])], method: zip::CompressionMethod) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default().compression_method(method);
+    for (name, bytes) in entries {
+        if name.ends_with('/') {
+            zip.add_directory(name.trim_end_matches('/'), options).unwrap();
+        } else {
+            zip.start_file(*name, options).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// A tar with raw entry names (the tar crate's path setters refuse `..`, which is the point here).
+pub fn tar_bytes(entries: &[(&[u8], &[u8], tar::EntryType)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes, kind) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.set_size(bytes.len() as u64);
+        header.set_entry_type(*kind);
+        header.set_mode(0o644);
+        if *kind == tar::EntryType::Symlink {
+            header.set_link_name("a.png").unwrap();
+        }
+        header.set_cksum();
+        builder.append(&header, *bytes).unwrap();
+    }
+    builder.into_inner().unwrap()
 }
