@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Peak memory and time of ingest, dedup, clean and pack, two binaries side by side on the same generated images
+# Peak memory and time of ingest, dedup, clean, pack and an ingest re-run, two binaries side by side on the same generated images
 # (e.g. the commit before streamed manifests and after): each stage with /usr/bin/time, the two binaries alternating
 # stage by stage, each in its own workdir; then `anime-pipe diff` of the two workdirs (same rows in every manifest).
 #
@@ -35,6 +35,16 @@ for stage in ingest dedup clean pack; do
     done
     echo "$row |"
 done
+# Ingest again with nothing changed: every file's outcome comes from the re-run index.
+row="| $n | ingest (re-run)"
+for which in before after; do
+    bin=${!which}
+    /usr/bin/time -f "%e %M" -o "$root/time" "$bin" --json -q -j "$threads" \
+        --config "$root/sample/pipeline.yaml" --workdir "$root/$which" ingest >/dev/null
+    read -r s kb <"$root/time"
+    row+=" | $s | $((kb / 1024))"
+done
+echo "$row |"
 if "$after" diff "$root/before" "$root/after" >"$root/diff.txt"; then
     echo "anime-pipe diff: every manifest has the same rows" >&2
 else

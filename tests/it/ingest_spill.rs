@@ -8,8 +8,9 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// A folder (pictures in reverse name order, a repeated content, an empty file, a non-UTF-8 name) and a tar whose
-/// entry names repeat (`a.png` three times, next to a file really named `a.png#2`) out of name order.
+/// A folder (pictures in reverse name order, a repeated content, an empty file, a non-UTF-8 name), a tar whose
+/// entry names repeat (`a.png` three times, next to a file really named `a.png#2`) out of name order, and the
+/// folder's subfolder as a third source.
 fn sources(root: &Path) -> String {
     let folder = root.join("folder");
     fs::create_dir_all(folder.join("sub")).unwrap();
@@ -33,13 +34,21 @@ fn sources(root: &Path) -> String {
         (b"y.png", &pictures[7], regular),
     ];
     fs::write(root.join("pack.tar"), tar_bytes(&entries)).unwrap();
-    sources_yaml(&[("f", &folder), ("t", &root.join("pack.tar"))])
+    // The subfolder again as a source of its own: sources that overlap are read from the re-run index too.
+    sources_yaml(&[("f", &folder), ("t", &root.join("pack.tar")), ("s", &folder.join("sub"))])
 }
 
-/// Runs ingest in `workdir` with `env`; the manifest and the re-run index it wrote, or its error output.
-fn ingest(config: &Path, workdir: &Path, env: &[(&str, &Path)]) -> Result<(Vec<u8>, Vec<u8>), String> {
+/// What one ingest wrote: the manifest, the re-run index, and the summary's (images decoded, reused).
+struct Written {
+    manifest: Vec<u8>,
+    index: Vec<u8>,
+    decoded_reused: (u64, u64),
+}
+
+/// Runs ingest in `workdir` with `env`: what it wrote, or its error output.
+fn ingest(config: &Path, workdir: &Path, env: &[(&str, &Path)]) -> Result<Written, String> {
     let mut cmd = anime_pipe();
-    cmd.args(["-q", "-j", "2", "--workdir"]).arg(workdir).arg("--config").arg(config).arg("ingest");
+    cmd.args(["--json", "-q", "-j", "2", "--workdir"]).arg(workdir).arg("--config").arg(config).arg("ingest");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -48,7 +57,17 @@ fn ingest(config: &Path, workdir: &Path, env: &[(&str, &Path)]) -> Result<(Vec<u
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     let read = |p: &str| fs::read(workdir.join(p)).unwrap();
-    Ok((read("manifests/ingest.parquet"), read("cache/ingest-index.parquet")))
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |what: &str| {
+        let counts = summary["counts"].as_array().unwrap();
+        counts.iter().find(|c| c[0] == what).and_then(|c| c[1].as_u64()).unwrap()
+    };
+    let decoded_reused = (count("images decoded"), count("reused"));
+    Ok(Written {
+        manifest: read("manifests/ingest.parquet"),
+        index: read("cache/ingest-index.parquet"),
+        decoded_reused,
+    })
 }
 
 #[test]
@@ -62,12 +81,13 @@ fn ingest_through_runs_on_disk_writes_what_an_in_memory_ingest_writes() {
 
     let in_memory = ingest(&config, &tmp.path().join("memory"), &[]).unwrap();
     let through_runs = ingest(&config, &tmp.path().join("runs"), spilled).unwrap();
-    assert!(in_memory.0 == through_runs.0, "the same manifest bytes");
-    assert!(in_memory.1 == through_runs.1, "the same re-run index bytes");
+    assert!(in_memory.manifest == through_runs.manifest, "the same manifest bytes");
+    assert!(in_memory.index == through_runs.index, "the same re-run index bytes");
+    assert_eq!(in_memory.decoded_reused.1, 0);
     assert_eq!(fs::read_dir(&spill_dir).unwrap().count(), 0, "the runs are removed once merged");
 
     let rows = rows(&tmp.path().join("runs"), "ingest");
-    assert_eq!(rows.len(), 26 + 9);
+    assert_eq!(rows.len(), 26 + 9 + 23);
     let tar_keys: Vec<&str> = rows.iter().filter(|r| r.source == "t").map(|r| r.key.as_str()).collect();
     // Canonical order is by path then entry order; the third `a.png` skips `#2`, which a real file holds.
     assert_eq!(
@@ -75,9 +95,11 @@ fn ingest_through_runs_on_disk_writes_what_an_in_memory_ingest_writes() {
         ["t/a.png", "t/a.png#3", "t/a.png#4", "t/a.png#2", "t/b.png", "t/c.txt", "t/m.png", "t/y.png", "t/z.png"]
     );
 
-    // A re-run through runs reuses every file from the index it wrote, and writes the same manifest again.
+    // A re-run through runs reads every file's outcome from the index it wrote (the subfolder's files, visited
+    // twice, included), decodes nothing, and writes the same manifest and index again.
     let again = ingest(&config, &tmp.path().join("runs"), spilled).unwrap();
-    assert!(again == in_memory);
+    assert_eq!(again.decoded_reused, (0, 58));
+    assert!(again.manifest == in_memory.manifest && again.index == in_memory.index);
 }
 
 #[test]
@@ -87,7 +109,7 @@ fn an_ingest_that_cannot_write_its_runs_names_tmpdir() {
     fs::write(&config, sources(tmp.path())).unwrap();
     let missing = tmp.path().join("no-such-folder");
     let env: &[(&str, &Path)] = &[("ANIME_PIPE_INGEST_SPILL_ROWS", Path::new("4")), ("TMPDIR", &missing)];
-    let err = ingest(&config, &tmp.path().join("w"), env).unwrap_err();
+    let Err(err) = ingest(&config, &tmp.path().join("w"), env) else { panic!("ingest wrote its runs") };
     assert!(err.contains("TMPDIR"), "{err}");
     assert!(!tmp.path().join("w/manifests/ingest.parquet").exists(), "nothing published");
 }

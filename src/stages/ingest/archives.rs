@@ -20,7 +20,7 @@ pub(super) fn ingest_archive(
     source: &Source,
     source_index: u32,
     archive: &ArchiveFile,
-    index: &Index,
+    index: &mut Index,
     sink: &mut Sink<'_>,
     stats: &Stats,
 ) -> Result<()> {

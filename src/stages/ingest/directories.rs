@@ -18,7 +18,7 @@ pub(super) fn ingest_dir(
     source: &Source,
     source_index: u32,
     dir: &DirListing,
-    index: &Index,
+    index: &mut Index,
     sink: &mut Sink,
     stats: &Stats,
 ) -> Result<()> {

@@ -14,11 +14,11 @@
 //! removes its own progress files.
 use super::listing::{DirFile, FileStamp};
 use super::rows::{outcome_columns, read_outcomes, Outcome, Row};
-use super::spill::Spillable;
+use super::spill::{Sorted, Spill, Spillable};
 use crate::cache;
 use crate::imageio::Limits;
 use crate::manifest::columns::{self, col, frame};
-use crate::manifest::{ManifestWriter, RowGroups, ROW_GROUP};
+use crate::manifest::{ManifestWriter, RowGroups};
 use crate::workdir::Workdir;
 use anyhow::{bail, Result};
 use polars::prelude::DataFrame;
@@ -69,9 +69,16 @@ impl IndexRow {
 /// Outcomes of an archive's entries by (ordinal, path, path_hex).
 pub(super) type KnownEntries = HashMap<(u32, String, Option<String>), Outcome>;
 
-/// Rows by (origin, stamp): a file's or archive's outcomes as they were when it had that stamp.
+/// The index files' rows recorded under the current limits, read in the index's order as ingest asks for one
+/// origin after another: a merge join of the listing with the index, so a re-run holds one origin's rows (a
+/// file's, or an archive's entries) instead of every file's outcome. Sources are visited in origin order
+/// ([`visit_order`]); asking for an origin before the last one (sources that overlap) reads the index again.
 pub(super) struct Index {
-    by_origin: HashMap<(String, FileStamp), Vec<IndexRow>>,
+    paths: Vec<PathBuf>,
+    limits: String,
+    rows: Option<std::iter::Peekable<Sorted<IndexRow>>>,
+    /// The origin asked for last, and its rows (an archive is asked for twice: whole, then entry by entry).
+    last: Option<(String, Vec<IndexRow>)>,
 }
 
 pub(super) fn index_path(workdir: &Workdir) -> PathBuf {
@@ -83,9 +90,15 @@ fn partitions_dir(workdir: &Workdir) -> PathBuf {
     workdir.root().join("cache/ingest-index")
 }
 
+/// Index files merged as they are; past this many (a killed run's progress files) the rest are sorted through a
+/// spill, so the merge holds a bounded number of row groups.
+const MERGED_FILES: usize = 8;
+/// Rows per row group of an index file: what the merge holds of each file at a time (about 8 MB).
+const INDEX_GROUP: usize = 8192;
+
 impl Index {
-    /// Loads the rows recorded under the same limits, from the whole-run index and every partition's; a missing or
-    /// unreadable index is simply empty (it is only a cache).
+    /// The rows recorded under the same limits, in the whole-run index and every partition's and progress file; a
+    /// missing or unreadable index is simply empty (it is only a cache).
     pub(super) fn load(workdir: &Workdir, limits_tag: &str) -> Self {
         let mut paths = vec![index_path(workdir)];
         if let Ok(entries) = fs::read_dir(partitions_dir(workdir)) {
@@ -95,47 +108,67 @@ impl Index {
             paths.extend(parts);
         }
         paths.retain(|p| p.exists());
-        let mut by_origin: HashMap<(String, FileStamp), Vec<IndexRow>> = HashMap::new();
-        // The same row may be in the whole-run index and in a partition's (only then is there more than one file).
-        let mut seen = (paths.len() > 1).then(std::collections::HashSet::new);
-        for path in &paths {
-            let rows = index_file_rows(path).unwrap_or_else(|e| {
-                tracing::warn!("ignoring the ingest index {}: {e:#}", path.display());
-                Vec::new()
-            });
-            for row in rows.into_iter().filter(|r| r.limits == limits_tag) {
-                let identity = || (row.origin.clone(), row.stamp, row.ordinal, row.path.clone(), row.path_hex.clone());
-                if seen.as_mut().is_none_or(|seen| seen.insert(identity())) {
-                    by_origin.entry((row.origin.clone(), row.stamp)).or_default().push(row);
-                }
-            }
-        }
-        Self { by_origin }
+        Self { paths, limits: limits_tag.to_string(), rows: None, last: None }
     }
 
-    pub(super) fn reuse_file(&self, origin: &str, stamp: FileStamp, workdir: &Workdir) -> Option<Outcome> {
-        let row = self.by_origin.get(&(origin.to_string(), stamp))?.first()?;
+    /// The rows of `origin` (every stamp), reading on from where the last call stopped.
+    fn rows_of(&mut self, origin: &str) -> &[IndexRow] {
+        if self.last.as_ref().is_some_and(|(last, _)| last.as_str() == origin) {
+            return &self.last.as_ref().expect("checked").1;
+        }
+        if self.rows.is_none() || self.last.as_ref().is_some_and(|(last, _)| last.as_str() > origin) {
+            self.rows = Some(merged(&self.paths).peekable());
+        }
+        let rows = self.rows.as_mut().expect("opened above");
+        let mut found: Vec<IndexRow> = Vec::new();
+        let mut identities = std::collections::HashSet::new();
+        loop {
+            let row = match rows.peek() {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!("the ingest index stops being read here: {e:#}");
+                    self.rows = Some(Sorted::empty().peekable());
+                    break;
+                }
+                Some(Ok(row)) if row.origin.as_str() > origin => break,
+                Some(Ok(_)) => rows.next().expect("peeked").expect("peeked Ok"),
+            };
+            // The same row may be in the whole-run index and in a partition's: the first file's is kept.
+            let identity = (row.stamp, row.ordinal, row.path.clone(), row.path_hex.clone());
+            if row.origin == origin && row.limits == self.limits && identities.insert(identity) {
+                found.push(row);
+            }
+        }
+        &self.last.insert((origin.to_string(), found)).1
+    }
+
+    /// The rows of `origin` as it was with `stamp`.
+    fn stamped(&mut self, origin: &str, stamp: FileStamp) -> Vec<&IndexRow> {
+        self.rows_of(origin).iter().filter(|r| r.stamp == stamp).collect()
+    }
+
+    pub(super) fn reuse_file(&mut self, origin: &str, stamp: FileStamp, workdir: &Workdir) -> Option<Outcome> {
+        let row = *self.stamped(origin, stamp).first()?;
         object_intact(workdir, &row.out).then(|| row.out.clone())
     }
 
     /// The outcomes known for entries of the archive as it is now (by ordinal and path), whose objects are intact:
     /// entries an interrupted or partitioned run already examined.
-    pub(super) fn archive_entries(&self, origin: &str, stamp: FileStamp, workdir: &Workdir) -> KnownEntries {
-        let rows = self.by_origin.get(&(origin.to_string(), stamp)).map(Vec::as_slice).unwrap_or_default();
-        rows.iter()
+    pub(super) fn archive_entries(&mut self, origin: &str, stamp: FileStamp, workdir: &Workdir) -> KnownEntries {
+        self.stamped(origin, stamp)
+            .into_iter()
             .filter(|r| object_intact(workdir, &r.out))
             .map(|r| ((r.ordinal, r.path.clone(), r.path_hex.clone()), r.out.clone()))
             .collect()
     }
 
     /// Every row of the archive as it was with this stamp, when the index holds all of them, in entry order.
-    pub(super) fn reuse_archive(&self, origin: &str, stamp: FileStamp, workdir: &Workdir) -> Option<Vec<IndexRow>> {
-        let rows = self.by_origin.get(&(origin.to_string(), stamp))?;
-        let complete = rows.iter().all(|r| r.origin_rows as usize == rows.len());
+    pub(super) fn reuse_archive(&mut self, origin: &str, stamp: FileStamp, workdir: &Workdir) -> Option<Vec<IndexRow>> {
+        let rows = self.stamped(origin, stamp);
+        let complete = !rows.is_empty() && rows.iter().all(|r| r.origin_rows as usize == rows.len());
         let fresh = rows.iter().all(|r| object_intact(workdir, &r.out));
-        let mut rows = rows.clone();
-        rows.sort_by(|a, b| (a.ordinal, &a.path, &a.path_hex).cmp(&(b.ordinal, &b.path, &b.path_hex)));
-        (complete && fresh).then_some(rows)
+        // In the index's order, which is entry order within one origin.
+        (complete && fresh).then(|| rows.into_iter().cloned().collect())
     }
 
     /// Saves the index of a whole run (and drops the partitions' indexes, which it covers), or of one partition.
@@ -200,8 +233,8 @@ impl Checkpoints {
 /// Writes index rows (in the index's order) a row group at a time. Two sources naming the same folder or archive
 /// record it twice: the repeats, adjacent in that order, are written once.
 fn write_index(path: &std::path::Path, rows: impl Iterator<Item = Result<IndexRow>>) -> Result<()> {
-    let mut writer = ManifestWriter::create(path)?;
-    let mut group: Vec<IndexRow> = Vec::with_capacity(ROW_GROUP);
+    let mut writer = ManifestWriter::with_row_group(path, INDEX_GROUP)?;
+    let mut group: Vec<IndexRow> = Vec::with_capacity(INDEX_GROUP);
     let (mut last, mut pushed) = (None, false);
     for row in rows {
         let row = row?;
@@ -211,7 +244,7 @@ fn write_index(path: &std::path::Path, rows: impl Iterator<Item = Result<IndexRo
         }
         last = identity;
         group.push(row);
-        if group.len() == ROW_GROUP {
+        if group.len() == INDEX_GROUP {
             writer.push(index_frame(&group)?)?;
             group.clear();
             pushed = true;
@@ -223,13 +256,58 @@ fn write_index(path: &std::path::Path, rows: impl Iterator<Item = Result<IndexRo
     writer.finish().map(drop)
 }
 
-/// The rows of one index file, a row group at a time.
-fn index_file_rows(path: &std::path::Path) -> Result<Vec<IndexRow>> {
-    let mut rows = Vec::new();
-    for group in RowGroups::open(path)? {
-        rows.extend(index_rows(&group?)?);
+/// Every row of the index files, in the index's order. Files that are in order (checked on their key columns
+/// first, which is cheap beside their measures) are merged as they are, up to [`MERGED_FILES`]; the others, and
+/// files of older versions that wrote in listing order, are sorted through a spill. Unreadable files are skipped.
+fn merged(paths: &[PathBuf]) -> Sorted<IndexRow> {
+    let mut direct = Vec::new();
+    let mut spill = Spill::new("ingest-old-index");
+    for path in paths {
+        let result = match in_index_order(path) {
+            Ok(true) if direct.len() < MERGED_FILES => {
+                direct.push(path.clone());
+                Ok(())
+            }
+            Ok(_) => spill_file(path, &mut spill),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!("ignoring the ingest index {}: {e:#}", path.display());
+        }
     }
-    Ok(rows)
+    spill.sorted_with(&direct).unwrap_or_else(|e| {
+        tracing::warn!("ignoring the ingest index: {e:#}");
+        Sorted::empty()
+    })
+}
+
+/// Whether the file's rows are in the index's order (and of this version).
+fn in_index_order(path: &std::path::Path) -> Result<bool> {
+    let mut previous: Option<(String, u32, String, Option<String>)> = None;
+    for group in RowGroups::open(path)?.with_columns(&["version", "origin", "ordinal", "path", "path_hex"]) {
+        let group = group?;
+        if columns::strings(&group, "version")?.iter().any(|v| v != INDEX_VERSION) {
+            bail!("written by another version");
+        }
+        let (origin, ordinal) = (columns::strings(&group, "origin")?, columns::u32s(&group, "ordinal")?);
+        let (path, path_hex) = (columns::strings(&group, "path")?, columns::opt_strings(&group, "path_hex")?);
+        for key in origin.into_iter().zip(ordinal).zip(path).zip(path_hex).map(|(((o, n), p), h)| (o, n, p, h)) {
+            if previous.as_ref().is_some_and(|p| *p > key) {
+                return Ok(false);
+            }
+            previous = Some(key);
+        }
+    }
+    Ok(true)
+}
+
+fn spill_file(path: &std::path::Path, spill: &mut Spill<IndexRow>) -> Result<()> {
+    for group in RowGroups::open(path)? {
+        for row in index_rows(&group?)? {
+            spill.push(row)?;
+        }
+    }
+    Ok(())
 }
 
 fn index_frame(rows: &[IndexRow]) -> Result<DataFrame> {
@@ -303,5 +381,52 @@ impl Spillable for IndexRow {
     }
     fn from_frame(df: &DataFrame) -> Result<Vec<Self>> {
         index_rows(df)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Reason;
+
+    const STAMP: FileStamp = FileStamp { size: 1, mtime_ns: 2, ctime_ns: 3 };
+
+    /// A rejected row (its reuse needs no cache object) whose error names the file it was written to.
+    fn entry(origin: &str, ordinal: u32, origin_rows: u32, file: &str) -> IndexRow {
+        let (path, limits, out) = (format!("e{ordinal}"), "L".to_string(), Outcome::rejected(Reason::NotAnImage, file));
+        IndexRow { origin: origin.into(), stamp: STAMP, limits, ordinal, path, path_hex: None, origin_rows, out }
+    }
+
+    #[test]
+    fn the_index_is_read_as_a_merge_join_in_whatever_order_origins_are_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let workdir = Workdir::open(dir.path()).unwrap();
+        let rows = |rows: Vec<IndexRow>| rows.into_iter().map(Ok);
+        let whole = vec![entry("a", 0, 2, "whole"), entry("a", 1, 2, "whole"), entry("c", 0, 1, "whole")];
+        write_index(&index_path(&workdir), rows(whole)).unwrap();
+        let parts = partitions_dir(&workdir);
+        fs::create_dir_all(&parts).unwrap();
+        // A partition's index repeats c (the whole run's row is kept) and adds d.
+        let part = vec![entry("c", 0, 1, "part"), entry("d", 0, 1, "part")];
+        write_index(&parts.join("part-0000-of-0002.parquet"), rows(part)).unwrap();
+        // Out of the index's order, as older versions wrote progress files: sorted through a spill. Its g was
+        // recorded under other limits.
+        let mut old = ManifestWriter::create(&parts.join("progress-1-2-000000.parquet")).unwrap();
+        let other_limits = IndexRow { limits: "M".into(), ..entry("g", 0, 1, "old") };
+        old.push(index_frame(&[entry("f", 0, 1, "old"), entry("b", 0, 1, "old"), other_limits]).unwrap()).unwrap();
+        old.finish().unwrap();
+
+        let mut index = Index::load(&workdir, "L");
+        let mut file = |origin: &str| index.reuse_file(origin, STAMP, &workdir).and_then(|o| o.error);
+        let ascending: Vec<Option<String>> = ["a", "b", "bb", "c", "d", "f", "g"].map(&mut file).into();
+        let expected = [Some("whole"), Some("old"), None, Some("whole"), Some("part"), Some("old"), None];
+        assert_eq!(ascending, expected.map(|e| e.map(String::from)));
+        // Asked again, and backwards (sources that overlap): read again from the start.
+        assert_eq!(file("b").as_deref(), Some("old"));
+        assert_eq!(file("a").as_deref(), Some("whole"));
+        let archive = index.reuse_archive("a", STAMP, &workdir).expect("both rows of a: complete");
+        assert_eq!(archive.iter().map(|r| r.ordinal).collect::<Vec<_>>(), [0, 1]);
+        let changed = FileStamp { size: 9, ..STAMP };
+        assert!(index.reuse_file("c", changed, &workdir).is_none(), "another stamp: changed since");
     }
 }

@@ -206,6 +206,28 @@ pub(super) fn os_bytes(s: &std::ffi::OsStr) -> Vec<u8> {
 /// Every source's listing, in `sources:` order.
 pub struct Listings(pub(super) Vec<Listing>);
 
+impl Listing {
+    /// The smallest re-run index origin (hex of the absolute path) among this source's files, if any.
+    fn first_origin(&self) -> Option<String> {
+        let path = match self {
+            Listing::Dir(dir) => dir.files.first().map(|f| f.abs.as_os_str())?,
+            Listing::Archive(a) => a.path.as_os_str(),
+        };
+        Some(super::rows::hex(&os_bytes(path)))
+    }
+}
+
+impl Listings {
+    /// Source indices in the order of their files' origins, so the re-run index is read front to back (its rows
+    /// go to a sort either way: the order sources are visited in changes no output).
+    pub(super) fn visit_order(&self) -> Vec<usize> {
+        let mut order: Vec<(Option<String>, usize)> =
+            self.0.iter().enumerate().map(|(i, l)| (l.first_origin(), i)).collect();
+        order.sort();
+        order.into_iter().map(|(_, i)| i).collect()
+    }
+}
+
 /// A listing is an input of ingest through its digest: file names with sizes and timestamps, the problems found
 /// while listing, archives by size and timestamps, every field length-prefixed.
 impl Serialize for Listings {

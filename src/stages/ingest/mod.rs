@@ -147,14 +147,14 @@ pub fn run(env: &Env, inputs: &Inputs, fingerprint: &str) -> Result<Summary> {
     let mut summary = Summary::start(Stage::Ingest.name());
     let ctx = &Ctx { env, inputs };
     let limits_tag = limits_tag(&inputs.limits);
-    let index = Index::load(&env.workdir, &limits_tag);
+    let mut index = Index::load(&env.workdir, &limits_tag);
     let stats = Stats::new(&env.workdir, &limits_tag);
     let mut sink = Sink::new(&inputs.sources, &limits_tag);
-    for (i, (source, listing)) in inputs.sources.iter().zip(&inputs.listing.0).enumerate() {
-        let source_index = i as u32;
-        match listing {
-            Listing::Dir(dir) => directories::ingest_dir(ctx, source, source_index, dir, &index, &mut sink, &stats)?,
-            Listing::Archive(a) => archives::ingest_archive(ctx, source, source_index, a, &index, &mut sink, &stats)?,
+    for i in inputs.listing.visit_order() {
+        let (source, source_index, index) = (&inputs.sources[i], i as u32, &mut index);
+        match &inputs.listing.0[i] {
+            Listing::Dir(dir) => directories::ingest_dir(ctx, source, source_index, dir, index, &mut sink, &stats)?,
+            Listing::Archive(a) => archives::ingest_archive(ctx, source, source_index, a, index, &mut sink, &stats)?,
         }
     }
     drop(index);

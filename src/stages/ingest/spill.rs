@@ -20,7 +20,7 @@ use std::path::PathBuf;
 const RUN_ROWS: usize = 1 << 17;
 /// Rows per row group of a run: what the merge holds of each run at a time (about 2 MB), so 10M rows (77 runs)
 /// merge in about 150 MB.
-const RUN_GROUP: usize = 2048;
+pub(super) const RUN_GROUP: usize = 2048;
 
 /// A row that can be spilled: its order, and its frame codec.
 pub(super) trait Spillable: Sized + Send {
@@ -86,11 +86,17 @@ impl<T: Spillable> Spill<T> {
     }
 
     /// Every row pushed, in order (rows that compare equal come in the order they were pushed).
-    pub(super) fn sorted(mut self) -> Result<Sorted<T>> {
+    pub(super) fn sorted(self) -> Result<Sorted<T>> {
+        self.sorted_with(&[])
+    }
+
+    /// Every row pushed merged with the rows of `files`, each already in order and in this row type's frames
+    /// (read a row group at a time). Rows that compare equal come from the files first, in the order given.
+    pub(super) fn sorted_with(mut self, files: &[PathBuf]) -> Result<Sorted<T>> {
         // A stable sort: equal rows keep their push order, as they do across runs (earlier run first).
         self.held.par_sort_by(T::order);
-        let mut sources: Vec<Run<T>> = Vec::with_capacity(self.runs.len() + 1);
-        for path in &self.runs {
+        let mut sources: Vec<Run<T>> = Vec::with_capacity(files.len() + self.runs.len() + 1);
+        for path in files.iter().chain(&self.runs) {
             sources.push(Run { groups: Some(RowGroups::open(path)?), current: Vec::new().into_iter() });
         }
         sources.push(Run { groups: None, current: std::mem::take(&mut self.held).into_iter() });
@@ -156,6 +162,11 @@ pub(super) struct Sorted<T: Spillable> {
 }
 
 impl<T: Spillable> Sorted<T> {
+    /// A merge of nothing.
+    pub(super) fn empty() -> Self {
+        Self { heap: BinaryHeap::new(), runs: Vec::new(), _dir: None }
+    }
+
     fn refill(&mut self, run: usize) -> Result<()> {
         if let Some(row) = self.runs[run].next()? {
             self.heap.push(Head { row, run });
