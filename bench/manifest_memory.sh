@@ -5,6 +5,7 @@
 #
 #   bench/manifest_memory.sh BEFORE_BIN AFTER_BIN [N]    # N generated images (default 100000)
 #   THREADS=2 KEEP=1 bench/manifest_memory.sh ...        # threads (default: all cores); KEEP=1 keeps the folders
+#   STAGES="ingest" bench/manifest_memory.sh ...         # only these stages (default: ingest dedup clean pack)
 #
 # Data: bench/scale_data.py (N distinct small JPEGs, 48-96 px, as in bench/scale.sh). Prints a Markdown table.
 set -euo pipefail
@@ -24,7 +25,7 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 
 echo "| items | stage | before: s | before: peak MB | after: s | after: peak MB |"
 echo "|---|---|---|---|---|---|"
-for stage in ingest dedup clean pack; do
+for stage in ${STAGES:-ingest dedup clean pack}; do
     row="| $n | $stage"
     for which in before after; do
         bin=${!which}

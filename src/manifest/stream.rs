@@ -34,6 +34,7 @@ pub struct ManifestWriter {
     pending: Option<DataFrame>,
     rows: usize,
     group_rows: usize,
+    compression: ParquetCompression,
 }
 
 impl ManifestWriter {
@@ -46,7 +47,16 @@ impl ManifestWriter {
     pub fn with_row_group(path: &Path, group_rows: usize) -> Result<Self> {
         let tmp = temp_path_beside(path)?;
         let (writer, file, pending, rows) = (None, None, None, 0);
-        Ok(Self { path: path.to_path_buf(), tmp, writer, file, pending, rows, group_rows: group_rows.max(1) })
+        let (group_rows, compression) = (group_rows.max(1), ParquetCompression::Zstd(None));
+        Ok(Self { path: path.to_path_buf(), tmp, writer, file, pending, rows, group_rows, compression })
+    }
+
+    /// A writer for a scratch file read back once and deleted (an external sort's run): LZ4 rather than zstd,
+    /// since such a file gains little from being smaller and is written and read in the middle of a run.
+    pub fn scratch(path: &Path, group_rows: usize) -> Result<Self> {
+        let mut writer = Self::with_row_group(path, group_rows)?;
+        writer.compression = ParquetCompression::Lz4Raw;
+        Ok(writer)
     }
 
     /// Appends `df`'s rows; full row groups are written at once, the rest waits for more rows or `finish`.
@@ -92,7 +102,7 @@ impl ManifestWriter {
             // The writer cannot hand its file back, so a second handle syncs it.
             self.file = Some(file.try_clone()?);
             let writer = ParquetWriter::new(file)
-                .with_compression(ParquetCompression::Zstd(None))
+                .with_compression(self.compression)
                 .with_statistics(StatisticsOptions::default())
                 .batched(group.schema())
                 .map_err(|e| self.error(e))?;

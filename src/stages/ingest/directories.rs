@@ -37,7 +37,8 @@ pub(super) fn ingest_dir(
                 sink.remember(IndexRow::file(origin, f, out.clone()))?;
                 sink.row(Row::new(source_index, &f.rel, 0, out))?;
             }
-            None => todo.push((f, origin)),
+            // Only the file: its origin (~2 bytes a path byte) is made again when it is examined.
+            None => todo.push(f),
         }
     }
     let bar = ctx.env.reporter.bar(todo.len() as u64, "ingest");
@@ -46,16 +47,16 @@ pub(super) fn ingest_dir(
     for chunk in todo.chunks(checkpoint_files()) {
         let outcomes = chunk
             .par_iter()
-            .map(|(f, _)| {
+            .map(|f| {
                 let out = read_and_examine(f, ctx, stats);
                 bar.inc(1);
                 out
             })
             .collect::<Result<Vec<_>>>()?;
         let mut done = Vec::with_capacity(chunk.len());
-        for ((f, origin), out) in chunk.iter().zip(outcomes) {
+        for (f, out) in chunk.iter().zip(outcomes) {
             if out.reason != Some(Reason::Unreadable) {
-                done.push(IndexRow::file(origin.clone(), f, out.clone()));
+                done.push(IndexRow::file(hex(&os_bytes(f.abs.as_os_str())), f, out.clone()));
             }
             sink.row(Row::new(source_index, &f.rel, 0, out))?;
         }

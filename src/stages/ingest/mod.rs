@@ -57,11 +57,19 @@
 //! index; the merge is an unpartitioned ingest that finds every row in those indexes, reads no file again, and so
 //! writes the very manifest a single process writes.
 //!
+//! ## Memory
+//! Nothing holds every row: each row goes, as it is found, into a sort ([`sink`], [`spill`]) that writes runs of
+//! 131,072 rows under `TMPDIR` once past that and merges them back in canonical order for the manifest (keys are
+//! assigned as the merged rows stream by) and in origin order for the re-run index. The re-run index is read as a
+//! merge join with the listing (sources visited in origin order), one origin's rows at a time. Outcomes of
+//! recently seen contents are kept in two bounded generations ([`examine`]). What grows with the collection is the
+//! listing (its names and stamps are the stage's fingerprint) and one archive's entries while it is read.
+//!
 //! ## Re-runs
 //! A private index, `cache/ingest-index.parquet` (not a manifest: manifests stay byte-identical), remembers each
 //! file's outcome keyed by absolute path, size, mtime and ctime (archives: the archive's path, size, mtime and
-//! ctime, for all their entries at once) and the limits in force. Unchanged files are neither read nor decoded
-//! again; the summary's `images decoded` and `reused` counts show it. Like make and git, this trusts mtime/ctime: a file
+//! ctime, for all their entries at once) and the limits in force, sorted by origin (hex of the absolute path).
+//! Unchanged files are neither read nor decoded again; the summary's `images decoded` and `reused` counts show it. Like make and git, this trusts mtime/ctime: a file
 //! rewritten with the same size within the file system's timestamp granularity would be missed (deleting
 //! `cache/ingest-index.parquet` makes the next run re-read everything).
 mod archives;

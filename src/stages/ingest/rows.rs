@@ -71,7 +71,14 @@ pub(super) fn path_identity(raw: &[u8], decoded: Option<String>) -> (String, Opt
 }
 
 pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // Once per file per run (every origin of the re-run index): one allocation, not a string per byte.
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// Canonical row order: (source_index, path, path_hex, entry order) — independent of listing order and threads.

@@ -75,7 +75,7 @@ impl<T: Spillable> Spill<T> {
         };
         let path = dir.path().join(format!("run-{:06}.parquet", self.runs.len()));
         self.held.par_sort_by(T::order);
-        let mut writer = ManifestWriter::with_row_group(&path, RUN_GROUP)?;
+        let mut writer = ManifestWriter::scratch(&path, RUN_GROUP)?;
         for chunk in self.held.chunks(RUN_GROUP) {
             writer.push(T::to_frame(chunk)?)?;
         }
