@@ -11,6 +11,7 @@ use anyhow::Result;
 use rayon::prelude::*;
 use std::fs::File;
 use std::io::Read;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 pub(super) fn ingest_dir(
@@ -30,7 +31,7 @@ pub(super) fn ingest_dir(
     }
     let mut todo = Vec::new();
     for f in dir.files.iter().filter(|f| ctx.owns(&Row::new(source_index, &f.rel, 0, Outcome::default()))) {
-        let origin = hex(&os_bytes(f.abs.as_os_str()));
+        let origin = hex(&os_bytes(dir.path_of(f).as_os_str()));
         match index.reuse_file(&origin, f.stamp, &ctx.env.workdir) {
             Some(out) => {
                 stats.reused.fetch_add(1, Ordering::Relaxed);
@@ -48,7 +49,7 @@ pub(super) fn ingest_dir(
         let outcomes = chunk
             .par_iter()
             .map(|f| {
-                let out = read_and_examine(f, ctx, stats);
+                let out = read_and_examine(&dir.path_of(f), f, ctx, stats);
                 bar.inc(1);
                 out
             })
@@ -56,7 +57,7 @@ pub(super) fn ingest_dir(
         let mut done = Vec::with_capacity(chunk.len());
         for (f, out) in chunk.iter().zip(outcomes) {
             if out.reason != Some(Reason::Unreadable) {
-                done.push(IndexRow::file(hex(&os_bytes(f.abs.as_os_str())), f, out.clone()));
+                done.push(IndexRow::file(hex(&os_bytes(dir.path_of(f).as_os_str())), f, out.clone()));
             }
             sink.row(Row::new(source_index, &f.rel, 0, out))?;
         }
@@ -69,7 +70,7 @@ pub(super) fn ingest_dir(
     Ok(())
 }
 
-fn read_and_examine(f: &DirFile, ctx: &Ctx<'_>, stats: &Stats) -> Result<Outcome> {
+fn read_and_examine(path: &Path, f: &DirFile, ctx: &Ctx<'_>, stats: &Stats) -> Result<Outcome> {
     let max = ctx.inputs.limits.max_file_bytes;
     if f.stamp.size > max {
         let detail = format!("{} bytes > limits.max_file_bytes = {max} (not read)", f.stamp.size);
@@ -77,7 +78,7 @@ fn read_and_examine(f: &DirFile, ctx: &Ctx<'_>, stats: &Stats) -> Result<Outcome
     }
     // Read at most max+1 bytes: the file may have grown since it was listed.
     let mut bytes = Vec::with_capacity(f.stamp.size as usize);
-    match File::open(&f.abs).and_then(|file| file.take(max + 1).read_to_end(&mut bytes)) {
+    match File::open(path).and_then(|file| file.take(max + 1).read_to_end(&mut bytes)) {
         Ok(_) => examine(&bytes, ctx, stats),
         Err(e) => Ok(Outcome::rejected(Reason::Unreadable, e.to_string()).with_bytes(Some(f.stamp.size))),
     }

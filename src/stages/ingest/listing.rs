@@ -24,10 +24,22 @@ pub(super) struct DirListing {
     pub(super) problems: Vec<(Vec<u8>, Outcome)>,
 }
 
+/// One listed file. Its path is not kept whole (the listing is what ingest holds per file): it is the root
+/// joined with `rel`, made when the file is read or looked up ([`DirListing::path_of`]).
 pub(super) struct DirFile {
     pub(super) rel: Vec<u8>,
-    pub(super) abs: PathBuf,
     pub(super) stamp: FileStamp,
+}
+
+impl DirListing {
+    /// The file's path as the walk found it: the root joined with its '/'-separated components.
+    pub(super) fn path_of(&self, f: &DirFile) -> PathBuf {
+        let mut path = self.root.clone();
+        for part in f.rel.split(|&b| b == b'/') {
+            path.push(os_str(part));
+        }
+        path
+    }
 }
 
 /// What decides whether a file changed since the last run.
@@ -154,7 +166,7 @@ pub(super) fn list_dir(root: &Path, skip: &[PathBuf]) -> DirListing {
                     continue;
                 }
                 match e.metadata() {
-                    Ok(meta) => files.push(DirFile { rel, abs: e.path().to_path_buf(), stamp: FileStamp::of(&meta) }),
+                    Ok(meta) => files.push(DirFile { rel, stamp: FileStamp::of(&meta) }),
                     Err(err) => problems.push((rel, Outcome::rejected(Reason::Unreadable, err.to_string()))),
                 }
             }
@@ -203,6 +215,18 @@ pub(super) fn os_bytes(s: &std::ffi::OsStr) -> Vec<u8> {
     s.to_string_lossy().as_bytes().to_vec()
 }
 
+#[cfg(unix)]
+fn os_str(bytes: &[u8]) -> &std::ffi::OsStr {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(bytes)
+}
+
+/// Names were made lossy by `os_bytes` on this platform, so they are valid UTF-8 here.
+#[cfg(not(unix))]
+fn os_str(bytes: &[u8]) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(std::str::from_utf8(bytes).unwrap_or_default())
+}
+
 /// Every source's listing, in `sources:` order.
 pub struct Listings(pub(super) Vec<Listing>);
 
@@ -210,10 +234,10 @@ impl Listing {
     /// The smallest re-run index origin (hex of the absolute path) among this source's files, if any.
     fn first_origin(&self) -> Option<String> {
         let path = match self {
-            Listing::Dir(dir) => dir.files.first().map(|f| f.abs.as_os_str())?,
-            Listing::Archive(a) => a.path.as_os_str(),
+            Listing::Dir(dir) => dir.path_of(dir.files.first()?),
+            Listing::Archive(a) => a.path.clone(),
         };
-        Some(super::rows::hex(&os_bytes(path)))
+        Some(super::rows::hex(&os_bytes(path.as_os_str())))
     }
 }
 
@@ -270,4 +294,49 @@ impl Listings {
 
 pub(super) fn stamp_bytes(s: &FileStamp) -> Vec<u8> {
     [s.size.to_le_bytes(), s.mtime_ns.to_le_bytes(), s.ctime_ns.to_le_bytes()].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The path made from root + name is the one the walk found, byte for byte, whatever way the root is
+    /// spelt: the re-run index is keyed by it, so a different spelling would re-read every file.
+    #[test]
+    fn a_files_path_is_the_walked_path_for_any_spelling_of_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("src");
+        fs::create_dir_all(base.join("a/b")).unwrap();
+        for name in ["top.png", "a/mid.png", "a/b/deep.png"] {
+            fs::write(base.join(name), b"x").unwrap();
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            fs::write(base.join("a").join(std::ffi::OsStr::from_bytes(b"bad\xff.png")), b"x").unwrap();
+        }
+        let with_slash = PathBuf::from(format!("{}/", base.display()));
+        let dotted = base.join(".").join("a").join("..");
+        for root in [base.clone(), with_slash, dotted] {
+            let listing = list_dir(&root, &[]);
+            let walked: Vec<PathBuf> = walkdir::WalkDir::new(&root)
+                .min_depth(1)
+                .into_iter()
+                .map(|e| e.unwrap())
+                .filter(|e| e.file_type().is_file())
+                .map(|e| e.path().to_path_buf())
+                .collect();
+            let mut made: Vec<PathBuf> = listing.files.iter().map(|f| listing.path_of(f)).collect();
+            let mut walked_sorted = walked.clone();
+            made.sort();
+            walked_sorted.sort();
+            assert_eq!(made.len(), if cfg!(unix) { 4 } else { 3 }, "{}", root.display());
+            assert_eq!(
+                made.iter().map(|p| os_bytes(p.as_os_str())).collect::<Vec<_>>(),
+                walked_sorted.iter().map(|p| os_bytes(p.as_os_str())).collect::<Vec<_>>(),
+                "root {}",
+                root.display()
+            );
+        }
+    }
 }

@@ -63,7 +63,8 @@
 //! assigned as the merged rows stream by) and in origin order for the re-run index. The re-run index is read as a
 //! merge join with the listing (sources visited in origin order), one origin's rows at a time. Outcomes of
 //! recently seen contents are kept in two bounded generations ([`examine`]). What grows with the collection is the
-//! listing (its names and stamps are the stage's fingerprint) and one archive's entries while it is read.
+//! listing (one relative name and stamp per file, about 100 bytes: they are the stage's fingerprint) and one
+//! archive's entries while it is read.
 //!
 //! ## Re-runs
 //! A private index, `cache/ingest-index.parquet` (not a manifest: manifests stay byte-identical), remembers each
